@@ -1,0 +1,46 @@
+"""The edgekit command line: thin typer commands; main() is the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgekit import errors
+from edgekit.cli import app as _app
+from edgekit.cli import commands  # noqa: F401  (registers every command on the app)
+from edgekit.console import err
+
+app = _app.app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for the `edgekit` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except errors.EdgekitError as e:
+        _report(e)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        sys.exit(errors.INTERRUPTED)
+    except typer.Abort:
+        err.print("[red]aborted[/]")
+        sys.exit(errors.INTERRUPTED)
+    except _click_exceptions() as e:
+        e.show()
+        sys.exit(errors.USAGE)
+    else:
+        sys.exit(0)
+
+
+def _report(e: errors.EdgekitError) -> None:
+    err.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
+    if e.hint:
+        err.print(f"[dim]hint:[/] {e.hint}")
+
+
+def _click_exceptions():
+    import click
+
+    return (click.exceptions.UsageError, click.exceptions.BadParameter, click.exceptions.NoSuchOption)

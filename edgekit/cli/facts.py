@@ -1,0 +1,64 @@
+"""`edgekit facts`: what edgekit sees on a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgekit.cli.app import app
+from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Json, open_transport
+from edgekit.console import emit_json, err
+from edgekit.facts.device import DeviceFacts, read_facts
+
+
+@app.command()
+def facts(
+    target: str = typer.Argument(..., help="[user@]host[:port], an ssh_config alias, or `local`."),
+    json_out: bool = Json,
+    cuda_arch: Optional[str] = typer.Option(None, "--cuda-arch", help="Override the GPU arch, e.g. 87 or compute_87."),
+    identity: Optional[Path] = Identity,
+    accept_new_host_key: bool = AcceptNewHostKey,
+    ask_become_pass: bool = AskBecomePass,
+) -> None:
+    """Show what edgekit finds on a device: board, L4T/JetPack, CUDA, GPU arch, memory, disk, tools."""
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        found = read_facts(t, cuda_arch)
+    if json_out:
+        emit_json(found.to_json())
+    else:
+        err.print(facts_table(found))
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def facts_table(f: DeviceFacts) -> Table:
+    table = Table(title=f"facts: {f.target}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    j, mem, disk = f.jetson, f.memory or {}, f.disk or {}
+    table.add_row("host", f"{f.hostname} ({(f.os or {}).get('pretty_name')}, {f.arch}, {f.cpus} CPUs)")
+    if j:
+        table.add_row("jetson", f"{j['model']} - {j['module'] or 'unknown module'} ({j['part'] or '?'})")
+        table.add_row("L4T / JetPack", f"R{j['l4t']} / JetPack {j['jetpack'] or 'unknown'}")
+        table.add_row("power mode", j["power_mode"] or "unknown (nvpmodel not found)")
+        table.add_row("memory bandwidth", f"{j['memory_bandwidth_gbs']} GB/s" if j["memory_bandwidth_gbs"] else "?")
+    else:
+        table.add_row("jetson", "no (not a Jetson: no /etc/nv_tegra_release or NVIDIA device tree)")
+    gpu = f.gpu
+    table.add_row("GPU arch", f"sm_{gpu['cuda_arch']} (compute {gpu['compute_capability']}, from {gpu['source']})"
+                  if gpu else "none")
+    cuda = f.cuda
+    table.add_row("CUDA", f"{cuda['full_version'] or cuda['version']} at {cuda['nvcc']}" if cuda else "not found")
+    table.add_row("memory", f"{_gib(mem.get('available_bytes'))} available of {_gib(mem.get('total_bytes'))}, "
+                            f"swap {_gib(mem.get('swap_total_bytes'))}")
+    table.add_row("disk", f"{_gib(disk.get('free_bytes'))} free at {disk.get('path')}")
+    table.add_row("systemd", "yes (PID 1)" if f.systemd else "no")
+    table.add_row("sudo", f.sudo)
+    present = [name for name, path in f.tools.items() if path]
+    table.add_row("tools", ", ".join(present) or "none")
+    return table

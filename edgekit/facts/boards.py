@@ -1,0 +1,96 @@
+"""What edgekit knows about Jetson modules and L4T releases (data, no I/O).
+
+Sources: NVIDIA's Jetson module data sheets (memory bandwidth), the CUDA GPU compute capability table, and
+the L4T/JetPack release notes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Module:
+    part: str               # module part number prefix as it appears in device-tree compatible, e.g. p3767-0005
+    name: str
+    family: str             # orin, xavier, nano, tx2, thor
+    soc: str
+    compute_capability: str
+    memory_gb: float
+    bandwidth_gbs: float    # peak LPDDR bandwidth in the default top power mode
+    super_bandwidth_gbs: float | None = None  # with the JetPack 6.2 "Super" (MAXN_SUPER) memory clocks
+
+
+MODULES: list[Module] = [
+    Module("p3767-0000", "Jetson Orin NX 16GB", "orin", "tegra234", "8.7", 16, 102.4),
+    Module("p3767-0001", "Jetson Orin NX 8GB", "orin", "tegra234", "8.7", 8, 102.4),
+    Module("p3767-0003", "Jetson Orin Nano 8GB", "orin", "tegra234", "8.7", 8, 68.0, 102.0),
+    Module("p3767-0004", "Jetson Orin Nano 4GB", "orin", "tegra234", "8.7", 4, 34.0, 51.0),
+    Module("p3767-0005", "Jetson Orin Nano 8GB (developer kit)", "orin", "tegra234", "8.7", 8, 68.0, 102.0),
+    Module("p3701-0000", "Jetson AGX Orin 32GB", "orin", "tegra234", "8.7", 32, 204.8),
+    Module("p3701-0004", "Jetson AGX Orin 32GB", "orin", "tegra234", "8.7", 32, 204.8),
+    Module("p3701-0005", "Jetson AGX Orin 64GB", "orin", "tegra234", "8.7", 64, 204.8),
+    Module("p3701-0008", "Jetson AGX Orin Industrial 64GB", "orin", "tegra234", "8.7", 64, 204.8),
+    Module("p3668-0000", "Jetson Xavier NX", "xavier", "tegra194", "7.2", 8, 59.7),
+    Module("p3668-0001", "Jetson Xavier NX", "xavier", "tegra194", "7.2", 8, 59.7),
+    Module("p3668-0003", "Jetson Xavier NX 16GB", "xavier", "tegra194", "7.2", 16, 59.7),
+    Module("p2888-0001", "Jetson AGX Xavier 16GB", "xavier", "tegra194", "7.2", 16, 136.5),
+    Module("p2888-0004", "Jetson AGX Xavier 32GB", "xavier", "tegra194", "7.2", 32, 136.5),
+    Module("p2888-0005", "Jetson AGX Xavier 64GB", "xavier", "tegra194", "7.2", 64, 136.5),
+    Module("p2888-0008", "Jetson AGX Xavier Industrial", "xavier", "tegra194", "7.2", 32, 136.5),
+    Module("p3448-0000", "Jetson Nano 4GB", "nano", "tegra210", "5.3", 4, 25.6),
+    Module("p3448-0002", "Jetson Nano 4GB (eMMC)", "nano", "tegra210", "5.3", 4, 25.6),
+    Module("p3448-0003", "Jetson Nano 2GB", "nano", "tegra210", "5.3", 2, 25.6),
+    Module("p3310", "Jetson TX2", "tx2", "tegra186", "6.2", 8, 59.7),
+    Module("p3636", "Jetson TX2 NX", "tx2", "tegra186", "6.2", 4, 51.2),
+    Module("p3834", "Jetson AGX Thor", "thor", "tegra264", "11.0", 128, 273.0),
+]
+
+# SoC -> compute capability, for boards whose module part number is unknown.
+SOC_COMPUTE = {"tegra234": "8.7", "tegra194": "7.2", "tegra186": "6.2", "tegra210": "5.3", "tegra264": "11.0"}
+MIN_COMPUTE = (7, 2)  # llama.cpp's CUDA backend and current JetPacks: Xavier (sm_72) and newer
+
+# L4T (major, minor, patch) -> JetPack. Patch None matches any patch of that minor.
+L4T_TO_JETPACK: list[tuple[tuple[int, int, int | None], str]] = [
+    ((38, 2, None), "7.0"),
+    ((36, 4, 4), "6.2.1"), ((36, 4, 3), "6.2"), ((36, 4, 0), "6.1"), ((36, 3, None), "6.0"),
+    ((36, 2, None), "6.0 DP"),
+    ((35, 6, None), "5.1.4"), ((35, 5, None), "5.1.3"), ((35, 4, None), "5.1.2"), ((35, 3, None), "5.1.1"),
+    ((35, 2, None), "5.1"), ((35, 1, None), "5.0.2"),
+    ((34, 1, None), "5.0.1 DP"),
+    ((32, 7, 6), "4.6.6"), ((32, 7, 5), "4.6.5"), ((32, 7, 4), "4.6.4"), ((32, 7, 3), "4.6.3"),
+    ((32, 7, 2), "4.6.2"), ((32, 7, 1), "4.6.1"), ((32, 6, None), "4.6"), ((32, 5, None), "4.5"),
+    ((32, 4, None), "4.4"),
+]
+
+
+def jetpack_for(l4t: str | None) -> str | None:
+    """Map an L4T version like '36.4.3' to its JetPack release ('6.2'), or None when unknown."""
+    if not l4t:
+        return None
+    try:
+        parts = [int(p) for p in l4t.split(".")]
+    except ValueError:
+        return None
+    major, minor, patch = (parts + [0, 0, 0])[:3]
+    for (ma, mi, pa), jetpack in L4T_TO_JETPACK:
+        if ma == major and mi == minor and (pa is None or pa == patch):
+            return jetpack
+    return None
+
+
+def module_for(compatible: list[str], model: str | None = None) -> Module | None:
+    """Find the module from device-tree compatible strings (most specific first), else from the model name."""
+    for entry in compatible:
+        for piece in entry.replace("nvidia,", "").split("+"):
+            for module in MODULES:
+                if piece == module.part or piece.startswith(module.part + "-"):
+                    return module
+    text = (model or "").lower()
+    guesses = [("orin nano", "p3767-0005"), ("orin nx", "p3767-0000"), ("agx orin", "p3701-0005"),
+               ("xavier nx", "p3668-0001"), ("agx xavier", "p2888-0001"), ("jetson nano", "p3448-0000"),
+               ("tx2", "p3310"), ("thor", "p3834")]
+    for needle, part in guesses:
+        if needle in text:
+            return next(m for m in MODULES if m.part == part)
+    return None

@@ -1,0 +1,110 @@
+"""All of a device's facts in one object, read in one round trip, with the Jetson view derived from them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgekit.errors import UnsuitableDevice, UsageError
+from edgekit.facts import boards
+from edgekit.facts.base import gather
+from edgekit.facts.cuda import CudaToolkit, parse_arch_override
+from edgekit.facts.jetson import DeviceCompatible, DeviceModel, JetsonRelease, JtopService, PowerMode
+from edgekit.facts.system import (Arch, CpuCount, DiskSpace, Hostname, InitSystem, MemInfo, OsRelease,
+                                  SudoAccess, Tools)
+
+ALL_FACTS = [Hostname, OsRelease, Arch, CpuCount, MemInfo, DiskSpace, InitSystem, SudoAccess, Tools,
+             DeviceModel, DeviceCompatible, JetsonRelease, PowerMode, JtopService, CudaToolkit]
+
+
+@dataclass
+class DeviceFacts:
+    target: str
+    hostname: str | None
+    os: dict | None
+    arch: str | None
+    cpus: int | None
+    memory: dict | None
+    disk: dict | None
+    systemd: bool
+    sudo: str
+    jetson: dict | None
+    cuda: dict | None
+    gpu: dict | None
+    tools: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def cuda_arch(self) -> str | None:
+        return (self.gpu or {}).get("cuda_arch")
+
+
+def derive(target: str, raw: dict[str, Any], arch_override: str | None = None) -> DeviceFacts:
+    """Pure: turn gathered raw facts into DeviceFacts (Jetson module, JetPack, compute capability)."""
+    jetson = None
+    model, compatible, release = raw.get("dt_model"), raw.get("dt_compatible") or [], raw.get("l4t")
+    is_jetson = release is not None or any(c.startswith("nvidia,") for c in compatible)
+    memory = raw.get("memory") or {}
+    if is_jetson:
+        module = boards.module_for(compatible, model)
+        total_gb = memory.get("total_bytes", 0) / 2**30
+        if module and module.part == "p3767-0005" and not compatible and 0 < total_gb < 6:
+            module = next(m for m in boards.MODULES if m.part == "p3767-0004")
+        soc = module.soc if module else next((c.split(",")[1] for c in compatible if "tegra" in c), None)
+        cc = module.compute_capability if module else boards.SOC_COMPUTE.get(soc or "")
+        l4t = release["l4t"] if release else None
+        power = raw.get("power_mode")
+        jetson = {
+            "model": model, "module": module.name if module else None, "part": module.part if module else None,
+            "family": module.family if module else None, "soc": soc, "l4t": l4t,
+            "jetpack": boards.jetpack_for(l4t), "compute_capability": cc,
+            "memory_bandwidth_gbs": _bandwidth(module, power),
+            "power_mode": power["name"] if power else None, "jtop_service": raw.get("jtop_service"),
+        }
+    gpu = None
+    override = arch_override if arch_override is not None else os.environ.get("CUDA_DOCKER_ARCH")
+    try:
+        arch = parse_arch_override(override)
+    except ValueError:
+        raise UsageError(f"cannot read CUDA architecture {override!r}",
+                         hint="use a form like compute_87, sm_87, 87 or 8.7") from None
+    if arch:
+        gpu = {"cuda_arch": arch, "compute_capability": f"{arch[:-1]}.{arch[-1]}", "source": "override"}
+    elif jetson and jetson["compute_capability"]:
+        cc = jetson["compute_capability"]
+        gpu = {"cuda_arch": cc.replace(".", ""), "compute_capability": cc, "source": "jetson module table"}
+    return DeviceFacts(
+        target=target, hostname=raw.get("hostname"), os=raw.get("os_release"), arch=raw.get("arch"),
+        cpus=raw.get("cpus"), memory=raw.get("memory"), disk=raw.get("disk"), systemd=bool(raw.get("systemd")),
+        sudo=raw.get("sudo") or "none", jetson=jetson, cuda=raw.get("cuda"), gpu=gpu, tools=raw.get("tools") or {},
+    )
+
+
+def _bandwidth(module: boards.Module | None, power: dict | None) -> float | None:
+    if module is None:
+        return None
+    if module.super_bandwidth_gbs and power and "SUPER" in (power.get("name") or "").upper():
+        return module.super_bandwidth_gbs
+    return module.bandwidth_gbs
+
+
+def read_facts(transport, arch_override: str | None = None) -> DeviceFacts:
+    """Read every fact from the device in one round trip."""
+    raw = gather(lambda script: transport.run(script, check=False).stdout, ALL_FACTS)
+    return derive(transport.name, raw, arch_override)
+
+
+def require_supported(facts: DeviceFacts) -> None:
+    """Refuse Jetsons whose GPU llama.cpp's CUDA backend no longer supports (Nano, TX1, TX2)."""
+    j = facts.jetson
+    if not j or not j.get("compute_capability"):
+        return
+    major, minor = (int(x) for x in j["compute_capability"].split("."))
+    if (major, minor) < boards.MIN_COMPUTE:
+        raise UnsuitableDevice(
+            f"{j.get('module') or j.get('model')} (sm_{major}{minor}, L4T {j.get('l4t')}) is not supported: "
+            "needs Orin/Xavier (sm_72+)",
+            hint="use a Jetson Orin or Xavier; JetPack 4 boards cannot run current llama.cpp with CUDA")

@@ -1,0 +1,137 @@
+"""Generic Linux facts: OS, CPU, memory, disk, init system, sudo, tools on the device."""
+
+from __future__ import annotations
+
+import re
+
+from edgekit.facts.base import Fact
+
+INSTALL_PREFIX = "/opt/edgekit"
+
+
+class OsRelease(Fact):
+    name = "os_release"
+    command = "cat /etc/os-release"
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        fields = {}
+        for line in output.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip().strip('"')
+        if not fields:
+            return None
+        return {"id": fields.get("ID"), "version_id": fields.get("VERSION_ID"),
+                "pretty_name": fields.get("PRETTY_NAME")}
+
+
+class Hostname(Fact):
+    name = "hostname"
+    command = "hostname"
+
+    @staticmethod
+    def parse(output: str) -> str | None:
+        return output.strip() or None
+
+
+class Arch(Fact):
+    name = "arch"
+    command = "uname -m"
+
+    @staticmethod
+    def parse(output: str) -> str | None:
+        return output.strip() or None
+
+
+class CpuCount(Fact):
+    name = "cpus"
+    command = "nproc"
+
+    @staticmethod
+    def parse(output: str) -> int | None:
+        return int(output.strip()) if output.strip().isdigit() else None
+
+
+class MemInfo(Fact):
+    """/proc/meminfo in bytes: total, available, swap total and free."""
+
+    name = "memory"
+    command = "cat /proc/meminfo"
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        kib = {}
+        for line in output.splitlines():
+            m = re.match(r"^(\w+):\s+(\d+)\s*kB", line)
+            if m:
+                kib[m[1]] = int(m[2]) * 1024
+        if "MemTotal" not in kib:
+            return None
+        return {"total_bytes": kib["MemTotal"], "available_bytes": kib.get("MemAvailable", kib.get("MemFree", 0)),
+                "swap_total_bytes": kib.get("SwapTotal", 0), "swap_free_bytes": kib.get("SwapFree", 0)}
+
+
+class DiskSpace(Fact):
+    """Free space where edgekit installs: the install prefix, or its nearest existing parent."""
+
+    name = "disk"
+    command = (f"p={INSTALL_PREFIX}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
+               "echo \"$p\"; df -P -B1 \"$p\"")
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        lines = [ln for ln in output.splitlines() if ln.strip()]
+        if len(lines) < 3:
+            return None
+        fields = lines[-1].split()
+        try:
+            return {"path": lines[0], "total_bytes": int(fields[1]), "free_bytes": int(fields[3])}
+        except (IndexError, ValueError):
+            return None
+
+
+class InitSystem(Fact):
+    name = "systemd"
+    command = "cat /proc/1/comm"
+
+    @staticmethod
+    def parse(output: str) -> bool:
+        return output.strip() == "systemd"
+
+
+class SudoAccess(Fact):
+    """How this login can become root: root, nopasswd, password (a password is required), or none."""
+
+    name = "sudo"
+    command = ('if [ "$(id -u)" = 0 ]; then echo root; '
+               'elif ! command -v sudo >/dev/null; then echo none; '
+               'else out=$(sudo -n true 2>&1) && echo nopasswd || '
+               'case "$out" in *"password is required"*) echo password;; *) echo none;; esac; fi')
+
+    @staticmethod
+    def parse(output: str) -> str:
+        value = output.strip().splitlines()[-1] if output.strip() else "none"
+        return value if value in {"root", "nopasswd", "password", "none"} else "none"
+
+
+TOOLS = ["jtop", "tegrastats", "nvpmodel", "jetson_clocks", "systemctl", "journalctl", "curl", "cmake", "git",
+         "ccache", "ninja", "gcc", "g++"]
+
+
+class Tools(Fact):
+    """Absolute paths of the tools edgekit uses, looked up in /usr/sbin and /usr/local/bin too (SSH's PATH is short)."""
+
+    name = "tools"
+    command = ("for t in " + " ".join(TOOLS) + "; do "
+               "p=$(command -v $t || ls /usr/local/bin/$t /usr/bin/$t /usr/sbin/$t 2>/dev/null | head -n1); "
+               "echo \"$t ${p:--}\"; done")
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        found = {t: None for t in TOOLS}
+        for line in output.splitlines():
+            name, _, path = line.partition(" ")
+            if name in found:
+                found[name] = path.strip() if path.strip().startswith("/") else None
+        return found

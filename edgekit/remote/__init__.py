@@ -1,0 +1,1 @@
+"""Reaching the device: targets, the transport, and applying plans."""

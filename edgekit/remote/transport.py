@@ -1,0 +1,275 @@
+"""A thin transport to the device: run, sudo, put, get. Fabric for SSH, invoke for `local`.
+
+Commands run without a pty (stderr stays separate). Root-owned files are uploaded to a temp path and moved
+into place with sudo. Failures raise typed errors carrying the command, its exit code and its output tail.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import invoke
+import paramiko
+from fabric import Config, Connection
+
+from edgekit import paths
+from edgekit.errors import ConnectError, RemoteCommandFailed
+from edgekit.remote.target import Target
+
+SUDO_PROMPT = "[edgekit-sudo] password: "
+
+
+@dataclass
+class Result:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class _LineSink(io.TextIOBase):
+    """A stream that hands complete lines to a callback (build progress, download progress)."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self._on_line = on_line
+        self._buf = ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.replace("\r", "\n").split("\n")
+        for line in lines:
+            self._on_line(line)
+        return len(text)
+
+    def flush(self) -> None:  # invoke flushes; nothing is held back but a partial line
+        pass
+
+
+class Transport:
+    """Run commands on one device. Use as a context manager, or call close()."""
+
+    def __init__(self, target: Target, become_password: str | None = None,
+                 accept_new_host_key: bool = False, connect_timeout: float = 10.0):
+        self.target = target
+        self.become_password = become_password
+        self._accept_new = accept_new_host_key
+        self._timeout = connect_timeout
+        self._ctx: invoke.Context | Connection | None = None
+        self._user: str | None = None
+
+    # -- connection -------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.target.display
+
+    @property
+    def is_local(self) -> bool:
+        return self.target.is_local
+
+    def _context(self):
+        if self._ctx is None:
+            self._ctx = invoke.Context() if self.is_local else self._connect()
+        return self._ctx
+
+    def _connect(self) -> Connection:
+        t = self.target
+        config = Config(ssh_config=_ssh_config())
+        connect_kwargs: dict = {}
+        if t.identity:
+            connect_kwargs["key_filename"] = [str(t.identity)]
+        conn = Connection(t.host, user=t.user, port=t.port, config=config,
+                          connect_timeout=int(self._timeout), connect_kwargs=connect_kwargs)
+        client = conn.client
+        for hosts_file in _known_hosts_files(conn.ssh_config):
+            try:
+                client.load_host_keys(str(hosts_file))
+            except (OSError, paramiko.SSHException):
+                pass
+        client.set_missing_host_key_policy(
+            _AcceptAndRecord(paths.known_hosts()) if self._accept_new else paramiko.RejectPolicy())
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as e:
+            raise ConnectError(
+                f"host key for {t.display} has CHANGED (got {e.key.get_name()} {e.key.get_base64()[:24]}...)",
+                hint="if the device was re-flashed, remove its old line from known_hosts "
+                     f"(ssh-keygen -R {t.host}), then retry with --accept-new-host-key") from None
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise ConnectError(
+                    f"unknown host key for {t.display}: refusing to connect to a host edgekit cannot verify",
+                    hint="check the fingerprint (ssh-keyscan), then run again with --accept-new-host-key "
+                         f"to record it in {paths.known_hosts()}") from None
+            if isinstance(e, paramiko.AuthenticationException):
+                raise ConnectError(
+                    f"authentication failed for {conn.user}@{t.host}:{conn.port}: {e}",
+                    hint="pass the right key with --identity/-i, or add it to ssh-agent; "
+                         f"check `ssh {conn.user}@{t.host}` works") from None
+            raise ConnectError(f"cannot connect to {t.display}: {e}",
+                               hint="check the address and that sshd runs on the device") from None
+        except (socket.timeout, TimeoutError) as e:
+            raise ConnectError(f"cannot connect to {t.display}: timed out after {self._timeout:g}s ({e})",
+                               hint="check the address, the network, and that the device is powered on") from None
+        except OSError as e:
+            raise ConnectError(f"cannot connect to {t.display}: {e.strerror or e}",
+                               hint="check the address and port, and that sshd runs on the device") from None
+        return conn
+
+    def close(self) -> None:
+        if isinstance(self._ctx, Connection):
+            self._ctx.close()
+        self._ctx = None
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- commands ---------------------------------------------------------------------------------------
+    @property
+    def user(self) -> str:
+        if self._user is None:
+            self._user = self.run("id -un").stdout.strip()
+        return self._user
+
+    @property
+    def is_root(self) -> bool:
+        return self.user == "root"
+
+    def run(self, command: str, *, sudo: bool = False, check: bool = True,
+            env: Mapping[str, str] | None = None, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None, stdin: str | None = None,
+            hint: str | None = None) -> Result:
+        """Run a shell command; raise RemoteCommandFailed on non-zero exit when check is true."""
+        script = command
+        if env:
+            script = " ".join(f"export {k}={shlex.quote(v)};" for k, v in env.items()) + " " + script
+        wrapped = f"sh -c {shlex.quote(script)}"
+        kwargs = dict(hide=True, warn=True, pty=False, timeout=timeout,
+                      in_stream=io.StringIO(stdin) if stdin is not None else False)
+        if on_line is not None:
+            kwargs["out_stream"] = _LineSink(on_line)
+            kwargs["err_stream"] = _LineSink(on_line)
+            kwargs["hide"] = False
+        ctx = self._context()
+        try:
+            if sudo and not self.is_root:
+                if self.become_password is not None:
+                    res = ctx.sudo(wrapped, password=self.become_password, prompt=SUDO_PROMPT, **kwargs)
+                else:
+                    res = ctx.run(f"sudo -n -- {wrapped}", **kwargs)
+            else:
+                res = ctx.run(wrapped, **kwargs)
+        except invoke.exceptions.AuthFailure:
+            raise ConnectError(f"sudo on {self.name} refused the password",
+                               hint="check EDGEKIT_BECOME_PASS or the password given to --ask-become-pass") from None
+        except invoke.exceptions.CommandTimedOut as e:
+            raise RemoteCommandFailed(command, -1, (e.result.stdout or "") + (e.result.stderr or ""),
+                                      message=f"remote command timed out after {timeout:g}s: {command}") from None
+        out = res.stdout or ""
+        err = (res.stderr or "").replace(SUDO_PROMPT, "")
+        result = Result(command, res.exited, out, err)
+        if sudo and not self.is_root and res.exited == 1 and "a password is required" in err:
+            raise ConnectError(
+                f"sudo on {self.name} needs a password for {self.user}",
+                hint="pass --ask-become-pass (or set EDGEKIT_BECOME_PASS), or allow NOPASSWD sudo for this user")
+        if sudo and not self.is_root and ("is not in the sudoers file" in err or "may not run sudo" in err):
+            raise ConnectError(f"sudo refused on {self.name}: {self.user} may not use sudo",
+                               hint=f"add {self.user} to the sudo group on the device, or log in as a user who can")
+        if check and not result.ok:
+            raise RemoteCommandFailed(command, result.exit_code, out + err, hint=hint)
+        return result
+
+    def sudo(self, command: str, **kwargs) -> Result:
+        return self.run(command, sudo=True, **kwargs)
+
+    # -- files ------------------------------------------------------------------------------------------
+    def put(self, local: str | Path, remote: str, *, sudo: bool = False, mode: str = "0644",
+            owner: str = "root", group: str | None = None) -> None:
+        """Copy a file to the device atomically: temp name, then rename into place with mode and owner."""
+        local = str(local)
+        if not sudo:
+            tmp = f"{remote}.edgekit-tmp"
+            self._copy(local, tmp)
+            self.run(f"chmod {mode} {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(remote)}")
+            return
+        tmp = self.run("mktemp /tmp/edgekit-upload.XXXXXX").stdout.strip()
+        try:
+            self._copy(local, tmp)
+            q = shlex.quote
+            part = f"{remote}.edgekit-tmp"
+            self.sudo(f"install -m {mode} -o {owner} -g {group or owner} {q(tmp)} {q(part)} "
+                      f"&& mv -f {q(part)} {q(remote)}")
+        finally:
+            self.run(f"rm -f {shlex.quote(tmp)}", check=False)
+
+    def put_text(self, text: str, remote: str, **kwargs) -> None:
+        """Write text to a remote file atomically (see put)."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
+            fh.write(text)
+        try:
+            self.put(fh.name, remote, **kwargs)
+        finally:
+            os.unlink(fh.name)
+
+    def _copy(self, local: str, remote: str) -> None:
+        ctx = self._context()
+        if isinstance(ctx, Connection):
+            ctx.put(local, remote)
+        else:
+            shutil.copyfile(local, remote)
+
+    def get(self, remote: str, local: str | Path) -> None:
+        ctx = self._context()
+        if isinstance(ctx, Connection):
+            ctx.get(remote, str(local))
+        else:
+            shutil.copyfile(remote, local)
+
+
+class _AcceptAndRecord(paramiko.MissingHostKeyPolicy):
+    """--accept-new-host-key: trust a first-seen key and record it in edgekit's known_hosts."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="ascii") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def _ssh_config() -> paramiko.SSHConfig:
+    """EDGEKIT_SSH_CONFIG alone when set (tests); else edgekit's own (stand-ins) and then ~/.ssh/config."""
+    only = os.environ.get("EDGEKIT_SSH_CONFIG")
+    files = [Path(only)] if only else [paths.home() / "ssh_config", Path.home() / ".ssh" / "config"]
+    config = paramiko.SSHConfig()
+    for path in files:
+        if path.is_file():
+            with open(path, encoding="utf-8") as fh:
+                config.parse(fh)
+    return config
+
+
+def _known_hosts_files(ssh_config) -> list[Path]:
+    files = [paths.known_hosts()]
+    if not os.environ.get("EDGEKIT_SSH_CONFIG"):
+        files.append(Path.home() / ".ssh" / "known_hosts")
+    for entry in (ssh_config.get("userknownhostsfile") or "").split():
+        files.append(Path(os.path.expanduser(entry)))
+    return [f for f in files if f.is_file()]

@@ -1,0 +1,106 @@
+"""The stand-in device's root filesystem: debootstrapped Debian bookworm, built once in a tmpfs, cached as zstd."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from edgekit.errors import UsageError
+
+SUITE = "bookworm"
+# What a freshly flashed Jetson has that matters to edgekit (systemd, sshd, sudo, python3, curl), plus the
+# llama.cpp build toolchain: the stand-in cannot reach any package mirror, so it must already carry it.
+PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "curl", "ca-certificates",
+    "procps", "iproute2", "build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev",
+    "python3-psutil",
+]
+USERS = {
+    "jetson": "sudo without a password, like a configured Jetson",
+    "sudopw": "sudo needs the password 'edgekit'",
+    "guest": "no sudo at all",
+}
+SUDOPW_PASSWORD = "edgekit"
+LAYOUT_VERSION = "3"  # bump when the customisation below changes
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("EDGEKIT_SANDBOX_CACHE", "/var/cache/edgekit/sandbox"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tarball_path() -> Path:
+    key = hashlib.sha256(" ".join([SUITE, LAYOUT_VERSION, *PACKAGES]).encode()).hexdigest()[:12]
+    return cache_dir() / f"rootfs-{SUITE}-{key}.tar.zst"
+
+
+def mirror() -> str:
+    """The Debian mirror this host's apt uses (so the stand-in builds wherever apt works)."""
+    for src in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
+        if src.is_file():
+            for line in src.read_text().splitlines():
+                line = line.strip()
+                if line.startswith("URIs:"):
+                    return line.split()[1]
+                if line.startswith("deb ") and "security" not in line:
+                    return next(p for p in line.split()[1:] if p.startswith("http"))
+    return "http://deb.debian.org/debian"
+
+
+def ensure_tarball(log) -> Path:
+    """Return the cached rootfs tarball, building it first if missing (about 2 minutes)."""
+    tarball = tarball_path()
+    if tarball.is_file():
+        return tarball
+    if not shutil.which("debootstrap"):
+        raise UsageError("debootstrap is not installed", hint="apt-get install debootstrap systemd-container zstd")
+    work = Path(tempfile.mkdtemp(prefix="edgekit-rootfs-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6G", "tmpfs", str(work)], check=True)
+    try:
+        root = work / "root"
+        log(f"building the stand-in rootfs (debootstrap {SUITE}, once; cached at {tarball})")
+        proc = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror()],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise UsageError("debootstrap failed:\n" + "\n".join(proc.stdout.splitlines()[-15:]),
+                             hint="check that apt-get works on this machine (apt-get update)")
+        _customise(root)
+        part = tarball.with_suffix(".part")
+        subprocess.run(f"tar -C {root} --numeric-owner -cf - . | zstd -q -T0 -3 -o {part} -f",
+                       shell=True, check=True)
+        part.rename(tarball)
+    finally:
+        subprocess.run(["umount", "-l", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return tarball
+
+
+def _chroot(root: Path, script: str) -> None:
+    subprocess.run(["chroot", str(root), "/bin/sh", "-ec", script], check=True)
+
+
+def _customise(root: Path) -> None:
+    users = " ".join(USERS)
+    _chroot(root, f"""
+for u in {users}; do useradd -m -s /bin/bash "$u"; done
+usermod -aG sudo jetson
+usermod -aG sudo sudopw
+echo 'sudopw:{SUDOPW_PASSWORD}' | chpasswd
+echo 'jetson ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-jetson
+chmod 0440 /etc/sudoers.d/90-jetson
+# Nothing may take the dpkg lock mid-test, and nothing may wait for a network the stand-in does not have.
+systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer man-db.timer 2>/dev/null || true
+systemctl mask systemd-networkd-wait-online.service 2>/dev/null || true
+# Host keys are made per stand-in at boot, never shared through the cache.
+rm -f /etc/ssh/ssh_host_*
+printf 'PasswordAuthentication no\\nKbdInteractiveAuthentication no\\nUseDNS no\\n' > /etc/ssh/sshd_config.d/edgekit.conf
+: > /etc/machine-id
+apt-get clean
+rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
+""")
