@@ -1,0 +1,3 @@
+"""`edgekit provision` commands."""
+
+from edgekit.cli.app import app  # noqa: F401

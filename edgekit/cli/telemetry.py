@@ -1,0 +1,3 @@
+"""`edgekit telemetry` commands."""
+
+from edgekit.cli.app import app  # noqa: F401
