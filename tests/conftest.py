@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["modelserver", "served"]  # tests/modelserver.py: Hub-like nginx `model_server`; tests/served.py: `served_standin`
+
 LLAMA_SDIST = "llama_cpp_python-0.3.36.tar.gz"
 LLAMA_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 TEST_CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test"))

@@ -1,3 +1,191 @@
-"""`edgekit bench` commands."""
+"""`edgekit bench`: measure a llama-server (tok/s, TTFT, telemetry, llama-bench, bandwidth ceiling); compare runs."""
 
-from edgekit.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from edgekit.bench import report
+from edgekit.bench.runner import BenchSettings, run_bench
+from edgekit.bench.workload import DEFAULT, QUICK
+from edgekit.cli.app import app
+from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
+from edgekit.console import emit_json, err
+from edgekit.errors import PartialFailure, UsageError
+
+API_KEY_FILE = "/etc/edgekit/api-key"
+
+
+@app.command()
+def bench(
+    target: Optional[str] = typer.Argument(
+        None, help="Device running llama-server ([user@]host, alias, `local`), or `compare` A.json B.json."),
+    files: Optional[List[str]] = typer.Argument(None, help="With `compare`: two result files.", show_default=False),
+    url: Optional[str] = typer.Option(None, "--url", help="llama-server URL (default: http://TARGET:PORT)."),
+    port: int = typer.Option(8080, "--port", help="llama-server port when --url is not given."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="EDGEKIT_API_KEY",
+                                          help=f"Bearer key (default: read {API_KEY_FILE} on the device)."),
+    llama_bench: bool = typer.Option(False, "--llama-bench", help="Also run llama-bench on the device, same settings."),
+    quick: bool = typer.Option(False, "--quick", help="A short smoke run (not for comparisons)."),
+    out: Path = typer.Option(Path("bench-results"), "--out", help="Folder for the JSON result and PNG plots."),
+    bandwidth: Optional[float] = typer.Option(None, "--bandwidth", min=0.1,
+                                              help="Memory bandwidth in GB/s (for boards edgekit does not know)."),
+    no_telemetry: bool = typer.Option(False, "--no-telemetry", help="Do not sample the device during the run."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    identity: Optional[Path] = Identity,
+    accept_new_host_key: bool = AcceptNewHostKey,
+    ask_become_pass: bool = AskBecomePass,
+) -> None:
+    """Benchmark a llama-server with a fixed workload; `edgekit bench compare A.json B.json` compares two runs."""
+    if target == "compare":
+        if not files or len(files) != 2:
+            raise UsageError("compare needs two result files", hint="edgekit bench compare A.json B.json")
+        _compare(files[0], files[1], json_out)
+        return
+    if files:
+        raise UsageError(f"unexpected arguments: {' '.join(files)}", hint="edgekit bench TARGET [--url URL]")
+    if target is None and url is None:
+        raise UsageError("nothing to benchmark", hint="give a TARGET (device over SSH) or --url http://HOST:PORT")
+    settings = BenchSettings(url=url or "", api_key=api_key, workload=QUICK if quick else DEFAULT,
+                             llama_bench=llama_bench, bandwidth_gbs=bandwidth, out_dir=str(out))
+    if target is None:
+        if llama_bench:
+            raise UsageError("--llama-bench runs on the device and needs a TARGET", hint="edgekit bench HOST --url URL "
+                             "--llama-bench")
+        result = _run(settings, None)
+    else:
+        with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+            if not url:
+                settings.url = f"http://{_device_host(t)}:{port}"
+            if settings.api_key is None:
+                key = t.run(f"sudo -n cat {shlex.quote(API_KEY_FILE)}", check=False)
+                settings.api_key = key.stdout.strip() or None if key.ok else None
+            result = _run(settings, None if no_telemetry and not llama_bench else t, telemetry=not no_telemetry)
+    _render(result, json_out)
+    failed = sum(c["failed"] for c in result["summary"]["cases"])
+    if failed or not result["complete"]:
+        saved = (result.get("files") or {}).get("json")
+        raise PartialFailure(f"{failed} request(s) failed" if failed else "the run did not complete",
+                             hint=f"partial results saved in {saved}; see the errors above" if saved else None)
+
+
+def _device_host(transport) -> str:
+    if transport.is_local:
+        return "127.0.0.1"
+    conn = transport._context()   # fabric resolved the ssh_config alias to its HostName
+    return conn.host
+
+
+def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
+    from rich.status import Status
+
+    status = Status("starting", console=err)
+    status.start()
+    try:
+        return run_bench(settings, transport, on_progress=lambda text: status.update(text),
+                         telemetry=telemetry)
+    finally:
+        status.stop()
+
+
+def _f(value, digits: int = 1, unit: str = "") -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _ms(stat) -> str:
+    return "-" if not stat else f"{stat['median']:,.1f} ±{stat['spread_pct'] / 2:.0f}%"
+
+
+def _settings(result: dict) -> str:
+    proc = result.get("server_process") or {}
+    return " ".join(proc.get("args", [])[1:]) or "unknown (no SSH target)"
+
+
+def _render(result: dict, json_out: bool) -> None:
+    summary = result["summary"]
+    if json_out:
+        emit_json({k: result.get(k) for k in ("url", "target", "model", "server", "ceiling", "files", "errors",
+                                               "notes", "complete")} | {"summary": summary})
+    w = result["workload"]
+    table = Table(title=f"bench: {result['model'].get('name')} at {result['url']} (workload v{w['version']}"
+                        f"{', quick' if w['quick'] else ''}; median ±half-spread over {w['repetitions']} runs)",
+                  title_justify="left")
+    for col in ("case", "prompt t/s", "gen t/s", "gen t/s wall", "TTFT s", "all slots t/s"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    phases = Table(title="telemetry per phase", title_justify="left")
+    for col in ("case", "CPU %", "GPU % mean/peak", "RAM peak MiB", "server RSS MiB", "power W", "J/token",
+                "max C"):
+        phases.add_column(col, justify="left" if col == "case" else "right")
+    for c in summary["cases"]:
+        if c["skipped"]:
+            table.add_row(c["name"], f"[dim]skipped: {c['skipped']}[/]")
+            continue
+        t = c.get("telemetry") or {}
+        ttft = c["ttft_s"]
+        table.add_row(c["name"], _ms(c["pp_tps"]), _ms(c["tg_tps"]), _ms(c["tg_wall_tps"]),
+                      "-" if not ttft else f"{ttft['median']:.3f}", _ms(c["aggregate_tg_tps"]))
+        if c["failed"]:
+            table.add_row("", f"[red]{c['failed']} failed: {'; '.join(c['errors'])}[/]")
+        if t:
+            phases.add_row(c["name"], _f(t.get("cpu_load_mean_pct"), 0),
+                           "-" if t.get("gpu_load_mean_pct") is None else
+                           f"{t['gpu_load_mean_pct']:.0f}/{t['gpu_load_peak_pct']:.0f}",
+                           _f(t.get("ram_peak_mb"), 0), _f(t.get("server_rss_peak_mb"), 0),
+                           _f(t.get("power_mean_w"), 1), _f(t.get("j_per_token"), 3), _f(t.get("temp_max_c"), 1))
+    err.print(table)
+    if phases.row_count:
+        err.print(phases)
+    if summary["llama_bench_agreement"]:
+        lb = Table(title="served vs llama-bench (same build, model, threads, GPU layers)", title_justify="left")
+        for col in ("test", "llama-bench t/s", "served t/s", "difference", "served measurement"):
+            lb.add_column(col)
+        for row in summary["llama_bench_agreement"]:
+            lb.add_row(row["test"], f"{_f(row['llama_bench_tps'])} ±{_f(row['llama_bench_stddev'])}",
+                       _f(row["served_tps"]), _f(row["diff_pct"], 1, "%"), row["served"])
+        err.print(lb)
+    ceiling = result.get("ceiling") or {}
+    if ceiling.get("decode_tps"):
+        err.print(f"decode ceiling: {ceiling['bandwidth_gbs']:g} GB/s / {ceiling['model_bytes'] / 1e6:,.0f} MB = "
+                  f"{ceiling['decode_tps']:,.0f} tok/s ({ceiling['bandwidth_from']}); best measured "
+                  f"{_f(summary['decode_best_c1_tps'])} tok/s = {_f(summary['decode_share_of_ceiling_pct'])}%")
+    else:
+        err.print(f"decode ceiling: {ceiling.get('bandwidth_from') or 'unknown'}")
+    tel = result.get("telemetry")
+    if tel:
+        why = f" ({'; '.join(tel['why'])})" if tel.get("why") else ""
+        err.print(f"telemetry: {len(tel['samples'])} samples from {tel['source']}{why}")
+    for message in result.get("notes") or []:
+        err.print(f"[dim]note:[/] {message}")
+    for message in result.get("errors") or []:
+        err.print(f"[yellow]warning:[/] {message}")
+    files = result.get("files") or {}
+    if files:
+        err.print(f"saved {files.get('json')}" + (f" and {files['png']}" if files.get("png") else ""))
+
+
+def _compare(a_path: str, b_path: str, json_out: bool) -> None:
+    a, b = report.load(Path(a_path)), report.load(Path(b_path))
+    rows = report.compare(a, b)
+    if json_out:
+        emit_json({"a": report.describe(a), "b": report.describe(b), "rows": rows})
+        return
+    da, db = report.describe(a), report.describe(b)
+    table = Table(title="bench compare", title_justify="left")
+    table.add_column("")
+    table.add_column(f"A: {os.path.basename(a_path)}", justify="right")
+    table.add_column(f"B: {os.path.basename(b_path)}", justify="right")
+    table.add_column("B vs A", justify="right")
+    for key in ("model", "target", "power_mode", "build", "started"):
+        table.add_row(key, str(da[key] or "-"), str(db[key] or "-"), "")
+    for row in rows:
+        change = row["change_pct"]
+        lower_is_better = any(w in row["metric"] for w in ("TTFT", "power", "J/token", "temp"))
+        style = "" if change is None else ("green" if (change > 0) != lower_is_better else "red")
+        table.add_row(row["metric"], _f(row["a"], 2), _f(row["b"], 2),
+                      "-" if change is None else f"[{style}]{change:+.1f}%[/]")
+    err.print(table)

@@ -1,3 +1,161 @@
-"""`edgekit models` commands."""
+"""`edgekit models`: list the catalog, show an entry, check the fit on a device or board, pull to a device."""
 
-from edgekit.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgekit.cli.app import app
+from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Json, open_transport
+from edgekit.console import StepPrinter, emit_json, err
+from edgekit.errors import UsageError
+
+models_app = typer.Typer(help="The model catalog: list, show, fit, pull.", no_args_is_help=True,
+                         pretty_exceptions_show_locals=False, rich_markup_mode=None)
+app.add_typer(models_app, name="models")
+
+
+def _size(q) -> str:
+    if q.size:
+        return f"{q.size / 1e9:.2f} GB"
+    return f"~{q.size_approx / 1e9:.2f} GB" if q.size_approx else "?"
+
+
+@models_app.command("list")
+def list_models(all_: bool = typer.Option(False, "--all", help="Include the test models."), json_out: bool = Json):
+    """List the models edgekit knows."""
+    from edgekit.models import catalog
+
+    entries = catalog.entries(include_test=all_)
+    if json_out:
+        emit_json([e.to_json() for e in entries])
+        return
+    table = Table(title="models", title_justify="left")
+    for col in ("name", "family", "chat", "quants (size)", "ctx", "note"):
+        table.add_column(col)
+    for e in entries:
+        quants = ", ".join(f"{q.name}{'*' if q.name == e.default_quant else ''} {_size(q)}" for q in e.quants.values())
+        table.add_row(e.name, e.family, "yes" if e.chat else "no (base)", quants, str(e.recommended_ctx), e.note)
+    err.print(table)
+
+
+@models_app.command("show")
+def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2-1.3b"), json_out: bool = Json):
+    """Show one catalog entry: files, hashes, chat template, system prompt, sampling."""
+    from edgekit.models import catalog
+
+    e = catalog.get(name.partition(":")[0])
+    if json_out:
+        emit_json(e.to_json())
+        return
+    table = Table(title=f"model: {e.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("repo", e.repo)
+    table.add_row("family / chat", f"{e.family} / {'chat (template ' + e.chat_template + ')' if e.chat else 'base model, not for chat'}")
+    table.add_row("system prompt", e.system_prompt or "-")
+    table.add_row("context", f"native {e.native_ctx}, recommended {e.recommended_ctx}")
+    table.add_row("stop", " ".join(e.stop))
+    table.add_row("sampling", ", ".join(f"{k} {v}" for k, v in e.sampling.items()))
+    for q in e.quants.values():
+        table.add_row(f"{q.name}{' (default)' if q.name == e.default_quant else ''}",
+                      f"{q.file} {_size(q)} sha256 {q.sha256 or '(from X-Linked-Etag)'} @ {q.revision}")
+    table.add_row("note", e.note)
+    err.print(table)
+
+
+@models_app.command("fit")
+def fit_cmd(
+    name: str = typer.Argument(..., help="NAME[:QUANT]"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Device to read memory from."),
+    board: Optional[str] = typer.Option(None, "--board", help="No device: a known board (orin-nano-8gb, orin-nano-4gb, ...)."),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length (default: recommended, capped to fit)."),
+    cache_type: str = typer.Option("f16", "--cache-type", help="KV cache type: f16, q8_0, q4_0."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table of every model and quant."),
+    json_out: bool = Json,
+    identity: Optional[Path] = Identity,
+    accept_new_host_key: bool = AcceptNewHostKey,
+    ask_become_pass: bool = AskBecomePass,
+) -> None:
+    """Estimate whether a model fits a device's memory (weights + KV cache + compute + OS reserve)."""
+    from edgekit.models import catalog, fit
+
+    if (target is None) == (board is None):
+        raise UsageError("give exactly one of --target HOST or --board BOARD",
+                         hint=f"boards: {', '.join(fit.BOARDS)}")
+    if board:
+        label, total = fit.board_total(board)
+    else:
+        from edgekit.facts.device import read_facts
+
+        with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+            facts = read_facts(t)
+        total = int((facts.memory or {}).get("total_bytes") or 0)
+        label = target
+        if not total:
+            raise UsageError(f"cannot read the memory size of {target}", hint=f"run `edgekit facts {target}`")
+    if markdown:
+        typer.echo(fit_markdown(label, total, cache_type), nl=False)
+        return
+    entry, quant = catalog.resolve(name, None, total)
+    n_ctx = ctx or fit.default_ctx(entry, quant, total, cache_type)
+    report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type)
+    if json_out:
+        emit_json(report.to_json())
+    elif report.fits:
+        err.print("[green]fits[/]: " + report.summary(), soft_wrap=True)
+    fit.require_fit(report)   # exit 5 with the numbers and suggestions when it does not fit
+
+
+def fit_markdown(label: str, total: int, kv_type: str = "f16") -> str:
+    """A markdown table: every catalog model and quant at its recommended context on one board."""
+    from edgekit.models import catalog, fit
+
+    lines = [f"### {label} ({total / 2**30:.2f} GiB RAM, {fit.gib(fit.os_reserve(total))} OS reserve, KV {kv_type})",
+             "", "| model | quant | weights | ctx | KV cache | compute+runtime | needs | fits | largest ctx that fits |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for e in catalog.entries():
+        shape = fit.Shape.from_dict(e.shape)
+        for q in e.quants.values():
+            r = fit.check_entry(e, q, e.recommended_ctx, total, label, kv_type)
+            best = fit.max_ctx(q.size or q.size_approx, shape, q.name, total, kv_type)
+            lines.append(f"| {e.name} | {q.name} | {'~' if r.weights_estimated else ''}{fit.gib(r.weights_bytes)} "
+                         f"| {r.ctx} | {fit.gib(r.kv_bytes)} | {fit.gib(r.compute_bytes + r.runtime_bytes)} "
+                         f"| {fit.gib(r.need_bytes)} | {'yes' if r.fits else 'no'} | {best or 'none'} |")
+    return "\n".join(lines) + "\n\n"
+
+
+@models_app.command("pull")
+def pull(
+    name: str = typer.Argument(..., help="NAME[:QUANT]"),
+    target: str = typer.Option(..., "--target", "-t", help="[user@]host[:port] or an ssh_config alias."),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length the fit check assumes."),
+    fetch_on: str = typer.Option("auto", "--fetch-on", help="device, controller, or auto (device when it can reach the source)."),
+    hf_endpoint: Optional[str] = typer.Option(None, "--hf-endpoint", help="Hub mirror (default: $HF_ENDPOINT or huggingface.co)."),
+    source_url: Optional[str] = typer.Option(None, "--url", help="Fetch from this https:// URL or local file instead."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (overrides the catalog)."),
+    force: bool = typer.Option(False, "--force", help="Install even if the fit check says it will not fit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
+    json_out: bool = Json,
+    identity: Optional[Path] = Identity,
+    accept_new_host_key: bool = AcceptNewHostKey,
+    ask_become_pass: bool = AskBecomePass,
+) -> None:
+    """Download a model to a device (verified by sha256, resumable), after checking it fits."""
+    from edgekit.models.steps import ModelRequest, model_steps
+    from edgekit.remote.plan import Context, run_steps
+
+    request = ModelRequest(name, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint, source_url=source_url,
+                           force=force, sha256=sha256)
+    steps = model_steps(request)
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        context = Context(t, dry_run=dry_run, reporter=StepPrinter())
+        results = run_steps(context, steps)
+    if json_out:
+        model = dict(context.state.get("model", {}))
+        model.pop("entry", None)
+        emit_json({"results": [r.to_json() for r in results], "model": model,
+                   "transfer": context.state.get("model_transfer")})

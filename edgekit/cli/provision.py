@@ -1,3 +1,200 @@
-"""`edgekit provision` commands."""
+"""`edgekit provision`, `status`, `logs`, `uninstall`, `rollback`."""
 
-from edgekit.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgekit import provision as prov
+from edgekit import state as controller_state
+from edgekit.build.spec import BuildSpec
+from edgekit.cli.app import app
+from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, become_password,
+                                hosts_for, open_transport)
+from edgekit.console import StepPrinter, emit_json, err
+from edgekit.errors import UsageError
+from edgekit.models.steps import ModelRequest
+from edgekit.remote.plan import Context
+from edgekit.service.settings import UNIT_NAME
+from edgekit.service.steps import ServiceOptions
+
+Target = typer.Argument(..., help="[user@]host[:port], an ssh_config alias, or `local`.")
+
+
+def _split_model(spec: str) -> tuple[str, str | None]:
+    name, _, quant = spec.partition(":")
+    return name, quant or None
+
+
+def provision_options(model: str, ctx: Optional[int], port: int, host: Optional[str], no_api_key: bool,
+                      llama_src: Optional[str], cpu: bool, cuda_arch: Optional[str], jobs: Optional[int],
+                      fetch_on: str, hf_endpoint: Optional[str], model_url: Optional[str], force: bool,
+                      parallel: int, threads: Optional[int], cache_type_kv: Optional[str]) -> prov.ProvisionOptions:
+    """Turn command-line values into ProvisionOptions, refusing unsafe or contradictory combinations."""
+    if no_api_key and host in (None, "0.0.0.0", "::"):
+        raise UsageError("--no-api-key would let anyone on the network use the server",
+                         hint="keep the generated API key, or bind locally: --no-api-key --host 127.0.0.1")
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port} is out of range", hint="use 1-65535")
+    if fetch_on not in ("auto", "device", "controller"):
+        raise UsageError(f"--fetch-on {fetch_on!r}", hint="use auto, device or controller")
+    name, quant = _split_model(model)
+    return prov.ProvisionOptions(
+        model=ModelRequest(name=name, quant=quant, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint,
+                           source_url=model_url, force=force),
+        build=BuildSpec(source=llama_src, cpu_only=cpu, cuda_arch=cuda_arch, jobs=jobs),
+        service=ServiceOptions(port=port, host=host or "0.0.0.0", api_key=not no_api_key, ctx=ctx,
+                               parallel=parallel, threads=threads, cache_type_kv=cache_type_kv),
+    )
+
+
+@app.command()
+def provision(
+    targets: list[str] = typer.Argument(..., help="Hosts: [user@]host[:port], ssh_config aliases, inventory names, "
+                                                  "@group, @all, or `local`."),
+    model: str = typer.Option("chinese-alpaca-2-1.3b", "--model", "-m", help="Catalog name, optionally NAME:QUANT."),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size (default: the catalog's for this board)."),
+    port: int = typer.Option(8080, "--port", help="Port llama-server listens on (always passed explicitly)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 0.0.0.0, with an API key)."),
+    no_api_key: bool = typer.Option(False, "--no-api-key", help="Serve without a key (needs --host 127.0.0.1)."),
+    llama_src: Optional[str] = typer.Option(None, "--llama-src", help="llama.cpp source tree/tarball/URL to push."),
+    cpu: bool = typer.Option(False, "--cpu", help="Build CPU-only (hosts without CUDA)."),
+    cuda_arch: Optional[str] = typer.Option(None, "--cuda-arch", help="Override the GPU arch (87, compute_87)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: from RAM)."),
+    fetch_on: str = typer.Option("auto", "--fetch-on", help="Who downloads the model: auto, device, controller."),
+    hf_endpoint: Optional[str] = typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT",
+                                              help="Hugging Face mirror (also HF_ENDPOINT)."),
+    model_url: Optional[str] = typer.Option(None, "--model-url", help="Fetch the model file from this URL instead."),
+    force: bool = typer.Option(False, "--force", help="Install a model even if the fit check says it will not fit."),
+    parallel: int = typer.Option(2, "--parallel", help="Server slots (concurrent requests)."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
+    cache_type_kv: Optional[str] = typer.Option(None, "--cache-type-kv", help="KV cache type, e.g. q8_0."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    json_out: bool = Json,
+    identity: Optional[Path] = Identity,
+    accept_new_host_key: bool = AcceptNewHostKey,
+    ask_become_pass: bool = AskBecomePass,
+    inventory: Optional[Path] = Inventory,
+    forks: int = Forks,
+    serial: Optional[int] = typer.Option(None, "--serial", help="Rolling: provision this many hosts per batch."),
+    max_fail_percent: float = typer.Option(100.0, "--max-fail-percent",
+                                           help="Stop later batches once more than this share of hosts failed."),
+    build_on: Optional[str] = typer.Option(None, "--build-on", help="Fleet: the host that builds for its kind."),
+) -> None:
+    """Build llama.cpp, fetch a model and run it as a hardened systemd service; idempotent."""
+    opts = provision_options(model, ctx, port, host, no_api_key, llama_src, cpu, cuda_arch, jobs, fetch_on,
+                             hf_endpoint, model_url, force, parallel, threads, cache_type_kv)
+    hosts = hosts_for(targets, inventory)
+    if len(hosts) > 1 or any(t.startswith("@") for t in targets):
+        _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,
+                         max_fail_percent, build_on)
+        return
+    target = hosts[0].target
+    identity = identity or (Path(hosts[0].identity) if hosts[0].identity else None)
+    if hosts[0].settings:
+        from edgekit.fleet.deploy import host_options
+
+        opts = host_options(opts, hosts[0])
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        context = Context(t, dry_run=dry_run, reporter=StepPrinter())
+        results = prov.provision(context, opts)
+    changed = [r for r in results if r.status in ("changed", "would-change")]
+    if json_out:
+        emit_json({"target": target, "dry_run": dry_run, "changed": len(changed),
+                   "steps": [r.to_json() for r in results], "answer": context.state.get("smoke_answer")})
+    if dry_run:
+        err.print(f"dry run: {len(changed)} step(s) would change {target}; nothing was changed")
+        return
+    saved = controller_state.load(t.name) or {}
+    err.print("[green]no changes[/]: everything was already in place" if not changed
+              else f"[yellow]{len(changed)} step(s) changed[/]")
+    err.print(f"serving {saved.get('model')} at {saved.get('url')}  (unit {UNIT_NAME})")
+    if context.state.get("api_key_new"):
+        err.print(f"API key (shown once; kept in {saved.get('api_key_file')}): {context.state['api_key_new']}")
+    key = "-H \"Authorization: Bearer $(cat " + saved["api_key_file"] + ")\" " if saved.get("api_key_file") else ""
+    err.print(f"try: curl {saved.get('url')}/v1/chat/completions {key}-H 'Content-Type: application/json' "
+              "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"介绍一下北京\"}]}'", soft_wrap=True)
+
+
+def _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,
+                     max_fail_percent, build_on) -> None:
+    from edgekit.fleet.deploy import Fleet, provision_fleet
+    from edgekit.fleet.runner import raise_for_failures
+
+    fleet = Fleet(hosts, become_password(ask_become_pass), accept_new_host_key, forks=forks)
+    out = provision_fleet(fleet, opts, dry_run=dry_run, build_on=build_on, serial=serial,
+                          max_fail_percent=max_fail_percent)
+    builds = {key[1]: {"builder": b["builder"], "seconds": round(b["seconds"], 1),
+                       "tarball": str(b["tarball"]) if b["tarball"] else None} for key, b in out["builds"].items()}
+    if json_out:
+        emit_json({"dry_run": dry_run, "builds": builds,
+                   "facts": [r.to_json() for r in out["facts"]],
+                   "build": [r.to_json() for r in out["build_results"]],
+                   "hosts": [r.to_json() for r in out["deploy"]]})
+    for build_id, b in builds.items():
+        err.print(f"build {build_id}: " + (f"built on {b['builder']} in {b['seconds']}s" if b["builder"]
+                                           else "taken from the controller cache"))
+    raise_for_failures(out["deploy"])  # hosts that failed earlier phases fail here too, with the reason
+
+
+@app.command()
+def status(target: str = Target, json_out: bool = Json, identity: Optional[Path] = Identity,
+           accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass) -> None:
+    """Show the service: state, model, build, uptime, health, slots."""
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        info = prov.status(t)
+    if json_out:
+        emit_json(info)
+        return
+    table = Table(title=f"{UNIT_NAME} on {target}", show_header=False, title_justify="left")
+    build = info["build"] or {}
+    rows = [("state", f"{info['active']} ({info['sub']}), {info['enabled']}, PID {info['pid']}, "
+                      f"{info['restarts']} restart(s)"),
+            ("since", info["since"] or "-"), ("listen", info["listen"] or "-"),
+            ("model", info["model"] or "-"), ("ctx", info["ctx"] or "-"),
+            ("build", f"{build.get('version')} {build.get('flags_summary') or ''}".strip() if build else "-"),
+            ("health", info["health"] or "-"),
+            ("slots", f"{info['slots']['busy']}/{info['slots']['total']} busy" if info["slots"] else "-")]
+    for row in rows:
+        table.add_row(*row)
+    err.print(table)
+
+
+@app.command()
+def logs(target: str = Target, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+         lines: int = typer.Option(100, "--lines", "-n", help="How many recent lines."),
+         identity: Optional[Path] = Identity, accept_new_host_key: bool = AcceptNewHostKey,
+         ask_become_pass: bool = AskBecomePass) -> None:
+    """Print the service's journal (journalctl)."""
+    import sys
+
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        cmd = f"journalctl -u {UNIT_NAME} -n {int(lines)} --no-pager -o short-iso" + (" -f" if follow else "")
+        t.sudo(cmd, on_line=lambda line: print(line, file=sys.stdout, flush=True), check=False)
+
+
+@app.command()
+def uninstall(target: str = Target,
+              purge_models: bool = typer.Option(False, "--purge-models", help="Also delete downloaded models."),
+              identity: Optional[Path] = Identity, accept_new_host_key: bool = AcceptNewHostKey,
+              ask_become_pass: bool = AskBecomePass) -> None:
+    """Remove the service, its user, settings and builds (models too with --purge-models)."""
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        removed = prov.uninstall(t, purge_models)
+    for item in removed:
+        err.print(f"removed {item}")
+
+
+@app.command()
+def rollback(target: str = Target, identity: Optional[Path] = Identity,
+             accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass) -> None:
+    """Switch back to the previous llama.cpp build and server settings (model, ctx), and restart."""
+    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        done = prov.rollback(t)
+    if "build" in done:
+        err.print(f"build: {done['build']['from']} -> {done['build']['to']}")
+    if "settings" in done:
+        err.print(f"settings restored: model {done['settings']}")

@@ -77,6 +77,13 @@ class Transport:
     def is_local(self) -> bool:
         return self.target.is_local
 
+    @property
+    def address(self) -> str:
+        """The address the controller reaches the device at (the ssh_config HostName, resolved)."""
+        if self.is_local:
+            return "127.0.0.1"
+        return self._context().host
+
     def _context(self):
         if self._ctx is None:
             self._ctx = invoke.Context() if self.is_local else self._connect()
@@ -167,7 +174,8 @@ class Transport:
         try:
             if sudo and not self.is_root:
                 if self.become_password is not None:
-                    res = ctx.sudo(wrapped, password=self.become_password, prompt=SUDO_PROMPT, **kwargs)
+                    ctx.config.sudo.prompt = SUDO_PROMPT
+                    res = ctx.sudo(wrapped, password=self.become_password, **kwargs)
                 else:
                     res = ctx.run(f"sudo -n -- {wrapped}", **kwargs)
             else:

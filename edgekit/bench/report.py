@@ -1,0 +1,291 @@
+"""Turn a bench run into numbers people can trust: medians and spread per case, telemetry per phase,
+served vs llama-bench, share of the bandwidth ceiling; the JSON result file, PNG plots, and `compare`."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from edgekit.errors import UsageError
+from edgekit.telemetry.sample import Sample
+
+RESULT_SCHEMA = 1
+
+
+# -- statistics ---------------------------------------------------------------------------------------------
+def stats(values: Sequence[Optional[float]]) -> Optional[Dict[str, float]]:
+    """Median and spread (min, max, relative spread = (max-min)/median) of the known values."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    med = statistics.median(vals)
+    return {"median": med, "min": min(vals), "max": max(vals), "n": len(vals),
+            "spread_pct": 100.0 * (max(vals) - min(vals)) / med if med else 0.0}
+
+
+def case_summary(case: Dict[str, Any]) -> Dict[str, Any]:
+    """Per case: server-timed pp/tg tok/s per request, wall-clock tg, TTFT, aggregate generation throughput."""
+    results = [r for batch in case["batches"] for r in batch if r["ok"]]
+    failed = [r for batch in case["batches"] for r in batch if not r["ok"]]
+    aggregate = []
+    for batch in case["batches"]:
+        ok = [r for r in batch if r["ok"]]
+        if ok and len(ok) == len(batch):
+            span = max(r["started"] + r["wall_s"] for r in ok) - min(r["started"] for r in ok)
+            aggregate.append(sum(r["predicted_n"] or 0 for r in ok) / span if span > 0 else None)
+    return {
+        "name": case["name"], "sweep": case["sweep"], "prompt_tokens": case["prompt_tokens"],
+        "concurrency": case["concurrency"], "skipped": case.get("skipped"),
+        "requests": len(results), "failed": len(failed), "errors": sorted({r["error"] for r in failed})[:3],
+        "pp_tps": stats([r["prompt_per_second"] for r in results]),
+        "tg_tps": stats([r["predicted_per_second"] for r in results]),
+        "tg_wall_tps": stats([r["wall_gen_per_second"] for r in results]),
+        "ttft_s": stats([r["ttft_s"] for r in results]),
+        "aggregate_tg_tps": stats(aggregate),
+        "generated_tokens": sum(r["predicted_n"] or 0 for r in results),
+    }
+
+
+def phase_telemetry(samples: List[Sample], start: Optional[float], end: Optional[float],
+                    generated_tokens: int) -> Optional[Dict[str, Any]]:
+    """Telemetry between start and end: mean/peak GPU load, peak RAM, mean power, J/token, max temperature."""
+    if start is None or end is None:
+        return None
+    inside = [s for s in samples if s.time is not None and start <= s.time <= end]
+    if not inside:
+        return {"samples": 0}
+
+    def known(attr):
+        return [getattr(s, attr) for s in inside if getattr(s, attr) is not None]
+
+    gpu, ram, power, rss = known("gpu_load_pct"), known("ram_used_mb"), known("power_total_mw"), known("server_rss_mb")
+    cpu = [s.cpu_load_mean_pct for s in inside if s.cpu_load_mean_pct is not None]
+    temps = [s.temp_max_c for s in inside if s.temp_max_c is not None]
+    mean_w = statistics.fmean(power) / 1000 if power else None
+    seconds = end - start
+    return {
+        "samples": len(inside), "seconds": seconds,
+        "gpu_load_mean_pct": statistics.fmean(gpu) if gpu else None, "gpu_load_peak_pct": max(gpu) if gpu else None,
+        "cpu_load_mean_pct": statistics.fmean(cpu) if cpu else None,
+        "ram_peak_mb": max(ram) if ram else None, "server_rss_peak_mb": max(rss) if rss else None,
+        "power_mean_w": mean_w,
+        # whole-phase energy (prompt processing included) over the tokens generated in the phase
+        "j_per_token": mean_w * seconds / generated_tokens if mean_w is not None and generated_tokens else None,
+        "temp_max_c": max(temps) if temps else None,
+    }
+
+
+def agreement(summaries: List[Dict[str, Any]], llama_bench: Optional[Dict[str, Any]], pp: int,
+              gen_tokens: int) -> List[Dict[str, Any]]:
+    """Served vs llama-bench: pp at the same prompt length (c1), tg from the shortest-prompt c1 case."""
+    if not llama_bench:
+        return []
+    rows = []
+    lb = llama_bench.get("results", {})
+    c1 = {s["prompt_tokens"]: s for s in summaries if s["concurrency"] == 1 and s["sweep"] == "context"}
+    pairs = [(f"pp{pp}", c1.get(pp), "pp_tps", f"served prompt {pp} tokens, concurrency 1 (server timings)")]
+    if c1:
+        shortest = min(c1)
+        pairs.append((f"tg{gen_tokens}", c1[shortest], "tg_tps",
+                      f"served generation after a {shortest}-token prompt, concurrency 1 (server timings)"))
+    for test, summary, key, what in pairs:
+        ref = lb.get(test, {}).get("avg_ts")
+        served = (summary or {}).get(key) or {}
+        value = served.get("median")
+        rows.append({"test": test, "llama_bench_tps": ref, "llama_bench_stddev": lb.get(test, {}).get("stddev_ts"),
+                     "served_tps": value, "served": what,
+                     "diff_pct": 100.0 * (value - ref) / ref if value is not None and ref else None})
+    return rows
+
+
+def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
+    """Add the summary section (cases, phases, llama-bench agreement, ceiling share) to a raw result."""
+    samples = [Sample.from_json(s) for s in (result.get("telemetry") or {}).get("samples", [])]
+    cases = []
+    for case in result["cases"]:
+        summary = case_summary(case)
+        summary["telemetry"] = phase_telemetry(samples, case.get("started"), case.get("ended"),
+                                               summary["generated_tokens"])
+        cases.append(summary)
+    workload = result["workload"]
+    ceiling = result.get("ceiling") or {}
+    c1 = [c for c in cases if c["concurrency"] == 1 and c["tg_tps"]]
+    best_tg = max((c["tg_tps"]["median"] for c in c1), default=None)
+    return {
+        "cases": cases,
+        "llama_bench_agreement": agreement(cases, result.get("llama_bench"), workload["llama_bench_pp"],
+                                           workload["gen_tokens"]),
+        "decode_best_c1_tps": best_tg,
+        "decode_ceiling_tps": ceiling.get("decode_tps"),
+        "decode_share_of_ceiling_pct": 100.0 * best_tg / ceiling["decode_tps"]
+        if best_tg and ceiling.get("decode_tps") else None,
+    }
+
+
+# -- files ----------------------------------------------------------------------------------------------------
+def write_json(result: Dict[str, Any], path: Path) -> Path:
+    """Write atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1, ensure_ascii=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no such result file: {path}", hint="pass a JSON file written by `edgekit bench`") from None
+    except ValueError as e:
+        raise UsageError(f"{path} is not JSON: {e}", hint="pass a JSON file written by `edgekit bench`") from None
+    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA or "cases" not in data:
+        raise UsageError(f"{path} is not an edgekit bench result (schema {RESULT_SCHEMA})",
+                         hint="pass a JSON file written by `edgekit bench`")
+    if "summary" not in data:
+        data["summary"] = summarize(data)
+    return data
+
+
+def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    """PNG: tok/s vs prompt length, tok/s vs concurrency, telemetry over time. None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    summary = result["summary"]
+    cases = [c for c in summary["cases"] if c["tg_tps"]]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    title = (f"{(result.get('model') or {}).get('name') or '?'} on {result.get('target') or result.get('url')}"
+             f" - workload v{result['workload']['version']}{' (quick)' if result['workload'].get('quick') else ''}")
+    fig.suptitle(title)
+
+    ctx = sorted((c for c in cases if c["sweep"] == "context"), key=lambda c: c["prompt_tokens"])
+    ax = axes[0]
+    if ctx:
+        xs = [c["prompt_tokens"] for c in ctx]
+        _errline(ax, xs, [c["pp_tps"] for c in ctx], "prompt processing (server)", "o-")
+        ax2 = ax.twinx()
+        _errline(ax2, xs, [c["tg_tps"] for c in ctx], "generation (server)", "s--", color="tab:orange")
+        ax2.set_ylabel("generation tok/s", color="tab:orange")
+        ax2.set_ylim(bottom=0)
+        for row in summary.get("llama_bench_agreement", []):
+            if row["llama_bench_tps"] and row["test"].startswith("pp"):
+                ax.axhline(row["llama_bench_tps"], color="tab:blue", lw=0.8, ls=":", label=f"llama-bench {row['test']}")
+            elif row["llama_bench_tps"]:
+                ax2.axhline(row["llama_bench_tps"], color="tab:orange", lw=0.8, ls=":",
+                            label=f"llama-bench {row['test']}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="lower left")
+    ax.set_title("tok/s vs prompt length (concurrency 1)")
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel("prompt tok/s")
+    ax.set_ylim(bottom=0)
+
+    conc = sorted((c for c in cases if c["prompt_tokens"] == result["workload"]["concurrency_prompt_tokens"]),
+                  key=lambda c: c["concurrency"])
+    ax = axes[1]
+    if conc:
+        xs = [c["concurrency"] for c in conc]
+        _errline(ax, xs, [c["aggregate_tg_tps"] for c in conc], "aggregate generation (wall clock)", "o-")
+        _errline(ax, xs, [c["tg_tps"] for c in conc], "per request generation (server)", "s--")
+        ceiling = summary.get("decode_ceiling_tps")
+        if ceiling:
+            ax.axhline(ceiling, color="red", lw=0.8, ls=":", label=f"bandwidth ceiling {ceiling:.0f} tok/s")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.legend(fontsize=8)
+    ax.set_title(f"tok/s vs concurrency (prompt {result['workload']['concurrency_prompt_tokens']})")
+    ax.set_xlabel("parallel requests")
+    ax.set_ylabel("generated tok/s")
+    ax.set_ylim(bottom=0)
+
+    ax = axes[2]
+    samples = [Sample.from_json(s) for s in (result.get("telemetry") or {}).get("samples", [])]
+    samples = [s for s in samples if s.time is not None]
+    if samples:
+        t0 = min(s.time for s in samples)
+        ts = [s.time - t0 for s in samples]
+        ax.plot(ts, [s.cpu_load_mean_pct for s in samples], label="CPU load % (mean)", lw=1)
+        if any(s.gpu_load_pct is not None for s in samples):
+            ax.plot(ts, [s.gpu_load_pct for s in samples], label="GPU load %", lw=1)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("%")
+        ax3 = ax.twinx()
+        ax3.plot(ts, [s.ram_used_mb for s in samples], color="tab:green", lw=1, label="RAM used MiB")
+        if any(s.power_total_mw is not None for s in samples):
+            ax3.plot(ts, [s.power_total_mw for s in samples], color="tab:red", lw=1, label="power mW")
+        ax3.set_ylim(bottom=0)
+        for case in result["cases"]:
+            if case.get("started") and case.get("ended"):
+                ax.axvspan(case["started"] - t0, case["ended"] - t0, color="grey", alpha=0.12)
+                ax.text(case["started"] - t0, 101, case["name"], fontsize=6, rotation=90, va="top")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax3.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
+    source = (result.get("telemetry") or {}).get("source") or "none"
+    ax.set_title(f"telemetry over time (source: {source})")
+    ax.set_xlabel("seconds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _errline(ax, xs, stats_list, label, style, color=None):
+    ys = [s["median"] if s else None for s in stats_list]
+    lo = [(s["median"] - s["min"]) if s else 0 for s in stats_list]
+    hi = [(s["max"] - s["median"]) if s else 0 for s in stats_list]
+    kwargs = {"color": color} if color else {}
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, capsize=3, label=label, **kwargs)
+
+
+# -- compare --------------------------------------------------------------------------------------------------
+def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Rows of (metric, a, b, change %) for the cases both runs measured, plus headline figures."""
+    rows: List[Dict[str, Any]] = []
+
+    def add(metric: str, va: Optional[float], vb: Optional[float]) -> None:
+        rows.append({"metric": metric, "a": va, "b": vb,
+                     "change_pct": 100.0 * (vb - va) / va if va and vb is not None else None})
+
+    sa = {c["name"]: c for c in a["summary"]["cases"]}
+    sb = {c["name"]: c for c in b["summary"]["cases"]}
+    for name in [n for n in sa if n in sb]:
+        for key, label in (("pp_tps", "prompt tok/s"), ("tg_tps", "gen tok/s"), ("ttft_s", "TTFT s"),
+                           ("aggregate_tg_tps", "aggregate gen tok/s")):
+            add(f"{name} {label}", _median(sa[name].get(key)), _median(sb[name].get(key)))
+        ta, tb = sa[name].get("telemetry") or {}, sb[name].get("telemetry") or {}
+        for key, label in (("power_mean_w", "power W"), ("j_per_token", "J/token"), ("temp_max_c", "max temp C")):
+            if ta.get(key) is not None or tb.get(key) is not None:
+                add(f"{name} {label}", ta.get(key), tb.get(key))
+    add("decode share of ceiling %", a["summary"].get("decode_share_of_ceiling_pct"),
+        b["summary"].get("decode_share_of_ceiling_pct"))
+    return rows
+
+
+def _median(s: Optional[Dict[str, float]]) -> Optional[float]:
+    return s["median"] if s else None
+
+
+def describe(result: Dict[str, Any]) -> Dict[str, Optional[str]]:
+    """One line per run for compare's header: model, device, power mode, build."""
+    facts = result.get("facts") or {}
+    jetson = facts.get("jetson") or {}
+    samples = (result.get("telemetry") or {}).get("samples") or []
+    mode = next((s.get("power_mode") for s in samples if s.get("power_mode")), jetson.get("power_mode"))
+    return {"model": (result.get("model") or {}).get("name"), "target": result.get("target") or result.get("url"),
+            "power_mode": mode, "build": (result.get("server") or {}).get("build_info"),
+            "started": result.get("started_iso")}

@@ -1,0 +1,224 @@
+"""Run the workload against one server: warm-up, repetitions, one phase per case (times on this machine's clock).
+
+`run_workload` never raises for a failing request: failures are kept in the results so a partial run still
+gets reported and saved. It raises only when the server cannot be used at all (unreachable, wrong key).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from edgekit.bench.client import RequestResult, Server
+from edgekit.bench.workload import PROMPT_TEXT, Case, Workload
+
+
+@dataclass
+class CaseRun:
+    case: Case
+    started: Optional[float] = None          # first measured request (warm-up excluded)
+    ended: Optional[float] = None
+    batches: List[List[RequestResult]] = field(default_factory=list)   # one batch per repetition
+    skipped: Optional[str] = None
+
+    @property
+    def results(self) -> List[RequestResult]:
+        return [r for batch in self.batches for r in batch]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"name": self.case.name, "sweep": self.case.sweep, "prompt_tokens": self.case.prompt_tokens,
+                "concurrency": self.case.concurrency, "started": self.started, "ended": self.ended,
+                "skipped": self.skipped,
+                "batches": [[r.to_json() for r in batch] for batch in self.batches]}
+
+
+def prompt_tokens(server: Server, n: int, salt: int = 0) -> List[int]:
+    """Exactly n token ids cut from the fixed text (salt rotates the start so parallel prompts differ)."""
+    base = prompt_tokens.cache.get(server.url)  # type: ignore[attr-defined]
+    if base is None:
+        base = server.tokenize(PROMPT_TEXT)
+        prompt_tokens.cache[server.url] = base  # type: ignore[attr-defined]
+    start = (salt * 7) % len(base)
+    ids = base[start:] + base[:start]
+    return (ids * (n // len(ids) + 1))[:n]
+
+
+prompt_tokens.cache = {}  # type: ignore[attr-defined]
+
+
+def run_workload(server: Server, workload: Workload, slot_ctx: Optional[int], slots: Optional[int],
+                 on_progress: Callable[[str], None] = lambda text: None,
+                 stop: Callable[[], bool] = lambda: False) -> List[CaseRun]:
+    """Measure every case of the workload. Cases that do not fit the server's slots are skipped with the reason."""
+    runs: List[CaseRun] = []
+    for case in workload.cases():
+        run = CaseRun(case)
+        runs.append(run)
+        need = workload.needed_ctx(case)
+        if slot_ctx and need > slot_ctx:
+            run.skipped = f"needs {need} tokens of context per slot, the server has {slot_ctx} (raise -c)"
+            continue
+        if slots and case.concurrency > slots:
+            run.skipped = f"needs {case.concurrency} parallel slots, the server has {slots} (raise --parallel)"
+            continue
+        prompts = [prompt_tokens(server, case.prompt_tokens, salt=i) for i in range(case.concurrency)]
+        total = workload.warmup + workload.repetitions
+        for rep in range(total):
+            if stop():
+                run.skipped = "interrupted"
+                break
+            warm = rep < workload.warmup
+            on_progress(f"{case.name}: {'warm-up' if warm else 'run'} {rep + 1}/{total}")
+            if not warm and run.started is None:
+                run.started = time.time()
+            batch = server.complete_many(prompts, workload.gen_tokens, temperature=workload.temperature,
+                                         seed=workload.seed)
+            if not warm:
+                run.batches.append(batch)
+                run.ended = time.time()
+    return runs
+
+
+# -- the whole bench ------------------------------------------------------------------------------------------
+@dataclass
+class BenchSettings:
+    url: str
+    api_key: Optional[str] = None
+    workload: Workload = field(default_factory=Workload)
+    llama_bench: bool = False
+    bandwidth_gbs: Optional[float] = None
+    out_dir: Optional[str] = None
+    telemetry_interval_ms: int = 1000
+    ready_timeout: float = 600.0
+
+
+def run_bench(settings: BenchSettings, transport=None,
+              on_progress: Callable[[str], None] = lambda text: None, telemetry: bool = True) -> Dict[str, Any]:
+    """Run the bench and return the result dict (see report.py). With a transport: device facts, build stamp,
+    telemetry during the run and llama-bench. Always returns what was measured; `complete` says if all ran
+    and `errors` says what went wrong."""
+    import datetime
+
+    from edgekit.bench import limits
+    from edgekit.bench import llama_bench as lb
+    from edgekit.bench.report import RESULT_SCHEMA
+
+    server = Server(settings.url, settings.api_key)
+    server.wait_ready(settings.ready_timeout,
+                      on_progress=lambda msg, waited: on_progress(f"waiting for llama-server: {msg} ({waited:.0f}s)"))
+    props = server.props()   # also checks the API key
+    model = server.model_info()
+    result: Dict[str, Any] = {
+        "schema": RESULT_SCHEMA, "started": time.time(),
+        "started_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "url": server.url, "target": getattr(transport, "name", None), "workload": settings.workload.to_json(),
+        "server": {"build_info": props.get("build_info"), "total_slots": props.get("total_slots"),
+                   "slot_n_ctx": (props.get("default_generation_settings") or {}).get("n_ctx"),
+                   "model_path": props.get("model_path")},
+        "model": {"name": os.path.basename(props.get("model_path") or "") or model.get("id"),
+                  "size_bytes": model.get("size"), "n_params": model.get("n_params")},
+        "facts": None, "build_stamp": None, "server_process": None, "llama_bench": None, "ceiling": None,
+        "telemetry": None, "cases": [], "errors": [], "notes": [], "complete": False,
+    }
+    recorder = None
+    server_proc = None
+    if transport is not None:
+        from edgekit.facts.device import read_facts
+        from edgekit.telemetry.remote import Recorder
+
+        on_progress("reading device facts")
+        facts = read_facts(transport)
+        result["facts"] = facts.to_json()
+        try:
+            server_proc = lb.find_server(transport, server.port)
+            result["server_process"] = {"pid": server_proc.pid, "exe": server_proc.exe, "args": server_proc.args}
+            stamp = transport.run(f"cat {os.path.dirname(os.path.dirname(server_proc.exe))}/build-stamp.json",
+                                  check=False)
+            result["build_stamp"] = _json_or_none(stamp.stdout) if stamp.ok else None
+        except Exception as e:  # not fatal for the served numbers
+            result["errors"].append(f"server process: {getattr(e, 'message', e)}")
+        if telemetry:
+            recorder = Recorder(transport, settings.telemetry_interval_ms)
+            on_progress("starting telemetry on the device")
+            recorder.start()
+    try:
+        runs = run_workload(server, settings.workload, result["server"]["slot_n_ctx"],
+                            result["server"]["total_slots"], on_progress)
+        result["cases"] = [r.to_json() for r in runs]
+        if settings.llama_bench:
+            if transport is None:
+                result["errors"].append("--llama-bench needs a TARGET (it runs on the device over SSH)")
+            elif server_proc is None:
+                result["errors"].append("--llama-bench skipped: no llama-server process found on the device")
+            else:
+                on_progress("running llama-bench on the device (server idle)")
+                started = time.time()
+                w = settings.workload
+                result["llama_bench"] = lb.run(transport, server_proc, w.llama_bench_pp, w.gen_tokens,
+                                               w.llama_bench_reps)
+                result["llama_bench"].update(started=started, ended=time.time())
+        result["complete"] = not any(r.skipped == "interrupted" for r in runs)
+    except BaseException as e:
+        result["errors"].append(f"{type(e).__name__}: {getattr(e, 'message', e)}")
+        raise
+    finally:
+        if recorder is not None:
+            try:
+                stream = recorder.stop()
+            except Exception as e:  # the device went away: keep the served numbers
+                result["errors"].append(f"telemetry: {getattr(e, 'message', e)}")
+                from edgekit.telemetry.remote import Stream
+
+                stream = Stream()
+            result["telemetry"] = {
+                "source": stream.source.source if stream.source else None,
+                "why": stream.source.why if stream.source else [],
+                "device_python": stream.source.python if stream.source else None,
+                "clock_offset_s": recorder.offset, "errors": stream.errors,
+                "samples": [s.to_json() for s in stream.samples]}
+        size = result["model"]["size_bytes"] or (result["llama_bench"] or {}).get("results", {}).get(
+            f"tg{settings.workload.gen_tokens}", {}).get("model_size")
+        facts = result["facts"] or {}
+        jetson = facts.get("jetson")
+        if jetson and facts.get("arch") not in (None, "aarch64"):
+            result["notes"].append(f"device says Jetson but runs {facts.get('arch')} (a stand-in?): "
+                                    "its module bandwidth is not used for the ceiling")
+            jetson = None
+        result["ceiling"] = limits.ceiling_for(size, jetson, settings.bandwidth_gbs).to_json()
+        result["ended"] = time.time()
+        _finish(result, settings)
+    return result
+
+
+def _finish(result: Dict[str, Any], settings: BenchSettings) -> None:
+    """Summarize and save (also for partial runs); paths go into result['files']."""
+    from pathlib import Path
+
+    from edgekit.bench import report
+
+    result["summary"] = report.summarize(result)
+    if settings.out_dir is None:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(result["started"]))
+    host = (result.get("target") or result["url"].split("://")[-1]).replace(":", "_").replace("/", "_")
+    base = Path(settings.out_dir) / f"bench-{host}-{stamp}"
+    result["files"] = {"json": str(base.with_suffix(".json")), "png": None}
+    report.write_json(result, base.with_suffix(".json"))   # first, so a failing plot loses nothing
+    try:
+        png = report.plot(result, base.with_suffix(".png"))
+    except Exception as e:  # a plotting bug must not cost the measurements
+        result["errors"].append(f"plot: {type(e).__name__}: {e}")
+        png = None
+    result["files"]["png"] = str(png) if png else "not written: pip install 'edgekit[plots]' (matplotlib)"
+    report.write_json(result, base.with_suffix(".json"))
+
+
+def _json_or_none(text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

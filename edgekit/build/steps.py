@@ -1,0 +1,431 @@
+"""The build steps: dependencies, source, compile, install (verified), switch `current`. Public API:
+
+    from edgekit.build.spec import BuildSpec
+    from edgekit.build.steps import build_steps
+    run_steps(ctx, build_steps(BuildSpec(source=..., cpu_only=...)))
+
+Reads `ctx.state["facts"]` (a DeviceFacts) when present, else reads facts itself. After the steps,
+`ctx.state["build"] = {"prefix": ..., "bin_dir": ..., "current": ..., "stamp": {...} or None (dry run)}`.
+A build that fails leaves the previous `current` untouched; the full log stays on the device.
+Build once, deploy many: `pack_build` / `fetch_pack` / `InstallPack` at the end of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgekit import paths
+from edgekit.build import spec as S
+from edgekit.build.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
+from edgekit.build.source import fetch_commands, marker_command, remote_tarball, resolve_source
+from edgekit.build.stamp import describe, installed_command, make_stamp, parse_installed, parse_stamp, stamp_matches
+from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
+from edgekit.facts.device import DeviceFacts, read_facts, require_supported
+from edgekit.remote.plan import Change, Context, Noop
+
+q = shlex.quote
+
+
+def build_steps(spec: S.BuildSpec) -> list:
+    """The steps that make `spec` the device's current llama.cpp build."""
+    return [BuildDeps(spec), LlamaSource(spec), LlamaCompile(spec), LlamaInstall(spec), LlamaCurrent(spec)]
+
+
+# -- shared resolution (once per run) -------------------------------------------------------------------------
+@dataclass
+class Resolved:
+    facts: DeviceFacts
+    source: SourceInfo
+    plan: BuildPlan
+
+
+def resolve(ctx: Context, spec: S.BuildSpec) -> Resolved:
+    key = ("build-resolved", spec)
+    if key not in ctx.state:
+        facts = ctx.state.get("facts") or read_facts(ctx.transport, spec.cuda_arch)
+        require_supported(facts)
+        source = resolve_source(spec)
+        ctx.state[key] = Resolved(facts, source, plan_build(facts, spec, source))
+    return ctx.state[key]
+
+
+def installed(ctx: Context, prefix: str) -> dict:
+    return parse_installed(ctx.transport.run(installed_command(prefix), check=False).stdout)
+
+
+def _built_noop(ctx: Context, r: Resolved) -> Noop | None:
+    inst = installed(ctx, r.plan.prefix)
+    if inst["server"] and stamp_matches(inst["stamp"], r.plan):
+        return Noop(f"not needed: {describe(inst['stamp'])} already built at {r.plan.prefix}")
+    return None
+
+
+def _run_logged(ctx: Context, command: str, log: str, env: dict, on_line=None, what: str = "build") -> None:
+    """Run as root, appending all output to the device log; on failure raise with the log path and tail."""
+    rc_file = f"{log}.rc"
+    script = (f"mkdir -p {q(S.LOG_DIR)} && echo {q('$ ' + command)} >> {q(log)} && "
+              f"{{ {command} ; echo $? > {q(rc_file)}; }} 2>&1 | tee -a {q(log)}; "
+              f"rc=$(cat {q(rc_file)}); rm -f {q(rc_file)}; exit $rc")
+    res = ctx.sudo(script, env=env, on_line=on_line, check=False)
+    if res.exit_code != 0:
+        tail = ctx.transport.sudo(f"tail -n 40 {q(log)}", check=False).stdout or res.stdout + res.stderr
+        raise RemoteCommandFailed(
+            command, res.exit_code, tail,
+            message=f"llama.cpp {what} failed on {ctx.transport.name} (exit {res.exit_code}); "
+                    f"full log: {ctx.transport.name}:{log}",
+            hint=f"read the log (`ssh {ctx.transport.name} sudo less {log}`); the previous `current` build "
+                 "still serves. Out of memory (cc1plus/nvcc killed)? retry with --jobs 1 or add swap")
+
+
+# -- steps ----------------------------------------------------------------------------------------------------
+class BuildDeps:
+    """Build tools installed with apt when missing (checked first, so a second run installs nothing)."""
+
+    name = "build-deps"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve(ctx, self.spec)
+        done = _built_noop(ctx, r)
+        if done:
+            return done
+        out = ctx.transport.run(f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(S.BUILD_DEPS)}",
+                                check=False)
+        if "command not found" in out.stderr or out.exit_code == 127:
+            raise UnsuitableDevice(f"{ctx.transport.name} has no dpkg: edgekit installs build tools with apt",
+                                   hint=f"install {' '.join(S.BUILD_DEPS)} yourself, then re-run")
+        missing = missing_packages(out.stdout, S.BUILD_DEPS)
+        if not missing:
+            return Noop(f"build dependencies present ({', '.join(S.BUILD_DEPS)})")
+        if not self.spec.install_deps:
+            return Noop(f"not installing missing {' '.join(missing)} (--skip-deps); the build may fail without them")
+        commands = ["apt-get update -q",
+                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + " ".join(missing)]
+        hint = "check the device reaches its apt mirrors, or install these packages offline and pass --skip-deps"
+        return Change(f"install {' '.join(missing)}", commands,
+                      apply=lambda c: [c.sudo(command, hint=hint) for command in commands])
+
+
+def missing_packages(dpkg_output: str, wanted) -> list[str]:
+    ok = {line.split()[0] for line in dpkg_output.splitlines() if line.endswith("install ok installed")}
+    return [p for p in wanted if p not in ok]
+
+
+class LlamaSource:
+    """llama.cpp's source unpacked (or cloned) in the build directory on the device."""
+
+    name = "llama-source"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve(ctx, self.spec)
+        done = _built_noop(ctx, r)
+        if done:
+            return done
+        src, p = r.source, r.plan
+        have = ctx.transport.run(marker_command(p.src_dir), check=False).stdout.strip()
+        if have == src.digest:
+            return Noop(f"source {src.version} already at {p.src_dir}")
+        commands = fetch_commands(src, p.src_dir)
+        if src.kind == "tarball":
+            size = Path(src.local).stat().st_size / 2**20
+            commands = [f"# upload {src.local} ({size:.0f} MiB) -> {remote_tarball(src)}"] + commands
+            what = f"push {Path(src.local).name} and unpack"
+        else:
+            what = f"git clone {src.url} at {src.digest}"
+        return Change(f"{what} into {p.src_dir}", commands, apply=lambda c: self._apply(c, r))
+
+    def _apply(self, ctx: Context, r: Resolved) -> None:
+        src = r.source
+        if src.kind == "tarball":
+            remote = remote_tarball(src)
+            have = ctx.transport.run(f"sha256sum {q(remote)} 2>/dev/null", check=False).stdout.split()
+            if not have or have[0] != src.digest:
+                ctx.progress(f"uploading {Path(src.local).name}")
+                ctx.sudo(f"mkdir -p {q(S.SOURCE_CACHE)}")
+                ctx.transport.put(src.local, remote, sudo=True)
+                got = ctx.transport.run(f"sha256sum {q(remote)}", check=False).stdout.split()
+                if not got or got[0] != src.digest:
+                    ctx.sudo(f"rm -f {q(remote)}", check=False)
+                    raise RemoteCommandFailed(f"sha256sum {remote}", 1, " ".join(got),
+                                              message=f"uploaded source {remote} does not match sha256 {src.digest}",
+                                              hint="retry; check the device's disk is not full")
+        ctx.progress("unpacking source" if src.kind == "tarball" else f"cloning {src.digest}")
+        for command in fetch_commands(src, r.plan.src_dir):
+            hint = None
+            if src.kind == "git" and command.startswith("git clone"):
+                hint = (f"is {src.digest!r} a llama.cpp release tag (like {S.LLAMA_CPP_VERSION}), and does the "
+                        f"device reach {src.url}? Without internet, pass --llama-src PATH")
+            ctx.sudo(command, hint=hint)
+
+
+class LlamaCompile:
+    """llama.cpp configured with CMake and compiled (only the targets edgekit uses), with ccache."""
+
+    name = "llama-compile"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve(ctx, self.spec)
+        done = _built_noop(ctx, r)
+        if done:
+            return done
+        p = r.plan
+        env = " ".join(f"{k}={v}" for k, v in p.env.items())
+        summary = f"build llama.cpp {p.version} ({p.flags_summary()}) with {p.jobs_note}; log {p.log}"
+        return Change(summary, [f"mkdir -p {S.CCACHE_DIR} {S.LOG_DIR}", f"{env} {p.configure_command()}",
+                                f"{env} {p.build_command()}"],
+                      apply=lambda c: self._apply(c, r), detail={"jobs": p.jobs, "flags_hash": p.flags_hash})
+
+    def _apply(self, ctx: Context, r: Resolved) -> None:
+        p = r.plan
+        start = time.monotonic()
+        ctx.sudo(f"mkdir -p {q(S.CCACHE_DIR)} {q(S.LOG_DIR)} && : > {q(p.log)}")
+        ctx.progress("configuring")
+        _run_logged(ctx, p.configure_command(), p.log, p.env, what="configure")
+
+        def on_line(line: str) -> None:
+            got = parse_progress(line)
+            if got:
+                n, total, what = got
+                ctx.progress(f"[{n}/{total}] {what.rsplit('/', 1)[-1]}", n, total)
+
+        _run_logged(ctx, p.build_command(), p.log, p.env, on_line=on_line)
+        ctx.state["build-seconds"] = time.monotonic() - start
+
+
+class LlamaInstall:
+    """The built binaries verified (run, and CUDA linked when expected), installed to the versioned prefix."""
+
+    name = "llama-install"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve(ctx, self.spec)
+        done = _built_noop(ctx, r)
+        if done:
+            return done
+        p = r.plan
+        return Change(f"verify and install to {p.prefix}", [
+            f"{p.build_dir}/bin/llama-server --version", f"ldd {p.build_dir}/bin/llama-server",
+            f"install {' '.join(p.targets)} and lib*.so* to {p.prefix}.partial, write {S.STAMP_NAME}, "
+            f"then mv to {p.prefix}",
+        ], apply=lambda c: self._apply(c, r))
+
+    def _apply(self, ctx: Context, r: Resolved) -> None:
+        p, part = r.plan, f"{r.plan.prefix}.partial"
+        linked = verify_binary(ctx, f"{p.build_dir}/bin/llama-server", p)
+        bins = " ".join(q(f"{p.build_dir}/bin/{t}") for t in p.targets)
+        ctx.sudo(f"rm -rf {q(part)} && mkdir -p {q(part)}/bin {q(part)}/lib && cp -a {bins} {q(part)}/bin/ && "
+                 f"cp -a {q(p.build_dir)}/bin/*.so* {q(part)}/lib/")
+        built_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stamp = make_stamp(p, r.source, ctx.state.get("build-seconds", 0.0), built_at, linked)
+        ctx.transport.put_text(json.dumps(stamp, indent=2) + "\n", f"{part}/{S.STAMP_NAME}", sudo=True)
+        verify_binary(ctx, f"{part}/bin/llama-server", p)        # the installed copy finds its own libs
+        ctx.sudo(f"rm -rf {q(p.prefix)} && mv {q(part)} {q(p.prefix)} && rm -rf {q(p.work_dir)}")
+        ctx.state["build-stamp"] = stamp
+
+
+def verify_binary(ctx: Context, server: str, plan: BuildPlan) -> list[str]:
+    """Run `llama-server --version`; when CUDA was expected, fail loudly unless libggml-cuda is linked."""
+    res = ctx.sudo(f"{q(server)} --version 2>&1", check=False)
+    if res.exit_code != 0 or "version" not in res.stdout:
+        raise RemoteCommandFailed(f"{server} --version", res.exit_code, res.stdout + res.stderr,
+                                  message=f"the built llama-server does not run on {ctx.transport.name}",
+                                  hint="see the output above; rebuild (remove the prefix) or check missing libraries")
+    libs = linked_ggml(ctx.sudo(f"ldd {q(server)}", check=False).stdout)
+    if plan.backend == "cuda" and "libggml-cuda" not in libs:
+        raise RemoteCommandFailed(
+            f"ldd {server}", 1, "\n".join(libs),
+            message=f"CUDA was expected but the built llama-server is CPU-only (no libggml-cuda linked: "
+                    f"{', '.join(libs) or 'no ggml libraries'})",
+            hint=f"check that CMake found CUDA in the build log ({plan.log}); nvcc {plan.nvcc}")
+    if any("not found" in line for line in libs):
+        raise RemoteCommandFailed(f"ldd {server}", 1, "\n".join(libs),
+                                  message="the built llama-server has unresolved libraries")
+    return libs
+
+
+def linked_ggml(ldd_output: str) -> list[str]:
+    """ggml/llama libraries named by `ldd` output, e.g. ['libggml-base', 'libggml-cpu', 'libggml-cuda', ...]."""
+    found = []
+    for line in ldd_output.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if name.startswith(("libggml", "libllama", "libmtmd")):
+            base = name.split(".so", 1)[0]
+            found.append(base + (" (not found)" if "not found" in line else ""))
+    return sorted(set(found))
+
+
+class LlamaCurrent:
+    """`current` points at the build (switched atomically); the previous one kept, older ones pruned."""
+
+    name = "llama-current"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve(ctx, self.spec)
+        return switch_plan(ctx, r.plan.prefix, self.spec.keep)
+
+
+def switch_plan(ctx: Context, prefix: str, keep: int) -> Noop | Change:
+    inst = installed(ctx, prefix)
+    ctx.state["build"] = {"prefix": prefix, "bin_dir": f"{prefix}/bin", "current": S.CURRENT, "stamp": inst["stamp"]}
+    if inst["current"] == prefix and inst["stamp"]:
+        return Noop(f"{describe(inst['stamp'])} already built at {prefix} (current)")
+    commands = switch_commands(prefix, inst["current"]) + [f"prune builds beyond the newest {keep}"]
+
+    def apply(c: Context) -> None:
+        for command in switch_commands(prefix, inst["current"]):
+            c.sudo(command)
+        prune(c, keep)
+        now = installed(c, prefix)
+        c.state["build"]["stamp"] = now["stamp"]
+
+    return Change(f"switch {S.CURRENT} -> {prefix}" + (f" (previous: {inst['current']})" if inst["current"] else ""),
+                  commands, apply=apply)
+
+
+def switch_commands(prefix: str, previous: str | None) -> list[str]:
+    tmp = f"{S.CURRENT}.edgekit-tmp"
+    cmds = []
+    if previous and previous != prefix:
+        prev_tmp = f"{S.INSTALL_ROOT}/previous.edgekit-tmp"
+        cmds.append(f"ln -sfn {q(previous)} {q(prev_tmp)} && mv -T {q(prev_tmp)} {q(S.INSTALL_ROOT + '/previous')}")
+    cmds.append(f"ln -sfn {q(prefix)} {q(tmp)} && mv -T {q(tmp)} {q(S.CURRENT)}")
+    return cmds
+
+
+LIST_BUILDS = (f"cd {S.INSTALL_ROOT} 2>/dev/null && find . -mindepth 1 -maxdepth 1 -type d ! -name '*.partial' "
+               f"-printf '%T@ %f\\n'; echo \"@@current $(readlink current)\"; echo \"@@previous $(readlink previous)\"")
+
+
+def prune_candidates(listing: str, keep: int) -> list[str]:
+    """Pure: installed build dirs to remove, oldest first beyond `keep`; current and previous are never removed."""
+    builds, current, previous = [], None, None
+    for line in listing.splitlines():
+        if line.startswith("@@current "):
+            current = line.split(" ", 1)[1].strip().rsplit("/", 1)[-1] or None
+        elif line.startswith("@@previous "):
+            previous = line.split(" ", 1)[1].strip().rsplit("/", 1)[-1] or None
+        elif line.strip():
+            stamp, _, name = line.strip().partition(" ")
+            try:
+                builds.append((float(stamp), name))
+            except ValueError:
+                continue
+    builds.sort(reverse=True)
+    protected = {current, previous}
+    kept = [n for _, n in builds if n in protected]
+    drop = []
+    for _, name in builds:
+        if name in protected:
+            continue
+        if len(kept) < keep:
+            kept.append(name)
+        else:
+            drop.append(name)
+    return drop
+
+
+def prune(ctx: Context, keep: int) -> list[str]:
+    drop = prune_candidates(ctx.transport.run(LIST_BUILDS, check=False).stdout, keep)
+    for name in drop:
+        ctx.sudo(f"rm -rf {q(S.INSTALL_ROOT + '/' + name)}")
+    return drop
+
+
+# -- build once, deploy many (issue 7) ----------------------------------------------------------------------
+def pack_build(ctx: Context, prefix: str = S.CURRENT) -> dict:
+    """On the device: tar an installed build (with its stamp) into PACK_DIR; -> {'remote', 'sha256', 'stamp'}."""
+    real = ctx.transport.run(f"readlink -f {q(prefix)}").stdout.strip()
+    stamp = parse_stamp(ctx.transport.run(f"cat {q(real)}/{S.STAMP_NAME}", check=False).stdout)
+    if not stamp:
+        raise UsageError(f"no llama.cpp build at {prefix} on {ctx.transport.name}",
+                         hint=f"build one first: `edgekit build {ctx.transport.name}`")
+    name = real.rsplit("/", 1)[-1]
+    remote = f"{S.PACK_DIR}/{name}.tar.gz"
+    ctx.sudo(f"mkdir -p {q(S.PACK_DIR)} && tar -C {q(S.INSTALL_ROOT)} -czf {q(remote)}.partial {q(name)} && "
+             f"mv {q(remote)}.partial {q(remote)}")
+    sha = ctx.transport.run(f"sha256sum {q(remote)}").stdout.split()[0]
+    return {"remote": remote, "name": name, "sha256": sha, "stamp": stamp}
+
+
+def fetch_pack(ctx: Context, pack: dict) -> Path:
+    """Copy a packed build to the controller cache (builds/<name>.tar.gz + .json), verified by sha256."""
+    from edgekit.build.source import sha256_file
+
+    dest = paths.cache() / "builds"
+    dest.mkdir(parents=True, exist_ok=True)
+    local = dest / f"{pack['name']}.tar.gz"
+    if not (local.is_file() and sha256_file(local) == pack["sha256"]):
+        part = local.with_suffix(".partial")
+        ctx.transport.get(pack["remote"], part)
+        if sha256_file(part) != pack["sha256"]:
+            part.unlink(missing_ok=True)
+            raise RemoteCommandFailed(f"get {pack['remote']}", 1, "", message="fetched build does not match its sha256",
+                                      hint="retry the fetch")
+        part.replace(local)
+    (dest / f"{pack['name']}.json").write_text(json.dumps({k: pack[k] for k in ("name", "sha256", "stamp")},
+                                                          indent=2))
+    return local
+
+
+class InstallPack:
+    """A packed build (tarball from fetch_pack) installed at its versioned prefix and made current."""
+
+    name = "llama-install-pack"
+
+    def __init__(self, tarball: str | Path, keep: int = 3):
+        self.tarball = Path(tarball)
+        meta = json.loads(self.tarball.with_name(self.tarball.name.removesuffix(".tar.gz") + ".json").read_text())
+        self.pack_name, self.sha256, self.stamp, self.keep = meta["name"], meta["sha256"], meta["stamp"], keep
+
+    @property
+    def prefix(self) -> str:
+        return f"{S.INSTALL_ROOT}/{self.pack_name}"
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        inst = installed(ctx, self.prefix)
+        if inst["server"] and inst["stamp"] and inst["stamp"].get("flags_hash") == self.stamp.get("flags_hash"):
+            return switch_plan(ctx, self.prefix, self.keep)
+        remote = f"{S.PACK_DIR}/{self.pack_name}.tar.gz"
+        part = f"{self.prefix}.partial"
+        commands = [f"# upload {self.tarball} -> {remote}", f"echo '{self.sha256}  {remote}' | sha256sum -c",
+                    f"rm -rf {part} && mkdir -p {part} && tar -xzf {remote} -C {part} --strip-components=1",
+                    f"{part}/bin/llama-server --version", f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
+
+        def apply(c: Context) -> None:
+            c.sudo(f"mkdir -p {q(S.PACK_DIR)}")
+            c.transport.put(self.tarball, remote, sudo=True)
+            c.sudo(f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
+                   hint="the upload was corrupted; retry")
+            c.sudo(f"rm -rf {q(part)} && mkdir -p {q(part)} && tar -xzf {q(remote)} -C {q(part)} "
+                   "--no-same-owner --strip-components=1")
+            res = c.sudo(f"{q(part)}/bin/llama-server --version 2>&1", check=False)
+            if res.exit_code != 0:
+                c.sudo(f"rm -rf {q(part)}", check=False)
+                raise UnsuitableDevice(f"the packed build {self.pack_name} does not run on {c.transport.name}",
+                                       hint="deploy packs only to devices like the one that built them "
+                                            "(same board, L4T and CUDA); else `edgekit build` there")
+            c.sudo(f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}")
+            decision = switch_plan(c, self.prefix, self.keep)
+            if isinstance(decision, Change):
+                decision.apply(c)
+
+        return Change(f"install packed {self.pack_name} and make it current", commands, apply=apply)

@@ -1,0 +1,123 @@
+"""What chat needs to know about a model: family, system prompt, stop strings, sampling defaults.
+
+`profile_for(model, family)` is the one adapter to the model catalog (`edgekit.models.catalog.get(name)`);
+everything else in edgekit.chat takes a ChatProfile. Sampling defaults are the seed's scripts':
+Alpaca-2 chat.sh `--temp 0.5 --top_k 40 --top_p 0.9 --repeat_penalty 1.1`, Llama-3 chat.sh
+`--temp 0.2 --repeat_penalty 1.1`; Gemma uses Google's recommended values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from edgekit.chat import prompts
+from edgekit.errors import UsageError
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. 你是一个乐于助人的助手。"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings; None means: leave it to the server."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repeat_penalty: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    def merged(self, **overrides: Any) -> "Sampling":
+        """A copy with every override that is not None applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_request(self) -> dict:
+        """llama-server request fields (both /v1/chat/completions and /completion accept these names)."""
+        out = {k: v for k, v in (("temperature", self.temperature), ("top_k", self.top_k), ("top_p", self.top_p),
+                                  ("repeat_penalty", self.repeat_penalty), ("seed", self.seed)) if v is not None}
+        if self.max_tokens is not None:
+            out["max_tokens"] = out["n_predict"] = self.max_tokens
+        return out
+
+
+FAMILY_SAMPLING = {
+    "llama2": Sampling(temperature=0.5, top_k=40, top_p=0.9, repeat_penalty=1.1),
+    "llama3": Sampling(temperature=0.2, repeat_penalty=1.1),
+    "gemma": Sampling(temperature=1.0, top_k=64, top_p=0.95),
+}
+
+
+@dataclass(frozen=True)
+class ChatProfile:
+    family: str | None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    stop: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+    model: str | None = None
+    gguf_file: str | None = None
+    chat_template: str | None = None     # the server-side template name llama-server is started with
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return prompts.stop_strings(self.family, self.stop) if self.family else list(self.stop)
+
+
+def family_profile(family: str, model: str | None = None) -> ChatProfile:
+    """The defaults for a family, when no catalog entry is known."""
+    prompts.check_family(family)
+    return ChatProfile(family=family, stop=prompts.STOP[family], sampling=FAMILY_SAMPLING[family], model=model)
+
+
+def _field(entry: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def profile_for(model: str | None = None, family: str | None = None) -> ChatProfile:
+    """The chat profile of a catalog model (with `family` overriding its family), or a family's defaults.
+
+    With neither, the profile has no family: chat through /v1/chat/completions still works (the server applies
+    its template), `--raw` does not.
+    """
+    if model is None:
+        return family_profile(family) if family else ChatProfile(family=None)
+    try:
+        from edgekit.models import catalog  # written in parallel (issue 4); wired here and only here
+    except ImportError:
+        catalog = None
+    entry = None
+    if catalog is not None:
+        try:
+            entry = catalog.get(model)
+        except (KeyError, LookupError, UsageError):
+            if not family:
+                raise
+            entry = None
+    if entry is None:
+        if family:
+            return family_profile(family, model)
+        raise UsageError(f"unknown model {model!r}",
+                         hint="run `edgekit models list` for the catalog, or pass --family llama2|llama3|gemma")
+    fam = family or _field(entry, "family")
+    base = family_profile(fam, model) if fam in prompts.FAMILIES else ChatProfile(family=None, model=model)
+    sampling_entry = _field(entry, "sampling", "sampling_defaults", default={}) or {}
+    sampling = base.sampling.merged(**{
+        "temperature": _field(sampling_entry, "temperature", "temp"),
+        "top_k": _field(sampling_entry, "top_k"),
+        "top_p": _field(sampling_entry, "top_p"),
+        "repeat_penalty": _field(sampling_entry, "repeat_penalty"),
+    })
+    gguf_file = None
+    if hasattr(entry, "quant"):
+        try:
+            gguf_file = entry.quant().file      # the default quantization's file name
+        except UsageError:
+            gguf_file = None
+    return replace(base, system_prompt=_field(entry, "system_prompt", default=DEFAULT_SYSTEM_PROMPT),
+                   stop=tuple(_field(entry, "stop", default=base.stop) or ()), sampling=sampling,
+                   gguf_file=gguf_file or _field(entry, "file", "gguf_file"),
+                   chat_template=_field(entry, "chat_template"))

@@ -1,0 +1,1 @@
+"""Fleets: inventories, running a job on many hosts, build once and deploy many."""

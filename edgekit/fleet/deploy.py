@@ -1,0 +1,162 @@
+"""Provision a fleet: read facts everywhere, build llama.cpp once per build key, deploy the packed build to all.
+
+A build key is (CPU arch, llama.cpp version, flags hash), and the flags hash already covers the CUDA arch, the
+CUDA version and every CMake define. The first host of each key (or --build-on) builds; its install prefix is
+packed, fetched into the controller cache (builds/<id>.tar.gz + .json with sha256), and pushed to the others.
+A later device of the same kind finds the pack in the cache and installs it in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+from edgekit import paths
+from edgekit.build.cmake import plan_build
+from edgekit.build.source import resolve_source
+from edgekit.build.steps import InstallPack, build_steps, fetch_pack, pack_build
+from edgekit.errors import UsageError
+from edgekit.facts.device import read_facts
+from edgekit.fleet.inventory import Host
+from edgekit.fleet.runner import HostRow, run_fleet
+from edgekit.models.steps import model_steps
+from edgekit.provision import Preflight, ProvisionOptions, provision, remember
+from edgekit.remote.plan import Context, run_steps
+from edgekit.remote.target import parse_target
+from edgekit.remote.transport import Transport
+from edgekit.service.steps import service_steps
+
+SETTING_KEYS = {"model", "ctx", "port", "host", "parallel", "threads", "cache_type_kv"}
+
+
+def host_options(base: ProvisionOptions, host: Host) -> ProvisionOptions:
+    """Apply a host's inventory settings (model, ctx, port, ...) on top of the command line's options."""
+    s = {k: v for k, v in host.settings.items() if k in SETTING_KEYS}
+    unknown = set(host.settings) - SETTING_KEYS
+    if unknown:
+        raise UsageError(f"unknown setting(s) for {host.name}: {', '.join(sorted(unknown))}",
+                         hint="inventory settings: " + ", ".join(sorted(SETTING_KEYS)))
+    model = base.model
+    if "model" in s:
+        name, _, quant = str(s["model"]).partition(":")
+        model = dataclasses.replace(model, name=name, quant=quant or None)
+    if "ctx" in s:
+        model = dataclasses.replace(model, ctx=int(s["ctx"]))
+    service = dataclasses.replace(base.service, **{k: (int(v) if k in ("ctx", "port", "parallel", "threads") else v)
+                                                   for k, v in s.items() if k not in ("model",)})
+    return dataclasses.replace(base, model=model, service=service)
+
+
+class Fleet:
+    def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
+                 forks: int = 5, live: bool = True):
+        self.hosts = hosts
+        self.become_password = become_password
+        self.accept_new = accept_new_host_key
+        self.forks = forks
+        self.live = live
+
+    def transport(self, host: Host) -> Transport:
+        return Transport(parse_target(host.target, host.identity), become_password=self.become_password,
+                         accept_new_host_key=self.accept_new)
+
+    def run(self, job, title: str, serial: int | None = None, max_fail_percent: float = 100.0, hosts=None):
+        return run_fleet(hosts if hosts is not None else self.hosts, job, forks=self.forks, serial=serial,
+                         max_fail_percent=max_fail_percent, title=title, live=self.live)
+
+
+def provision_fleet(fleet: Fleet, base: ProvisionOptions, *, dry_run: bool = False, build_on: str | None = None,
+                    serial: int | None = None, max_fail_percent: float = 100.0) -> dict[str, Any]:
+    """Provision every host; returns {"facts": results, "builds": {...}, "deploy": results}."""
+    opts = {h.name: host_options(base, h) for h in fleet.hosts}
+    source = resolve_source(base.build)
+
+    def facts_job(host: Host, row: HostRow):
+        with fleet.transport(host) as t:
+            ctx = Context(t, reporter=row)
+            run_steps(ctx, [Preflight()])
+            facts = ctx.state["facts"]
+        plan = plan_build(facts, opts[host.name].build, source)
+        return f"{facts.hostname}: build {plan.id}", {"facts": facts, "key": (facts.arch, plan.id)}
+
+    facts_results = fleet.run(facts_job, "facts")
+    reachable = {r.host: r.value for r in facts_results if r.status != "failed"}
+    groups: dict[tuple, list[Host]] = {}
+    for host in fleet.hosts:
+        if host.name in reachable:
+            groups.setdefault(reachable[host.name]["key"], []).append(host)
+    if build_on and build_on not in reachable:
+        raise UsageError(f"--build-on {build_on}: not among the reachable hosts",
+                         hint="reachable: " + (", ".join(reachable) or "none"))
+
+    builds: dict[tuple, dict] = {}
+    lock = threading.Lock()
+
+    def builder_job(host: Host, row: HostRow):
+        key = reachable[host.name]["key"]
+        cached = paths.cache() / "builds" / f"{key[1]}.tar.gz"
+        if cached.is_file() and cached.with_suffix("").with_suffix(".json").is_file():
+            with lock:
+                builds[key] = {"tarball": cached, "builder": None, "seconds": 0.0}
+            return f"cached build {key[1]}", None
+        start = time.monotonic()
+        with fleet.transport(host) as t:
+            ctx = Context(t, dry_run=dry_run, reporter=row)
+            ctx.state["facts"] = reachable[host.name]["facts"]
+            run_steps(ctx, build_steps(opts[host.name].build))
+            if dry_run:
+                with lock:
+                    builds[key] = {"tarball": None, "builder": host.name, "seconds": 0.0}
+                return f"would build {key[1]} here", None
+            tarball = fetch_pack(ctx, pack_build(ctx))
+        with lock:
+            builds[key] = {"tarball": tarball, "builder": host.name, "seconds": time.monotonic() - start}
+        return f"built {key[1]}, packed into the controller cache", None
+
+    builders = []
+    for key, members in groups.items():
+        chosen = next((h for h in members if h.name == build_on), members[0])
+        builders.append(chosen)
+    build_results = fleet.run(builder_job, "build once per kind", hosts=builders) if builders else []
+    failed_builds = {reachable[r.host]["key"]: r.message for r in build_results if r.status == "failed"}
+
+    def deploy_job(host: Host, row: HostRow):
+        info = reachable.get(host.name)
+        if info is None:
+            raise UsageError("unreachable in the facts phase", hint="see the facts table")
+        if info["key"] in failed_builds:
+            raise UsageError(f"the build for this kind failed: {failed_builds[info['key']]}")
+        build = builds[info["key"]]
+        o = opts[host.name]
+        with fleet.transport(host) as t:
+            ctx = Context(t, dry_run=dry_run, reporter=row)
+            ctx.state["facts"] = info["facts"]
+            if build["builder"] == host.name or build["tarball"] is None:
+                steps = None  # the builder (or a dry run): its own build steps are no-ops / the plan
+            else:
+                steps = [Preflight(), InstallPack(build["tarball"], o.build.keep), *model_steps(o.model),
+                         *service_steps()]
+            if steps is None:
+                results = provision(ctx, o)
+            else:
+                ctx.state["service"] = o.service
+                results = run_steps(ctx, steps)
+                remember(ctx, o)
+        row.result.steps[:] = results
+        return f"serving {ctx.state.get('model', {}).get('name')} on :{o.service.port}", None
+
+    deploy = fleet.run(deploy_job, "provision", serial=serial, max_fail_percent=max_fail_percent)
+    return {"facts": facts_results, "builds": builds, "build_results": build_results, "deploy": deploy}
+
+
+def facts_fleet(fleet: Fleet) -> list:
+    def job(host: Host, row: HostRow):
+        with fleet.transport(host) as t:
+            f = read_facts(t)
+        j = f.jetson
+        return (f"{f.hostname}: " + (f"{j['module']}, JetPack {j['jetpack']}" if j else f"{f.arch}, not a Jetson"),
+                f)
+
+    return fleet.run(job, "facts")

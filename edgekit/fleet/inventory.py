@@ -1,0 +1,192 @@
+"""Inventories: edgekit.toml (native) and Ansible INI/YAML (so Ansible users need not write two).
+
+edgekit.toml:
+    [defaults]            # settings for every host (model, ctx, port, user, ...)
+    model = "chinese-alpaca-2-1.3b"
+    [groups.lab]
+    hosts = ["orin-1", "orin-2"]
+    ctx = 2048            # group settings override defaults
+    [hosts.orin-1]
+    address = "10.0.0.11" # optional: the ssh_config alias is used when absent
+    user = "nvidia"
+    port = 22
+    model = "llama-3-chinese-8b-instruct-v3:q4_k"   # host settings override group settings
+
+Targets on the command line: host names, `@group`, `@all`, or plain `[user@]host[:port]`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import UsageError
+
+CONNECTION_KEYS = {"address", "user", "port", "identity"}
+
+
+@dataclass
+class Host:
+    name: str
+    address: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity: str | None = None
+    groups: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        """The target string for the transport: [user@]address[:port], or the name (an ssh_config alias)."""
+        text = self.address or self.name
+        if ":" in text and not text.startswith("["):
+            text = f"[{text}]"
+        if self.user:
+            text = f"{self.user}@{text}"
+        return f"{text}:{self.port}" if self.port else text
+
+
+@dataclass
+class Inventory:
+    hosts: dict[str, Host] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+
+    def select(self, patterns: list[str]) -> list[Host]:
+        """Hosts for names, @group and @all, in order, without duplicates; unknown names are plain targets."""
+        out: dict[str, Host] = {}
+        for pattern in patterns:
+            if pattern.startswith("@"):
+                group = pattern[1:]
+                if group == "all":
+                    names = list(self.hosts)
+                elif group in self.groups:
+                    names = self.groups[group]
+                else:
+                    raise UsageError(f"no group {group!r} in the inventory",
+                                     hint="groups: " + (", ".join(sorted(self.groups)) or "none defined"))
+                for name in names:
+                    out.setdefault(name, self.hosts[name])
+            else:
+                out.setdefault(pattern, self.hosts.get(pattern) or Host(name=pattern))
+        return list(out.values())
+
+
+def _host(name: str, data: dict, groups: list[str], settings: dict) -> Host:
+    port = data.get("port") or data.get("ansible_port")
+    return Host(name=name, address=data.get("address") or data.get("ansible_host"),
+                user=data.get("user") or data.get("ansible_user"), port=int(port) if port else None,
+                identity=data.get("identity") or data.get("ansible_ssh_private_key_file"),
+                groups=groups, settings=settings)
+
+
+def _merge(base: dict, *layers: dict) -> dict:
+    out = dict(base)
+    for layer in layers:
+        out.update({k: v for k, v in layer.items() if k not in CONNECTION_KEYS and k != "hosts"
+                    and not k.startswith("ansible_")})
+    return out
+
+
+def load_toml(path: Path) -> Inventory:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: not valid TOML: {e}", hint="fix the inventory file") from None
+    defaults = data.get("defaults", {})
+    groups = {name: list(g.get("hosts", [])) for name, g in data.get("groups", {}).items()}
+    host_data = data.get("hosts", {})
+    for members in groups.values():
+        for name in members:
+            host_data.setdefault(name, {})
+    inv = Inventory(groups=groups)
+    for name, hd in host_data.items():
+        member_of = [g for g, members in groups.items() if name in members]
+        settings = _merge(defaults, *[data["groups"][g] for g in member_of], hd)
+        inv.hosts[name] = _host(name, hd, member_of, settings)
+    return inv
+
+
+def load_ansible_ini(path: Path) -> Inventory:
+    """Ansible's INI inventory: [group] sections, `name key=value ...` lines, [group:vars] sections."""
+    inv = Inventory()
+    section, kind = "ungrouped", "hosts"
+    group_vars: dict[str, dict] = {}
+    host_vars: dict[str, dict] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith(";"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            name = line[1:-1]
+            section, _, kind = name.partition(":")
+            kind = kind or "hosts"
+            inv.groups.setdefault(section, [])
+            continue
+        if kind == "vars":
+            key, _, value = line.partition("=")
+            group_vars.setdefault(section, {})[key.strip()] = value.strip()
+        elif kind == "children":
+            inv.groups.setdefault(section, []).extend(inv.groups.get(line, []))
+        else:
+            name, *pairs = line.split()
+            host_vars.setdefault(name, {}).update(dict(p.split("=", 1) for p in pairs if "=" in p))
+            inv.groups.setdefault(section, [])
+            if name not in inv.groups[section]:
+                inv.groups[section].append(name)
+    for name, hv in host_vars.items():
+        member_of = [g for g, members in inv.groups.items() if name in members]
+        gv = [group_vars.get(g, {}) for g in member_of]
+        merged = {k: v for layer in (*gv, hv) for k, v in layer.items()}
+        settings = {k.removeprefix("edgekit_"): v for k, v in merged.items() if k.startswith("edgekit_")}
+        inv.hosts[name] = _host(name, merged, member_of, settings)
+    return inv
+
+
+def load_ansible_yaml(path: Path) -> Inventory:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
+        raise UsageError("reading a YAML inventory needs PyYAML", hint="pip install pyyaml") from None
+    data = yaml.safe_load(path.read_text()) or {}
+    inv = Inventory()
+    collected: dict[str, dict] = {}
+
+    def walk(name: str, node: dict, inherited: dict) -> list[str]:
+        node = node or {}
+        gvars = {**inherited, **(node.get("vars") or {})}
+        members = []
+        for host, hv in (node.get("hosts") or {}).items():
+            collected[host] = {**collected.get(host, {}), **gvars, **(hv or {})}
+            members.append(host)
+        for child, cnode in (node.get("children") or {}).items():
+            members += walk(child, cnode, gvars)
+        inv.groups[name] = list(dict.fromkeys(inv.groups.get(name, []) + members))
+        return members
+
+    for name, node in data.items():
+        walk(name, node, {})
+    for host, hv in collected.items():
+        member_of = [g for g, members in inv.groups.items() if host in members and g != "all"]
+        settings = {k.removeprefix("edgekit_"): v for k, v in hv.items() if k.startswith("edgekit_")}
+        inv.hosts[host] = _host(host, hv, member_of, settings)
+    inv.groups.pop("all", None)
+    return inv
+
+
+def load(path: str | Path | None) -> Inventory:
+    """Load the inventory at path (or ./edgekit.toml when present); an empty inventory when there is none."""
+    if path is None:
+        default = Path("edgekit.toml")
+        if not default.is_file():
+            return Inventory()
+        path = default
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"inventory not found: {path}", hint="pass --inventory PATH to an edgekit.toml or Ansible inventory")
+    if path.suffix == ".toml":
+        return load_toml(path)
+    if path.suffix in (".yml", ".yaml"):
+        return load_ansible_yaml(path)
+    return load_ansible_ini(path)

@@ -1,0 +1,1 @@
+"""Models: the catalog, GGUF headers, the fit check, verified downloads, and the steps that install them."""

@@ -1,0 +1,136 @@
+"""Controller-side downloads: Hugging Face style URLs, mirrors, tokens, resume, sha256 while streaming.
+
+URLs are `{endpoint}/{repo}/resolve/{revision}/{file}`; the endpoint is `--hf-endpoint`, else `HF_ENDPOINT`,
+else https://huggingface.co. `HF_TOKEN` is sent as a Bearer header and never logged or put in an error.
+The resume/verify/rename logic is device_fetch.fetch (the same code runs on the device); this module turns
+its events into `Progress` values and its failures into typed errors. A local path or file:// URL is
+copied with the same verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgekit import errors, paths
+from edgekit.models import device_fetch
+from edgekit.models.catalog import DEFAULT_ENDPOINT
+
+
+class DownloadError(errors.EdgekitError):
+    """A download failed (network, HTTP status, size or checksum)."""
+
+    exit_code = errors.REMOTE
+
+
+class ChecksumError(DownloadError):
+    """The bytes do not match the expected sha256 or size; nothing was installed."""
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int | None
+    rate: float          # bytes per second
+    eta: float | None    # seconds
+
+    def text(self) -> str:
+        total = f"/{self.total / 2**20:.0f}" if self.total else ""
+        eta = f", ETA {self.eta:.0f}s" if self.eta is not None else ""
+        return f"{self.done / 2**20:.0f}{total} MiB at {self.rate / 2**20:.1f} MiB/s{eta}"
+
+
+@dataclass
+class Fetched:
+    path: Path
+    sha256: str
+    size: int
+    downloaded: int       # bytes that crossed the network this time (0 = nothing fetched)
+    resumed_from: int
+
+
+def endpoint(explicit: str | None = None) -> str:
+    return (explicit or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None
+
+
+def cache_path(model: str, file: str) -> Path:
+    """Where the controller keeps a downloaded model: <cache>/models/<model>/<file>."""
+    d = paths.cache() / "models" / model
+    d.mkdir(parents=True, exist_ok=True)
+    return d / file
+
+
+def translate(e: device_fetch.FetchError, url: str) -> DownloadError:
+    host = urllib.parse.urlsplit(url).netloc or url
+    if e.kind in ("checksum", "size", "etag"):
+        return ChecksumError(e.message, hint="the download was not installed; if the catalog is stale, pass "
+                                             "--sha256 with the right value or re-run with --force-download")
+    if "gated" in e.message:
+        return DownloadError(e.message, hint="set HF_TOKEN to a token that has access (it is never logged)")
+    return DownloadError(e.message, hint=f"check that {host} is reachable (or set HF_ENDPOINT to a mirror), "
+                                         "then run again: the download resumes")
+
+
+def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
+          on_progress: Callable[[Progress], None] | None = None, timeout: float = 30.0) -> Fetched:
+    """Download (or copy a local file) to dest, verified; skip when dest already matches sha256."""
+    dest = Path(dest)
+    if dest.is_file():
+        state = device_fetch.check(str(dest), sha256 or None)
+        if state["state"] == "verified":
+            return Fetched(dest, state["sha256"], state["size"], 0, 0)
+        dest.unlink()   # a file that does not match is not kept where a verified one belongs
+    if not _is_remote(url):
+        return _copy_local(url, dest, sha256, size, on_progress)
+
+    def on_event(event: dict) -> None:
+        if on_progress and event["event"] == "progress":
+            on_progress(Progress(event["done"], event["total"], event["rate"], event["eta"]))
+
+    try:
+        done = device_fetch.fetch(url, str(dest), sha256, size, token(), on_event, timeout)
+    except device_fetch.FetchError as e:
+        raise translate(e, url) from None
+    except KeyboardInterrupt:
+        raise  # the .partial stays for the next run to resume
+    return Fetched(dest, done["sha256"], done["size"], done["downloaded"], done["resumed_from"])
+
+
+def _is_remote(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme in ("http", "https")
+
+
+def _copy_local(src: str, dest: Path, sha256: str | None, size: int | None,
+                on_progress: Callable[[Progress], None] | None) -> Fetched:
+    path = Path(urllib.parse.urlsplit(src).path if src.startswith("file://") else src).expanduser()
+    if not path.is_file():
+        raise errors.UsageError(f"no such model file: {path}", hint="give a path to a .gguf file or an https:// URL")
+    partial = Path(str(dest) + ".partial")
+    h = hashlib.sha256()
+    total, done, start = path.stat().st_size, 0, time.monotonic()
+    with open(path, "rb") as src_fh, open(partial, "wb") as out:
+        while block := src_fh.read(device_fetch.CHUNK):
+            out.write(block)
+            h.update(block)
+            done += len(block)
+            if on_progress:
+                rate = done / max(time.monotonic() - start, 1e-6)
+                on_progress(Progress(done, total, rate, (total - done) / rate if rate else None))
+    digest = h.hexdigest()
+    if (size and done != size) or (sha256 and digest != sha256.lower()):
+        partial.unlink()
+        raise ChecksumError(f"{path}: got {done} bytes with sha256 {digest}, expected "
+                            f"{size or '?'} bytes with sha256 {sha256 or '?'}; nothing was installed",
+                            hint="check the file, or pass the right --sha256")
+    os.replace(partial, dest)
+    device_fetch.write_sidecar(str(dest), digest)
+    return Fetched(dest, digest, done, done, 0)

