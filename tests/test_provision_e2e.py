@@ -160,7 +160,7 @@ def test_security_exposure(served_standin):
 @pytest.mark.parametrize("args, code, text", [
     (["--model", "chinese-alpaca-2-13b"], 2, "chinese-alpaca-2"),
     (["--port", "22"], 5, "port 22"),
-    (["--model", "chinese-alpaca-2-7b-64k:q8_0", "--ctx", "65536"], 5, "does not fit"),
+    (["--model", "chinese-alpaca-2-7b-64k:q8_0", "--ctx", "65536"], 5, "GiB short"),
 ])
 def test_bad_input_is_one_clear_line(served_standin, args, code, text):
     base = served_standin.provision_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from edgekit import errors
 from edgekit.cli import app as _app
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _report(e: errors.EdgekitError) -> None:
-    err.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
+    # soft_wrap: one logical line stays one line (greppable, and a terminal still wraps it visually)
+    err.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
     if e.hint:
-        err.print(f"[dim]hint:[/] {e.hint}")
+        err.print(f"[dim]hint:[/] {escape(e.hint)}", soft_wrap=True)
 
 
 def _click_exceptions():

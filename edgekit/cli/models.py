@@ -69,7 +69,7 @@ def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2
 
 @models_app.command("fit")
 def fit_cmd(
-    name: str = typer.Argument(..., help="NAME[:QUANT]"),
+    name: Optional[str] = typer.Argument(None, help="NAME[:QUANT] (not needed with --markdown)"),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Device to read memory from."),
     board: Optional[str] = typer.Option(None, "--board", help="No device: a known board (orin-nano-8gb, orin-nano-4gb, ...)."),
     ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length (default: recommended, capped to fit)."),
@@ -100,6 +100,8 @@ def fit_cmd(
     if markdown:
         typer.echo(fit_markdown(label, total, cache_type), nl=False)
         return
+    if not name:
+        raise UsageError("which model?", hint="e.g. `edgekit models fit chinese-alpaca-2-1.3b --board orin-nano-4gb`")
     entry, quant = catalog.resolve(name, None, total)
     n_ctx = ctx or fit.default_ctx(entry, quant, total, cache_type)
     report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type)

@@ -44,7 +44,7 @@ def provision_options(model: str, ctx: Optional[int], port: int, host: Optional[
     name, quant = _split_model(model)
     return prov.ProvisionOptions(
         model=ModelRequest(name=name, quant=quant, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint,
-                           source_url=model_url, force=force),
+                           source_url=model_url, force=force, kv_type=cache_type_kv or "f16"),
         build=BuildSpec(source=llama_src, cpu_only=cpu, cuda_arch=cuda_arch, jobs=jobs),
         service=ServiceOptions(port=port, host=host or "0.0.0.0", api_key=not no_api_key, ctx=ctx,
                                parallel=parallel, threads=threads, cache_type_kv=cache_type_kv),
@@ -71,7 +71,7 @@ def provision(
     force: bool = typer.Option(False, "--force", help="Install a model even if the fit check says it will not fit."),
     parallel: int = typer.Option(2, "--parallel", help="Server slots (concurrent requests)."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
-    cache_type_kv: Optional[str] = typer.Option(None, "--cache-type-kv", help="KV cache type, e.g. q8_0."),
+    cache_type_kv: Optional[str] = typer.Option(None, "--cache-type", help="KV cache type, e.g. q8_0 or q4_0 (less memory)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
     json_out: bool = Json,
     identity: Optional[Path] = Identity,

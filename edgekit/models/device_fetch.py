@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.parse
 
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 PREFIX = "@@edgekit "
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -201,14 +201,14 @@ def fetch(url, dest, expected_sha256=None, expected_size=None, token=None, on_ev
         done = resumed_from
         got = 0
         started = last = time.monotonic()
+        sink = _Sink(partial, mode, h)
         try:
-            with open(partial, mode) as out:
+            with sink:
                 while True:
                     block = resp.read(CHUNK)
                     if not block:
                         break
-                    out.write(block)
-                    h.update(block)
+                    sink.put(block)
                     done += len(block)
                     got += len(block)
                     now = time.monotonic()
@@ -219,11 +219,53 @@ def fetch(url, dest, expected_sha256=None, expected_size=None, token=None, on_ev
                         emit({"event": "progress", "done": done, "total": total, "rate": rate, "eta": eta})
         except (OSError, http.client.HTTPException) as e:
             raise FetchError("io", "download interrupted at %d bytes (%s); run again to resume" % (done, e))
+        if sink.error is not None:
+            raise FetchError("io", "cannot write %s: %s" % (partial, sink.error))
         if total and done < total:
             raise FetchError("io", "connection closed at %d of %d bytes; run again to resume" % (done, total))
         return _finish(partial, dest, h, done, got, resumed_from, want_sha, expected_size or remote_size, emit)
     finally:
         conn.close()
+
+
+class _Sink:
+    """Hash and write blocks on a second thread (hashlib and file writes release the GIL) while the
+    caller keeps reading the socket: the download runs at network speed, not network + hash + disk."""
+
+    def __init__(self, path, mode, h):
+        import queue
+        import threading
+
+        self.fh = open(path, mode)
+        self.h = h
+        self.q = queue.Queue(maxsize=8)
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            block = self.q.get()
+            if block is None:
+                return
+            if self.error is None:
+                try:
+                    self.h.update(block)
+                    self.fh.write(block)
+                except OSError as e:
+                    self.error = e
+
+    def put(self, block):
+        self.q.put(block)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.q.put(None)
+        self.thread.join()
+        self.fh.close()
+        return False
 
 
 def _finish(partial, dest, h, size, got, resumed_from, want_sha, want_size, emit):

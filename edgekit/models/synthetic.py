@@ -25,7 +25,7 @@ def extract_vocab(sdist: Path, dest_dir: Path) -> Path:
 
 
 def write_tiny_llama(out: Path, vocab_gguf: Path, seed: int = 0) -> Path:
-    """Write a 2-layer llama GGUF (f32, ~9 MB) that llama.cpp can load; returns out."""
+    """Write a 2-layer llama GGUF (f32, ~9 MB; output tied to token_embd) for llama.cpp; returns out."""
     import numpy as np
     from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
@@ -68,7 +68,6 @@ def write_tiny_llama(out: Path, vocab_gguf: Path, seed: int = 0) -> Path:
     e, ff, hd = s["n_embd"], s["n_ff"], s["n_embd"] // s["n_head"]
     t("token_embd.weight", n_vocab, e)
     t("output_norm.weight", e, ones=True)
-    t("output.weight", n_vocab, e)
     for i in range(s["n_layer"]):
         t(f"blk.{i}.attn_norm.weight", e, ones=True)
         t(f"blk.{i}.attn_q.weight", e, e)

@@ -1,0 +1,140 @@
+"""Pure model code: GGUF header reader (on GGUFs written by the `gguf` package), catalog, fit estimate."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+from edgekit.errors import UnsuitableDevice, UsageError
+from edgekit.models import catalog, fit
+from edgekit.models.gguf_header import GGUFError, read_header, read_header_file
+from tests.fixtures import captured
+
+
+def _write_gguf(path, arch="llama", kv=8, key_length=None):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(path), arch)
+    w.add_context_length(4096)
+    w.add_embedding_length(256)
+    w.add_block_count(3)
+    w.add_feed_forward_length(512)
+    w.add_head_count(8)
+    w.add_head_count_kv(kv)
+    if key_length:
+        w.add_key_length(key_length)
+        w.add_value_length(key_length)
+    w.add_token_list([f"tok{i}" for i in range(1000)])        # a big array the reader must skip
+    w.add_chat_template("{{ messages }}")
+    w.add_tensor("token_embd.weight", np.zeros((1000, 256), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_header_fields(tmp_path):
+    h = read_header_file(_write_gguf(tmp_path / "m.gguf"))
+    assert (h.architecture, h.block_count, h.context_length, h.embedding_length) == ("llama", 3, 4096, 256)
+    assert (h.head_count, h.head_count_kv, h.head_dim_k, h.vocab_size) == (8, 8, 32, 1000)
+    assert h.chat_template is True and h.header_bytes < (tmp_path / "m.gguf").stat().st_size
+
+
+def test_gguf_header_gqa_and_key_length(tmp_path):
+    h = read_header_file(_write_gguf(tmp_path / "g.gguf", arch="gemma3", kv=2, key_length=64))
+    assert (h.architecture, h.head_count_kv, h.head_dim_k, h.head_dim_v) == ("gemma3", 2, 64, 64)
+    shape = fit.Shape.from_header(h)
+    assert shape.kv_bytes_per_token("f16") == 3 * 2 * (64 + 64) * 2
+
+
+def test_gguf_header_reads_only_the_header(tmp_path):
+    path = _write_gguf(tmp_path / "m.gguf")
+    data = path.read_bytes()
+    h = read_header(io.BytesIO(data))
+    assert read_header(io.BytesIO(data[: h.header_bytes])).block_count == 3   # no tensor bytes needed
+
+
+@pytest.mark.parametrize("blob, match", [(b"GGML\x03\0\0\0", "not a GGUF"), (b"GGUF\x03\0\0\0\x01", "truncated"),
+                                         (b"GGUF\x09\0\0\0" + b"\0" * 16, "unsupported GGUF version")])
+def test_gguf_header_rejects_bad_files(blob, match):
+    with pytest.raises(GGUFError, match=match):
+        read_header(io.BytesIO(blob))
+
+
+def test_catalog_entries_and_test_section():
+    names = [e.name for e in catalog.entries()]
+    assert {"chinese-alpaca-2-1.3b", "chinese-alpaca-2-7b-64k", "llama-3-chinese-8b-instruct-v3"} <= set(names)
+    assert "gemma3-270m" not in names and "gemma3-270m" in catalog.names(include_test=True)
+    l3 = catalog.get("llama-3-chinese-8b-instruct-v3")
+    assert l3.chat_template == "llama3" and "<|eot_id|>" in l3.stop and l3.sampling["temperature"] == 0.2
+    a2 = catalog.get("chinese-alpaca-2-1.3b")
+    assert a2.system_prompt == "You are a helpful assistant. 你是一个乐于助人的助手。" and a2.chat_template == "llama2"
+    assert catalog.get("chinese-llama-2-1.3b").chat is False
+    for e in catalog.entries(include_test=True):
+        for q in e.quants.values():
+            assert not q.sha256 or len(q.sha256) == 64
+            assert not q.sha256 or q.revision != "main" or e.test, f"{e.name}:{q.name} sha256 needs a pinned revision"
+
+
+def test_catalog_quant_defaults_by_board_and_urls():
+    e, q = catalog.resolve("chinese-alpaca-2-1.3b", total_memory=fit.BOARDS["orin-nano-4gb"]["total_bytes"])
+    assert q.name == "q2_k"
+    e, q = catalog.resolve("chinese-alpaca-2-1.3b:q8_0")
+    assert q.url(e.repo, "https://hf-mirror.com/") == ("https://hf-mirror.com/hfl/chinese-alpaca-2-1.3b-gguf/"
+                                                       "resolve/026be4bd42fbf6aeb68b43f4763aee5d27ec9fa7/"
+                                                       "ggml-model-q8_0.gguf")
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UsageError) as info:
+        catalog.get("chinese-alpaca-2-7b")
+    assert "chinese-alpaca-2-7b-64k" in info.value.hint
+    with pytest.raises(UsageError, match="no quantization"):
+        catalog.resolve("chinese-alpaca-2-1.3b:q5_k")
+
+
+def test_kv_cache_is_half_a_mib_per_token_for_alpaca_7b():
+    shape = fit.Shape.from_dict(catalog.get("chinese-alpaca-2-7b-64k").shape)
+    assert shape.kv_bytes_per_token("f16") == 512 * 1024
+    assert shape.kv_bytes_per_token("q8_0") == 512 * 1024 * 34 / 32 / 2
+
+
+def test_fit_refuses_with_numbers_and_suggestions():
+    e = catalog.get("llama-3-chinese-8b-instruct-v3")
+    total = fit.BOARDS["orin-nano-8gb"]["total_bytes"]
+    report = fit.check_entry(e, e.quant("q4_k"), 8192, total, "orin-nano-8gb")
+    assert not report.fits and report.need_bytes > report.usable_bytes
+    assert any("--ctx" in s for s in report.suggestions) and any("q8_0" in s for s in report.suggestions)
+    with pytest.raises(UnsuitableDevice) as info:
+        fit.require_fit(report)
+    assert "GiB" in info.value.message and "--force" in info.value.hint
+    fit.require_fit(report, force=True)
+    smaller = fit.check_entry(e, e.quant("q4_k"), fit.default_ctx(e, e.quant("q4_k"), total), total)
+    assert smaller.fits and 512 <= smaller.ctx < 8192
+
+
+def test_board_totals_come_from_captured_outputs():
+    assert "RAM 6185/7620MB" in captured.TEGRASTATS_ORIN_NANO_JP6_GPU_BUSY
+    assert fit.BOARDS["orin-nano-8gb"]["total_bytes"] == 7620 * 2**20
+    assert "'tot': 3688892" in captured.JTOP_MEMORY_ORIN_NANO_4GB_JP6
+    assert fit.BOARDS["orin-nano-4gb"]["total_bytes"] == 3688892 * 1024
+
+
+def test_cli_fit_board_exit_codes():
+    ok = run_cli("models", "fit", "chinese-alpaca-2-1.3b", "--board", "orin-nano-4gb", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["fits"] is True
+    bad = run_cli("models", "fit", "chinese-alpaca-2-7b-64k:q2_k", "--board", "orin-nano-4gb")
+    assert bad.returncode == 5 and "short" in bad.stderr
+    unknown = run_cli("models", "fit", "alpaca", "--board", "orin-nano-4gb")
+    assert unknown.returncode == 2 and "did you mean" in unknown.stderr
+
+
+def test_tiny_llama_synthetic_gguf(tiny_llama_file):
+    h = read_header_file(tiny_llama_file)
+    assert (h.architecture, h.block_count, h.head_count, h.head_count_kv, h.vocab_size) == ("llama", 2, 4, 2, 32000)
+    assert 8_000_000 < tiny_llama_file.stat().st_size < 10_000_000 and h.tensor_count == 2 + 9 * 2
