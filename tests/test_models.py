@@ -73,7 +73,7 @@ def test_catalog_entries_and_test_section():
     l3 = catalog.get("llama-3-chinese-8b-instruct-v3")
     assert l3.chat_template == "llama3" and "<|eot_id|>" in l3.stop and l3.sampling["temperature"] == 0.2
     a2 = catalog.get("chinese-alpaca-2-1.3b")
-    assert a2.system_prompt == "You are a helpful assistant. 你是一个乐于助人的助手。" and a2.chat_template == "llama2"
+    assert a2.system_prompt == "You are a helpful assistant. 你是一个乐于助人的助手。" and a2.chat_template == "llama2-sys-bos"
     assert catalog.get("chinese-llama-2-1.3b").chat is False
     for e in catalog.entries(include_test=True):
         for q in e.quants.values():

@@ -79,26 +79,22 @@ def phase_telemetry(samples: List[Sample], start: Optional[float], end: Optional
     }
 
 
-def agreement(summaries: List[Dict[str, Any]], llama_bench: Optional[Dict[str, Any]], pp: int,
-              gen_tokens: int) -> List[Dict[str, Any]]:
-    """Served vs llama-bench: pp at the same prompt length (c1), tg from the shortest-prompt c1 case."""
-    if not llama_bench:
+def agreement(llama_bench: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Served vs llama-bench from the interleaved rounds: medians of each side, difference in %."""
+    if not llama_bench or not llama_bench.get("rounds"):
         return []
+    pp, tg = llama_bench["pp"], llama_bench["tg"]
     rows = []
-    lb = llama_bench.get("results", {})
-    c1 = {s["prompt_tokens"]: s for s in summaries if s["concurrency"] == 1 and s["sweep"] == "context"}
-    pairs = [(f"pp{pp}", c1.get(pp), "pp_tps", f"served prompt {pp} tokens, concurrency 1 (server timings)")]
-    if c1:
-        shortest = min(c1)
-        pairs.append((f"tg{gen_tokens}", c1[shortest], "tg_tps",
-                      f"served generation after a {shortest}-token prompt, concurrency 1 (server timings)"))
-    for test, summary, key, what in pairs:
-        ref = lb.get(test, {}).get("avg_ts")
-        served = (summary or {}).get(key) or {}
-        value = served.get("median")
-        rows.append({"test": test, "llama_bench_tps": ref, "llama_bench_stddev": lb.get(test, {}).get("stddev_ts"),
-                     "served_tps": value, "served": what,
-                     "diff_pct": 100.0 * (value - ref) / ref if value is not None and ref else None})
+    for test, served_key, field, what in (
+            (f"pp{pp}", "served_pp", "prompt_per_second", f"{pp}-token prompt, 1 token generated"),
+            (f"tg{tg}", "served_tg", "predicted_per_second", f"1-token prompt, {tg} tokens generated")):
+        ref = stats([r["llama_bench"].get(test, {}).get("avg_ts") for r in llama_bench["rounds"]])
+        served = stats([r[served_key].get(field) for r in llama_bench["rounds"] if r[served_key].get("ok")])
+        value, base = _median(served), _median(ref)
+        rows.append({"test": test, "llama_bench_tps": base, "llama_bench_spread_pct": (ref or {}).get("spread_pct"),
+                     "served_tps": value, "served_spread_pct": (served or {}).get("spread_pct"),
+                     "rounds": len(llama_bench["rounds"]), "served": f"server timings, {what}",
+                     "diff_pct": 100.0 * (value - base) / base if value is not None and base else None})
     return rows
 
 
@@ -111,14 +107,14 @@ def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
         summary["telemetry"] = phase_telemetry(samples, case.get("started"), case.get("ended"),
                                                summary["generated_tokens"])
         cases.append(summary)
-    workload = result["workload"]
     ceiling = result.get("ceiling") or {}
+    lb = result.get("llama_bench") or {}
     c1 = [c for c in cases if c["concurrency"] == 1 and c["tg_tps"]]
     best_tg = max((c["tg_tps"]["median"] for c in c1), default=None)
     return {
         "cases": cases,
-        "llama_bench_agreement": agreement(cases, result.get("llama_bench"), workload["llama_bench_pp"],
-                                           workload["gen_tokens"]),
+        "llama_bench_agreement": agreement(result.get("llama_bench")),
+        "llama_bench_telemetry": phase_telemetry(samples, lb.get("started"), lb.get("ended"), 0) if lb else None,
         "decode_best_c1_tps": best_tg,
         "decode_ceiling_tps": ceiling.get("decode_tps"),
         "decode_share_of_ceiling_pct": 100.0 * best_tg / ceiling["decode_tps"]
@@ -131,6 +127,9 @@ def write_json(result: Dict[str, Any], path: Path) -> Path:
     """Write atomically (temp file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)          # a results file, readable like any other the user writes
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=1, ensure_ascii=False)
         fh.write("\n")
@@ -223,7 +222,10 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
         ax.set_ylim(0, 105)
         ax.set_ylabel("%")
         ax3 = ax.twinx()
-        ax3.plot(ts, [s.ram_used_mb for s in samples], color="tab:green", lw=1, label="RAM used MiB")
+        ax3.plot(ts, [s.ram_used_mb for s in samples], color="tab:green", lw=1, label="RAM used MiB (device)")
+        if any(s.server_rss_mb is not None for s in samples):
+            ax3.plot(ts, [s.server_rss_mb for s in samples], color="tab:purple", lw=1, label="llama-server RSS MiB")
+        ax3.set_ylabel("MiB" + (" / mW" if any(s.power_total_mw is not None for s in samples) else ""))
         if any(s.power_total_mw is not None for s in samples):
             ax3.plot(ts, [s.power_total_mw for s in samples], color="tab:red", lw=1, label="power mW")
         ax3.set_ylim(bottom=0)
@@ -231,6 +233,10 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
             if case.get("started") and case.get("ended"):
                 ax.axvspan(case["started"] - t0, case["ended"] - t0, color="grey", alpha=0.12)
                 ax.text(case["started"] - t0, 101, case["name"], fontsize=6, rotation=90, va="top")
+        lb = result.get("llama_bench") or {}
+        if lb.get("started") and lb.get("ended"):
+            ax.axvspan(lb["started"] - t0, lb["ended"] - t0, color="tab:orange", alpha=0.12)
+            ax.text(lb["started"] - t0, 101, "side by side", fontsize=6, rotation=90, va="top")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax3.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")

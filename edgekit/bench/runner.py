@@ -81,6 +81,28 @@ def run_workload(server: Server, workload: Workload, slot_ctx: Optional[int], sl
     return runs
 
 
+def side_by_side(server: Server, transport, server_proc, workload: Workload,
+                 on_progress: Callable[[str], None] = lambda text: None) -> Dict[str, Any]:
+    """Served vs llama-bench, interleaved: each round runs llama-bench (pp N, tg M, one repetition each) and then
+    the same two measurements through the server (an N-token prompt generating 1 token; a 1-token prompt
+    generating M tokens), so both see the same machine state (other load, clocks, heat)."""
+    from edgekit.bench import llama_bench as lb
+
+    pp, tg = workload.llama_bench_pp, workload.gen_tokens
+    rounds: List[Dict[str, Any]] = []
+    started = time.time()
+    for i in range(workload.llama_bench_reps):
+        on_progress(f"llama-bench side by side: round {i + 1}/{workload.llama_bench_reps}")
+        bench = lb.run(transport, server_proc, pp, tg, 1)
+        served_pp = server.complete(prompt_tokens(server, pp), 1, temperature=workload.temperature, seed=workload.seed)
+        served_tg = server.complete(prompt_tokens(server, 1), tg, temperature=workload.temperature, seed=workload.seed)
+        rounds.append({"llama_bench": bench["results"], "command": bench["command"],
+                       "served_pp": served_pp.to_json(), "served_tg": served_tg.to_json()})
+    return {"rounds": rounds, "pp": pp, "tg": tg, "started": started, "ended": time.time(),
+            "command": rounds[0]["command"] if rounds else None,
+            "results": {k: v for k, v in (rounds[0]["llama_bench"] if rounds else {}).items()}}
+
+
 # -- the whole bench ------------------------------------------------------------------------------------------
 @dataclass
 class BenchSettings:
@@ -153,12 +175,7 @@ def run_bench(settings: BenchSettings, transport=None,
             elif server_proc is None:
                 result["errors"].append("--llama-bench skipped: no llama-server process found on the device")
             else:
-                on_progress("running llama-bench on the device (server idle)")
-                started = time.time()
-                w = settings.workload
-                result["llama_bench"] = lb.run(transport, server_proc, w.llama_bench_pp, w.gen_tokens,
-                                               w.llama_bench_reps)
-                result["llama_bench"].update(started=started, ended=time.time())
+                result["llama_bench"] = side_by_side(server, transport, server_proc, settings.workload, on_progress)
         result["complete"] = not any(r.skipped == "interrupted" for r in runs)
     except BaseException as e:
         result["errors"].append(f"{type(e).__name__}: {getattr(e, 'message', e)}")
@@ -178,7 +195,7 @@ def run_bench(settings: BenchSettings, transport=None,
                 "device_python": stream.source.python if stream.source else None,
                 "clock_offset_s": recorder.offset, "errors": stream.errors,
                 "samples": [s.to_json() for s in stream.samples]}
-        size = result["model"]["size_bytes"] or (result["llama_bench"] or {}).get("results", {}).get(
+        size = result["model"]["size_bytes"] or ((result["llama_bench"] or {}).get("results") or {}).get(
             f"tg{settings.workload.gen_tokens}", {}).get("model_size")
         facts = result["facts"] or {}
         jetson = facts.get("jetson")

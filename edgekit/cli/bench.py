@@ -141,13 +141,20 @@ def _render(result: dict, json_out: bool) -> None:
     if phases.row_count:
         err.print(phases)
     if summary["llama_bench_agreement"]:
-        lb = Table(title="served vs llama-bench (same build, model, threads, GPU layers)", title_justify="left")
+        rows = summary["llama_bench_agreement"]
+        lb = Table(title=f"served vs llama-bench, interleaved over {rows[0]['rounds']} rounds (same build, model, "
+                         "threads, GPU layers)", title_justify="left")
         for col in ("test", "llama-bench t/s", "served t/s", "difference", "served measurement"):
             lb.add_column(col)
-        for row in summary["llama_bench_agreement"]:
-            lb.add_row(row["test"], f"{_f(row['llama_bench_tps'])} ±{_f(row['llama_bench_stddev'])}",
-                       _f(row["served_tps"]), _f(row["diff_pct"], 1, "%"), row["served"])
+        for row in rows:
+            lb.add_row(row["test"], f"{_f(row['llama_bench_tps'])} ±{_f((row['llama_bench_spread_pct'] or 0) / 2, 0)}%",
+                       f"{_f(row['served_tps'])} ±{_f((row['served_spread_pct'] or 0) / 2, 0)}%",
+                       _f(row["diff_pct"], 1, "%"), row["served"])
         err.print(lb)
+        t = summary.get("llama_bench_telemetry") or {}
+        if t.get("cpu_load_mean_pct") is not None:
+            err.print(f"[dim]during the side-by-side rounds: CPU {t['cpu_load_mean_pct']:.0f}% (all processes on the "
+                      f"device), GPU {_f(t.get('gpu_load_mean_pct'), 0)}%[/]")
     ceiling = result.get("ceiling") or {}
     if ceiling.get("decode_tps"):
         err.print(f"decode ceiling: {ceiling['bandwidth_gbs']:g} GB/s / {ceiling['model_bytes'] / 1e6:,.0f} MB = "
