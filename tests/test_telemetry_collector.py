@@ -123,3 +123,16 @@ def test_parse_nvpmodel():
     assert parse_nvpmodel("NV Power Mode: MAXN_SUPER\n2\n") == "MAXN_SUPER"
     assert parse_nvpmodel(cap.JETSON_CLOCKS_SHOW_AGX_ORIN_JP5) == "MAXN"
     assert parse_nvpmodel("") is None
+
+
+def test_agent_bytes_are_reproducible():
+    """Content-addressed on the device: the same code must give the same zipapp (no timestamps inside)."""
+    import io
+    import zipfile
+
+    blob = build_agent()
+    assert build_agent() == blob
+    names = zipfile.ZipFile(io.BytesIO(blob)).infolist()
+    assert {i.date_time for i in names} == {(1980, 1, 1, 0, 0, 0)}
+    assert {i.filename for i in names} >= {"__main__.py", "edgekit/telemetry/collector.py",
+                                           "edgekit/telemetry/tegrastats.py", "edgekit/telemetry/jtop.py"}

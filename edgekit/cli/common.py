@@ -40,3 +40,28 @@ def become_password(ask: bool) -> Optional[str]:
     if ask:
         return typer.prompt("sudo password", hide_input=True)
     return os.environ.get("EDGEKIT_BECOME_PASS")
+
+
+def is_fleet(targets: list[str], hosts: list) -> bool:
+    return len(hosts) > 1 or any(t.startswith("@") for t in targets)
+
+
+def run_on_fleet(hosts, job, *, title: str, json_out: bool, forks: int, ask_become_pass: bool,
+                 accept_new_host_key: bool, to_json=lambda value: value) -> None:
+    """Run job(transport) -> (summary, value) on every host at once; print a table (or JSON rows); exit 6 on partial
+    failure."""
+    from edgekit.console import emit_json
+    from edgekit.fleet.deploy import Fleet
+    from edgekit.fleet.runner import raise_for_failures
+
+    fleet = Fleet(hosts, become_password(ask_become_pass), accept_new_host_key, forks=forks)
+
+    def one(host, row):
+        with fleet.transport(host) as t:
+            return job(t)
+
+    results = fleet.run(one, title)
+    if json_out:
+        emit_json([{"host": r.host, "status": r.status, "message": r.message, "exit_code": r.exit_code,
+                    "value": to_json(r.value) if r.value is not None else None} for r in results])
+    raise_for_failures(results)

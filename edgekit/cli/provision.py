@@ -13,7 +13,7 @@ from edgekit import state as controller_state
 from edgekit.build.spec import BuildSpec
 from edgekit.cli.app import app
 from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, become_password,
-                                hosts_for, open_transport)
+                                hosts_for, is_fleet, open_transport, run_on_fleet)
 from edgekit.console import StepPrinter, emit_json, err
 from edgekit.errors import UsageError
 from edgekit.models.steps import ModelRequest
@@ -141,9 +141,22 @@ def _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new
 
 
 @app.command()
-def status(target: str = Target, json_out: bool = Json, identity: Optional[Path] = Identity,
-           accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass) -> None:
+def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names, @group, or `local`."),
+           json_out: bool = Json, identity: Optional[Path] = Identity,
+           accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass,
+           inventory: Optional[Path] = Inventory, forks: int = Forks) -> None:
     """Show the service: state, model, build, uptime, health, slots."""
+    hosts = hosts_for(targets, inventory)
+    if is_fleet(targets, hosts):
+        def job(t):
+            info = prov.status(t)
+            model = (info["model"] or "-").rsplit("/", 1)[-1]
+            return f"{info['active']}, health {info['health']}, {model}", info
+
+        run_on_fleet(hosts, job, title="status", json_out=json_out, forks=forks, ask_become_pass=ask_become_pass,
+                     accept_new_host_key=accept_new_host_key)
+        return
+    target = hosts[0].target
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         info = prov.status(t)
     if json_out:

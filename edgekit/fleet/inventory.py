@@ -36,10 +36,13 @@ class Host:
     identity: str | None = None
     groups: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    raw: str | None = None      # a command-line target not in the inventory, passed through as written
 
     @property
     def target(self) -> str:
         """The target string for the transport: [user@]address[:port], or the name (an ssh_config alias)."""
+        if self.raw is not None:
+            return self.raw
         text = self.address or self.name
         if ":" in text and not text.startswith("["):
             text = f"[{text}]"
@@ -69,7 +72,7 @@ class Inventory:
                 for name in names:
                     out.setdefault(name, self.hosts[name])
             else:
-                out.setdefault(pattern, self.hosts.get(pattern) or Host(name=pattern))
+                out.setdefault(pattern, self.hosts.get(pattern) or Host(name=pattern, raw=pattern))
         return list(out.values())
 
 

@@ -226,14 +226,19 @@ def build_agent() -> bytes:
     """The collector as a zipapp (bytes): `python3 agent.pyz --interval 1000` on the device."""
     here = os.path.dirname(os.path.abspath(__file__))
     buf = io.BytesIO()
+    def add(zf: zipfile.ZipFile, name: str, text: str) -> None:
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))   # same bytes for the same code
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, text)
+
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("__main__.py", "import sys\nif sys.version_info < (3, 8):\n"
+        add(zf, "__main__.py", "import sys\nif sys.version_info < (3, 8):\n"
                     "    sys.exit('edgekit telemetry needs python3 >= 3.8 on the device')\n"
                     "from edgekit.telemetry.collector import main\nsys.exit(main())\n")
-        zf.writestr("edgekit/__init__.py", "")
+        add(zf, "edgekit/__init__.py", "")
         for name in AGENT_MODULES:
             with open(os.path.join(here, name + ".py")) as fh:
-                zf.writestr(f"edgekit/telemetry/{name}.py", fh.read())
+                add(zf, f"edgekit/telemetry/{name}.py", fh.read())
     return buf.getvalue()
 
 

@@ -65,7 +65,7 @@ def install_agent(transport) -> str:
     path = f"{folder}/telemetry-{hashlib.sha256(blob).hexdigest()[:12]}.pyz"
     if transport.run(f"test -s {shlex.quote(path)}", check=False).ok:
         return path
-    transport.run(f"mkdir -p {shlex.quote(folder)}")
+    transport.run(f"mkdir -p {shlex.quote(folder)} && rm -f {shlex.quote(folder)}/telemetry-*.pyz")
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".pyz", delete=False) as fh:
