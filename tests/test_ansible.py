@@ -15,7 +15,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -84,7 +83,9 @@ def ansible_env(work: Path) -> dict[str, str]:
     home, local_tmp, collections = work / "home", work / "local-tmp", work / "collections"
     for d in (home, local_tmp, collections):
         d.mkdir(parents=True, exist_ok=True)
-    control = Path(tempfile.mkdtemp(prefix="ek-cp-", dir="/tmp"))   # unix socket paths must stay short
+    # ssh's ControlPath <dir>/<40 hex> (+ a 17-char temp suffix) must fit a unix socket path (108 bytes)
+    control = work / "cp" if len(str(work)) <= 45 else Path("/tmp/ek-ansible-cp")
+    control.mkdir(parents=True, exist_ok=True)
     cfg = work / "ansible.cfg"
     cfg.write_text(f"""[defaults]
 roles_path = {ANSIBLE / 'roles'}
@@ -192,30 +193,9 @@ def _transport_env(home: Path, ssh_config: Path):
 
 
 @pytest.fixture(scope="session")
-def built_standin(session_dir):
-    """A running stand-in whose /opt/edgekit/llama.cpp/current holds a llama.cpp build: 't-build' (the build
-    tests' stand-in) or the long-lived 'standin1'. ONE small fixture, to be swapped for a shared build-once one."""
-    from edgekit.remote.target import parse_target
-    from edgekit.remote.transport import Transport
-    from edgekit.sandbox import standin
-
-    config = session_dir / "ssh_config"
-    for name in ("t-build", "standin1"):
-        sb = standin.get(name)
-        if sb is None or not sb.running() or not sb.ssh_ready():
-            continue
-        if f"Host {name}\n" not in config.read_text():
-            with open(config, "a") as fh:
-                fh.write(sb.ssh_config.read_text() + "\n")
-        mp = _transport_env(session_dir / "built-standin-home", config)
-        try:
-            with Transport(parse_target(name)) as t:
-                if t.run(f"test -x {S.CURRENT}/bin/llama-server && test -f {S.CURRENT}/{S.STAMP_NAME}",
-                         check=False).ok:
-                    return sb
-        finally:
-            mp.undo()
-    pytest.skip("no stand-in with a llama.cpp build (t-build or standin1); run the build tests first")
+def built_standin(served_standin):
+    """The stand-in `edgekit provision` built llama.cpp on this session (the one cold build); its build is packed."""
+    return served_standin.standin
 
 
 @pytest.fixture(scope="session")
@@ -344,6 +324,7 @@ def test_converge_then_second_run_changes_nothing(molecule):
     assert second["changed"] == 0 and second["failed"] == 0, \
         f"not idempotent: {again.changed_tasks()}\n{again.recap_line(molecule.sb.name)}"
     assert "RUNNING HANDLER" not in again.output
+    assert molecule.api_key not in converge.output + again.output          # no_log on the key
 
 
 @pytest.mark.e2e
@@ -403,6 +384,16 @@ def test_check_mode_after_converge_reports_no_changes(molecule):
     assert run.returncode == 0, run.output[-4000:]
     recap = run.recap[molecule.sb.name]
     assert recap["changed"] == 0 and recap["failed"] == 0, run.changed_tasks()
+
+
+@pytest.mark.e2e
+def test_without_a_given_key_the_devices_key_is_kept(molecule):
+    m = molecule
+    run = m.run("-e", '{"edgekit_api_key": ""}')
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.recap[m.sb.name]["changed"] == 0, run.changed_tasks()
+    assert m.device("sudo cat /etc/edgekit/api-key").stdout == m.api_key + "\n"
+    assert m.api_key not in run.output                                   # no_log: the key is never printed
 
 
 @pytest.mark.e2e

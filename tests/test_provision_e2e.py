@@ -150,6 +150,32 @@ def test_ctx_change_restarts_once_and_rollback_restores(served_standin):
     assert json.loads(again.stdout)["changed"] == 0, again.stderr
 
 
+def test_model_change_keeps_old_model_and_rollback_restores(served_standin, model_server, tiny_llama_file):
+    model_server.add("edgekit/tiny-llama", "tiny-llama-f32.gguf", tiny_llama_file)
+    gemma = "/opt/edgekit/models/gemma3-270m/gemma3-270m-q4_k_m.gguf"
+    args = served_standin.provision_args("--json")
+    i = args.index("--model")
+    args[i + 1] = "tiny-llama"
+    pid = main_pid(served_standin)
+    res = served_standin.cli(*args)
+    assert res.returncode == 0, res.stderr
+    steps = {s["step"]: s for s in json.loads(res.stdout)["steps"]}
+    assert steps["model file: tiny-llama"]["status"] == "changed"
+    assert steps["service"]["status"] == "changed"
+    env = sh(served_standin, "cat /etc/edgekit/llama-server.env")
+    assert "LLAMA_ARG_MODEL=/opt/edgekit/models/tiny-llama/tiny-llama-f32.gguf" in env
+    assert main_pid(served_standin) != pid
+    assert sh(served_standin, f"test -f {gemma} && echo kept") == "kept"   # the old model stays
+    status, body = chat(served_standin.url, served_standin.api_key, "hello", max_tokens=4)
+    assert status == 200 and body["model"] == "tiny-llama", body
+    res = served_standin.cli("rollback", served_standin.target)
+    assert res.returncode == 0, res.stderr
+    assert f"LLAMA_ARG_MODEL={gemma}" in sh(served_standin, "cat /etc/edgekit/llama-server.env")
+    wait_health(served_standin.url, timeout=60)
+    again = served_standin.cli(*served_standin.provision_args("--json"))
+    assert json.loads(again.stdout)["changed"] == 0, again.stderr
+
+
 def test_security_exposure(served_standin):
     out = sh(served_standin, f"systemd-analyze security --no-pager {UNIT}")
     score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out)[1])

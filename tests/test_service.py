@@ -71,3 +71,10 @@ def test_cli_no_api_key_on_lan_is_exit_2():
     res = run_cli("provision", "local", "--no-api-key", "--dry-run")
     assert res.returncode == 2
     assert "--host 127.0.0.1" in res.stderr
+
+
+def test_gpu_follows_the_build_stamps_backend():
+    from edgekit.service.steps import uses_gpu
+
+    assert uses_gpu({"backend": "cuda", "cuda_arch": "87"}) is True
+    assert uses_gpu({"backend": "cpu"}) is False and uses_gpu({}) is False

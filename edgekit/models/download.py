@@ -9,6 +9,7 @@ copied with the same verification.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import time
@@ -82,8 +83,20 @@ def translate(e: device_fetch.FetchError, url: str) -> DownloadError:
 
 def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
           on_progress: Callable[[Progress], None] | None = None, timeout: float = 30.0) -> Fetched:
-    """Download (or copy a local file) to dest, verified; skip when dest already matches sha256."""
+    """Download (or copy a local file) to dest, verified; skip when dest already matches sha256.
+
+    Several callers may fill the same cache file at once (a fleet's hosts): an exclusive lock on <dest>.lock
+    makes the others wait, then find the verified file.
+    """
     dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(dest) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch_locked(url, dest, sha256, size, on_progress, timeout)
+
+
+def _fetch_locked(url: str, dest: Path, sha256: str | None, size: int | None,
+                  on_progress: Callable[[Progress], None] | None, timeout: float) -> Fetched:
     if dest.is_file():
         state = device_fetch.check(str(dest), sha256 or None)
         if state["state"] == "verified":

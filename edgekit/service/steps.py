@@ -41,6 +41,11 @@ def _read(ctx: Context, path: str) -> str | None:
     return res.stdout if res.ok else None
 
 
+def uses_gpu(stamp: dict) -> bool:
+    """Whether the installed build offloads to the GPU (its stamp says which ggml backend it was built for)."""
+    return stamp.get("backend") == "cuda"
+
+
 def _variables(ctx: Context) -> dict:
     opts: ServiceOptions = ctx.state["service"]
     model, build = ctx.state["model"], ctx.state.get("build") or {}
@@ -48,7 +53,7 @@ def _variables(ctx: Context) -> dict:
     stamp = build.get("stamp") or {}
     return service_variables(
         model_name=model["name"], model_path=model["path"], ctx=opts.ctx or model.get("ctx") or 4096,
-        port=opts.port, host=opts.host, gpu=bool(stamp.get("cuda")), api_key=opts.api_key,
+        port=opts.port, host=opts.host, gpu=uses_gpu(stamp), api_key=opts.api_key,
         parallel=opts.parallel, threads=opts.threads, chat_template=entry.get("chat_template"),
         cache_type_kv=opts.cache_type_kv, groups=ctx.state.get("service_groups", []))
 
