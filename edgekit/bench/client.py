@@ -94,9 +94,10 @@ class Server:
 
     def _check_auth(self, status: int, data: Any) -> None:
         if status == 401:
-            raise UsageError(f"llama-server at {self.url} rejected the API key"
-                             + ("" if self.api_key else " (none was given)"),
-                             hint="pass --api-key (edgekit provision keeps it in /etc/edgekit/api-key on the device)")
+            raise ConnectError(f"llama-server at {self.url} rejected the API key"
+                               + ("" if self.api_key else " (none was given)"),
+                               hint="pass --api-key, or name the provisioned TARGET so edgekit uses the key it "
+                                    "stored (~/.config/edgekit/targets/TARGET.api-key)")
 
     # -- API --------------------------------------------------------------------------------------------
     def wait_ready(self, timeout: float = 600.0, connect_grace: float = 10.0,

@@ -51,11 +51,14 @@ def case_summary(case: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def phase_telemetry(samples: List[Sample], start: Optional[float], end: Optional[float],
-                    generated_tokens: int) -> Optional[Dict[str, Any]]:
-    """Telemetry between start and end: mean/peak GPU load, peak RAM, mean power, J/token, max temperature."""
+                    generated_tokens: int, interval_s: float = 0.0) -> Optional[Dict[str, Any]]:
+    """Telemetry of a phase: mean/peak GPU load, peak RAM, mean power, J/token, max temperature.
+
+    A sample stamped t describes (t - interval, t] (loads are averaged over the interval), so it belongs to
+    a phase when that span overlaps [start, end]; a phase shorter than the interval still gets its sample."""
     if start is None or end is None:
         return None
-    inside = [s for s in samples if s.time is not None and start <= s.time <= end]
+    inside = [s for s in samples if s.time is not None and start < s.time + 1e-9 and s.time - interval_s <= end]
     if not inside:
         return {"samples": 0}
 
@@ -101,11 +104,12 @@ def agreement(llama_bench: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
     """Add the summary section (cases, phases, llama-bench agreement, ceiling share) to a raw result."""
     samples = [Sample.from_json(s) for s in (result.get("telemetry") or {}).get("samples", [])]
+    interval_s = ((result.get("telemetry") or {}).get("interval_ms") or 0) / 1000
     cases = []
     for case in result["cases"]:
         summary = case_summary(case)
         summary["telemetry"] = phase_telemetry(samples, case.get("started"), case.get("ended"),
-                                               summary["generated_tokens"])
+                                               summary["generated_tokens"], interval_s)
         cases.append(summary)
     ceiling = result.get("ceiling") or {}
     lb = result.get("llama_bench") or {}
@@ -114,7 +118,8 @@ def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "cases": cases,
         "llama_bench_agreement": agreement(result.get("llama_bench")),
-        "llama_bench_telemetry": phase_telemetry(samples, lb.get("started"), lb.get("ended"), 0) if lb else None,
+        "llama_bench_telemetry": phase_telemetry(samples, lb.get("started"), lb.get("ended"), 0,
+                                                                interval_s) if lb else None,
         "decode_best_c1_tps": best_tg,
         "decode_ceiling_tps": ceiling.get("decode_tps"),
         "decode_share_of_ceiling_pct": 100.0 * best_tg / ceiling["decode_tps"]
@@ -183,6 +188,10 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
             elif row["llama_bench_tps"]:
                 ax2.axhline(row["llama_bench_tps"], color="tab:orange", lw=0.8, ls=":",
                             label=f"llama-bench {row['test']}")
+        for axis in (ax, ax2):   # axhline does not widen the axis: keep the reference lines in view
+            refs = [ln.get_ydata()[0] for ln in axis.get_lines() if ln.get_label().startswith("llama-bench")]
+            if refs:
+                axis.set_ylim(0, max(axis.get_ylim()[1], max(refs) * 1.08))
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(x) for x in xs])
         lines = ax.get_legend_handles_labels()

@@ -112,7 +112,7 @@ class BenchSettings:
     llama_bench: bool = False
     bandwidth_gbs: Optional[float] = None
     out_dir: Optional[str] = None
-    telemetry_interval_ms: int = 1000
+    telemetry_interval_ms: int = 500
     ready_timeout: float = 600.0
 
 
@@ -194,6 +194,7 @@ def run_bench(settings: BenchSettings, transport=None,
                 "why": stream.source.why if stream.source else [],
                 "device_python": stream.source.python if stream.source else None,
                 "clock_offset_s": recorder.offset, "errors": stream.errors,
+                "interval_ms": settings.telemetry_interval_ms,
                 "samples": [s.to_json() for s in stream.samples]}
         size = result["model"]["size_bytes"] or ((result["llama_bench"] or {}).get("results") or {}).get(
             f"tg{settings.workload.gen_tokens}", {}).get("model_size")

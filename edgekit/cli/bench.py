@@ -13,6 +13,7 @@ from rich.table import Table
 from edgekit.bench import report
 from edgekit.bench.runner import BenchSettings, run_bench
 from edgekit.bench.workload import DEFAULT, QUICK
+from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
 from edgekit.console import emit_json, err
@@ -60,8 +61,11 @@ def bench(
         result = _run(settings, None)
     else:
         with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
-            if not url:
-                settings.url = f"http://{_device_host(t)}:{port}"
+            saved = controller_state.load(t.name) or {}
+            if not url:   # where `edgekit provision` said it serves, else the device's address and --port
+                settings.url = saved.get("url") or f"http://{t.address}:{port}"
+            if settings.api_key is None:
+                settings.api_key = controller_state.read_api_key(t.name)
             if settings.api_key is None:
                 key = t.run(f"sudo -n cat {shlex.quote(API_KEY_FILE)}", check=False)
                 settings.api_key = key.stdout.strip() or None if key.ok else None
@@ -72,13 +76,6 @@ def bench(
         saved = (result.get("files") or {}).get("json")
         raise PartialFailure(f"{failed} request(s) failed" if failed else "the run did not complete",
                              hint=f"partial results saved in {saved}; see the errors above" if saved else None)
-
-
-def _device_host(transport) -> str:
-    if transport.is_local:
-        return "127.0.0.1"
-    conn = transport._context()   # fabric resolved the ssh_config alias to its HostName
-    return conn.host
 
 
 def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
