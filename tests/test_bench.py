@@ -249,3 +249,15 @@ def test_short_phase_still_gets_the_sample_covering_it():
     tel = report.phase_telemetry(samples, 10.2, 10.6, 5, interval_s=1.0)    # inside (10, 11]
     assert tel["samples"] == 1 and tel["cpu_load_mean_pct"] == 11.0
     assert report.phase_telemetry(samples, 10.2, 10.6, 5)["samples"] == 0    # no interval known: none inside
+
+
+def test_server_settings_from_the_edgekit_service_environment():
+    """edgekit's unit passes llama-server's settings as LLAMA_ARG_* variables; flags still win over them."""
+    env = ("LANG=C\0LLAMA_ARG_MODEL=/opt/edgekit/models/m/m.gguf\0LLAMA_ARG_PORT=8080\0LLAMA_ARG_N_GPU_LAYERS=999\0"
+           "LLAMA_ARG_THREADS=4\0LLAMA_ARG_N_PARALLEL=2\0LLAMA_ARG_CTX_SIZE=2048\0")
+    proc = llama_bench.parse_server_cmdline(9, "", "/opt/edgekit/llama.cpp/current/bin/llama-server\0", env)
+    assert (proc.model, proc.port, proc.threads, proc.n_gpu_layers, proc.parallel, proc.ctx_size) == (
+        "/opt/edgekit/models/m/m.gguf", 8080, 4, "999", 2, 2048)
+    assert proc.bench_exe == "/opt/edgekit/llama.cpp/current/bin/llama-bench"
+    flagged = llama_bench.parse_server_cmdline(9, "", "/x/llama-server\0-t\0002\0", env)
+    assert flagged.threads == 2

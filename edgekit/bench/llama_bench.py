@@ -34,14 +34,19 @@ class ServerProcess:
         return os.path.join(os.path.dirname(self.exe), "llama-bench")
 
 
+# llama-server also reads every setting from LLAMA_ARG_* variables (edgekit's service passes them that way);
+# a command-line flag wins over the variable, as in llama.cpp.
+_ENV = {"model": "LLAMA_ARG_MODEL", "threads": "LLAMA_ARG_THREADS", "ngl": "LLAMA_ARG_N_GPU_LAYERS",
+        "parallel": "LLAMA_ARG_N_PARALLEL", "ctx": "LLAMA_ARG_CTX_SIZE", "port": "LLAMA_ARG_PORT"}
 _FLAGS = {"model": ("-m", "--model"), "threads": ("-t", "--threads"), "ngl": ("-ngl", "--gpu-layers",
           "--n-gpu-layers"), "parallel": ("-np", "--parallel"), "ctx": ("-c", "--ctx-size"), "port": ("--port",)}
 
 
-def parse_server_cmdline(pid: int, exe: str, cmdline: str) -> ServerProcess:
-    """Pure: NUL-separated /proc/PID/cmdline of llama-server -> its model, threads, ngl, parallel, ctx."""
+def parse_server_cmdline(pid: int, exe: str, cmdline: str, environ: str = "") -> ServerProcess:
+    """Pure: NUL-separated /proc/PID/cmdline (and environ) of llama-server -> its model, threads, ngl, parallel, ctx."""
     args = [a for a in cmdline.split("\0") if a != ""]
-    found: Dict[str, str] = {}
+    env = dict(v.split("=", 1) for v in environ.split("\0") if "=" in v)
+    found: Dict[str, str] = {name: env[var] for name, var in _ENV.items() if env.get(var)}
     for i, arg in enumerate(args):
         key, _, inline = arg.partition("=")
         for name, flags in _FLAGS.items():
@@ -61,14 +66,17 @@ def parse_server_cmdline(pid: int, exe: str, cmdline: str) -> ServerProcess:
 def find_server(transport, port: Optional[int] = None) -> ServerProcess:
     """The llama-server process listening on `port` (by its --port flag; 8080 when absent), else the oldest."""
     script = (f"for pid in $(pgrep -x {SERVER_NAME}); do printf '@@pid %s\\n' $pid; "
-              "readlink /proc/$pid/exe 2>/dev/null || echo; cat /proc/$pid/cmdline; echo; done")
+              "readlink /proc/$pid/exe 2>/dev/null || echo; cat /proc/$pid/cmdline; echo; "
+              "printf '@@env\\n'; sudo -n cat /proc/$pid/environ 2>/dev/null || cat /proc/$pid/environ 2>/dev/null; "
+              "echo; done")
     res = transport.run(script, check=False)
     procs = []
     for chunk in res.stdout.split("@@pid ")[1:]:
         head, _, rest = chunk.partition("\n")
-        exe, _, cmdline = rest.partition("\n")
+        exe, _, rest = rest.partition("\n")
+        cmdline, _, environ = rest.partition("@@env\n")
         if head.strip().isdigit():
-            procs.append(parse_server_cmdline(int(head), exe.strip(), cmdline.rstrip("\n")))
+            procs.append(parse_server_cmdline(int(head), exe.strip(), cmdline.rstrip("\n"), environ.rstrip("\n")))
     if not procs:
         raise EdgekitError(f"no {SERVER_NAME} process on {transport.name}: cannot run llama-bench with its settings",
                            hint="start the server (edgekit provision, or systemctl start llama-server), "
