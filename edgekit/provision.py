@@ -17,7 +17,7 @@ from edgekit.facts.device import read_facts, require_supported
 from edgekit.models.steps import ModelRequest, model_steps
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import probe
-from edgekit.service.settings import API_KEY_PATH, ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
+from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
 from edgekit.service.steps import USER, ServiceOptions, service_steps
 
 
@@ -145,5 +145,3 @@ def rollback(transport) -> dict:
     transport.sudo(f"systemctl restart {UNIT_NAME}")
     return done
 
-
-__all__ = ["ProvisionOptions", "provision", "provision_steps", "status", "uninstall", "rollback", "API_KEY_PATH"]

@@ -1,3 +1,0 @@
-"""`edgekit fleet` commands."""
-
-from edgekit.cli.app import app  # noqa: F401
