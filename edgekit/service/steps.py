@@ -159,9 +159,10 @@ class DaemonReload:
         return Change("systemctl daemon-reload", ["systemctl daemon-reload"])
 
 
-def _show(ctx: Context) -> dict[str, str]:
-    res = ctx.transport.run(f"systemctl show {UNIT_NAME} -p ActiveState -p SubState -p MainPID -p UnitFileState "
-                            "-p NRestarts -p ActiveEnterTimestamp", check=False)
+def unit_properties(transport) -> dict[str, str]:
+    """The service's state as systemd reports it (ActiveState, MainPID, UnitFileState, ...)."""
+    res = transport.run(f"systemctl show {UNIT_NAME} -p ActiveState -p SubState -p MainPID -p UnitFileState "
+                        "-p NRestarts -p ActiveEnterTimestamp -p LoadState", check=False)
     return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
 
 
@@ -175,7 +176,7 @@ class PortFree:
         res = ctx.sudo(f"ss -Hltnp 'sport = :{port}'", check=False)
         if not res.stdout.strip():
             return Noop(f"port {port} is free")
-        main_pid = _show(ctx).get("MainPID", "0")
+        main_pid = unit_properties(ctx.transport).get("MainPID", "0")
         if main_pid != "0" and f"pid={main_pid}," in res.stdout:
             return Noop(f"port {port} is served by {UNIT_NAME} (PID {main_pid})")
         user = res.stdout.split("users:")[-1].strip() if "users:" in res.stdout else res.stdout.strip()
@@ -190,7 +191,7 @@ class ServiceRunning:
     not_triggers = {"service user", DaemonReload.name, "preflight", "build-deps", "port"}
 
     def plan(self, ctx: Context):
-        show = _show(ctx)
+        show = unit_properties(ctx.transport)
         enabled = show.get("UnitFileState") == "enabled"
         active = show.get("ActiveState") == "active"
         why = sorted(ctx.changed - self.not_triggers)
