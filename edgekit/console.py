@@ -1,15 +1,66 @@
-"""The one stderr console. stdout is kept for data (--json, answers) so edgekit pipes cleanly."""
+"""The one stderr console. stdout is kept for data (--json, answers) so edgekit pipes cleanly.
+
+Text that comes from outside (messages, hints, paths, model names, URLs, server errors) is data, never rich
+markup: `pip install 'edgekit[plots]'` must print as written. Print it with say(), error(), note(), warning(), and
+tables with DataTable; these never read markup. `err.print` with markup is for fixed literals only.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Optional, Union
 
-from rich.console import Console
-from rich.markup import escape
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
 
 err = Console(stderr=True, highlight=False, soft_wrap=False)
+
+Part = Union[str, Text, tuple]   # tuple: (text, style)
+
+
+def plain(value: Any, style: str = "") -> Any:
+    """A str as Text that rich never reads as markup; anything else (None, Text, tables) as it is."""
+    return Text(value, style=style) if isinstance(value, str) else value
+
+
+def line(*parts: Part) -> Text:
+    """One line from parts: a str is plain text, a (text, style) pair is styled text; nothing is markup."""
+    return Text.assemble(*parts)
+
+
+def say(*parts: Part) -> None:
+    """Print one line on stderr from parts (see line()); a long line stays one logical line."""
+    err.print(line(*parts), soft_wrap=True)
+
+
+def error(message: str, hint: Optional[str] = None) -> None:
+    """`error: MESSAGE` and, when there is one, `hint: HINT` on stderr."""
+    say(("error:", "bold red"), " ", message)
+    if hint:
+        say(("hint:", "dim"), " ", hint)
+
+
+def warning(message: str) -> None:
+    say(("warning:", "yellow"), " ", message)
+
+
+def note(message: str) -> None:
+    say(("note:", "dim"), " ", message)
+
+
+class DataTable(Table):
+    """A rich Table whose str title, headers and cells are data, never markup; style a cell with plain(text, style)."""
+
+    def __init__(self, *headers: Any, title: Any = None, **kwargs: Any):
+        super().__init__(*headers, title=plain(title), **kwargs)   # str headers go through add_column
+
+    def add_column(self, header: RenderableType = "", *args: Any, **kwargs: Any) -> None:
+        super().add_column(plain(header), *args, **kwargs)
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*[plain(c) for c in cells], **kwargs)
 
 
 def emit_json(data: Any) -> None:
@@ -36,7 +87,7 @@ class StepPrinter:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         if self._progress is None:
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+            self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                       TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                                       console=err, transient=True)
             self._progress.start()
@@ -49,8 +100,8 @@ class StepPrinter:
             self._progress.stop()
             self._progress = None
         style = STATUS_STYLE.get(result.status, "white")
-        err.print(f"{self.prefix}[{style}]{result.status:>12}[/] {escape(result.step)}: {escape(result.message)} "
-                  f"[dim]({result.seconds:.1f}s)[/]", soft_wrap=True)
+        say(self.prefix, (f"{result.status:>12}", style), f" {result.step}: {result.message} ",
+            (f"({result.seconds:.1f}s)", "dim"))
         if result.status == "would-change":
             for command in result.commands:
-                err.print(f"{self.prefix}{'':>14}[dim]$[/] {escape(command)}", soft_wrap=True)
+                say(f"{self.prefix}{'':>14}", ("$", "dim"), f" {command}")

@@ -9,16 +9,20 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
+from edgekit import settings
 from edgekit import state as controller_state
 from edgekit.build.spec import BuildSpec, CURRENT, INSTALL_ROOT, STAMP_NAME
-from edgekit.build.steps import build_steps, switch_commands
-from edgekit.errors import UnsuitableDevice
+from edgekit.build.steps import run_build, switch_commands
+from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.device import read_facts, require_supported
+from edgekit.models import catalog
 from edgekit.models.steps import ModelRequest, model_steps
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import probe
 from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
-from edgekit.service.steps import USER, ServiceOptions, service_steps, unit_properties
+from edgekit.service import healthy
+from edgekit.settings import Settings
+from edgekit.service.steps import USER, ServiceOptions, pre_build_steps, service_steps, unit_properties, wait_healthy
 
 
 @dataclass
@@ -26,6 +30,25 @@ class ProvisionOptions:
     model: ModelRequest
     build: BuildSpec = field(default_factory=BuildSpec)
     service: ServiceOptions = field(default_factory=ServiceOptions)
+
+
+def options(s: Settings) -> ProvisionOptions:
+    """ProvisionOptions from validated settings; a model that is not pinned is refused here, before connecting."""
+    name, _, quant = s.model.partition(":")
+    catalog.require_pinned(name, quant or None, s.allow_unpinned, sha256=s.sha256, source_url=s.model_url)
+    return ProvisionOptions(
+        model=ModelRequest(name=name, quant=quant or None, ctx=s.ctx, fetch_on=s.fetch_on, hf_endpoint=s.hf_endpoint,
+                           source_url=s.model_url, force=s.force, sha256=s.sha256, kv_type=s.cache_type_kv or "f16",
+                           allow_unpinned=s.allow_unpinned),
+        build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
+                        extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
+        service=ServiceOptions(port=s.port, host=s.host, api_key=s.api_key, ctx=s.ctx, parallel=s.parallel,
+                               threads=s.threads, cache_type_kv=s.cache_type_kv, rollback=s.rollback))
+
+
+def options_for(flags: dict, host) -> ProvisionOptions:
+    """One host's options: its inventory settings under the command line's flags, validated once."""
+    return options(settings.resolve(flags, host.settings, host.source or "inventory"))
 
 
 class Preflight:
@@ -50,17 +73,66 @@ class Preflight:
                     f"{(facts.memory or {}).get('total_bytes', 0) / 2**30:.1f} GiB RAM")
 
 
-def provision_steps(opts: ProvisionOptions) -> list:
-    return [Preflight(), *build_steps(opts.build), *model_steps(opts.model), *service_steps()]
-
-
 def provision(ctx: Context, opts: ProvisionOptions):
-    """Run every step; remember where the server listens on the controller. Returns the step results."""
+    """Run every step; remember where the server listens on the controller. Returns the step results.
+
+    Order: every check that can run before a change (facts, port, fit) first; the build is gated before
+    `current` moves; a change that leaves the service unhealthy is rolled back (deploy_steps)."""
     ctx.state["service"] = opts.service
     ctx.state["cuda_arch_override"] = opts.build.cuda_arch
-    results = run_steps(ctx, provision_steps(opts))
+    results: list = []
+    try:
+        results += run_steps(ctx, [Preflight(), *pre_build_steps()])
+        results += run_build(ctx, opts.build)
+        results += deploy_steps(ctx, opts.service, [*model_steps(opts.model), *service_steps()])
+    except EdgekitError as e:
+        e.results = results + [r for r in getattr(e, "results", []) if r not in results]  # type: ignore
+        raise
     remember(ctx, opts)
     return results
+
+
+ROLLBACK_ON = {"service", "health"}          # failures after the service was changed
+
+
+def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
+    """Run the model and service steps; when the service ends unhealthy after this run changed the build, the
+    model or the settings, restore the last healthy state, check it answers, and raise DeployRolledBack."""
+    try:
+        return run_steps(ctx, steps)
+    except EdgekitError as e:
+        failed = next((r for r in reversed(getattr(e, "results", [])) if r.status == "failed"), None)
+        changed = ctx.changed - {"preflight", "port", "service user", "build-deps", "llama-gate"}
+        if ctx.dry_run or not opts.rollback or failed is None or failed.step not in ROLLBACK_ON or not changed:
+            raise
+        target = ctx.transport.name
+        st = healthy.parse_state(ctx.transport.sudo(healthy.state_command(), check=False).stdout)
+        if not st["healthy"]:
+            e.message += " (no earlier healthy state is recorded on the device, so nothing was rolled back)"
+            raise
+        ctx.current_step = "rollback"
+        ctx.reporter.progress("rollback", f"restoring {healthy.describe(st['healthy'])}")
+        try:
+            record = healthy.restore(ctx.transport)
+            env = _env(ctx.transport)
+            key = controller_state.read_api_key(target) if env.get("LLAMA_ARG_API_KEY_FILE") else None
+            wait_healthy(ctx, int(env.get("LLAMA_ARG_PORT") or 8080), env.get("LLAMA_ARG_HOST") or "127.0.0.1", key,
+                         min(opts.health_timeout, 300))
+        except EdgekitError as again:
+            raise healthy.DeployRolledBack(
+                f"{failed.step} failed on {target}: {e.message.splitlines()[0]}; rolling back to the last healthy "
+                f"state ({healthy.describe(st['healthy'])}) failed too: {again.message.splitlines()[0]}",
+                hint=f"see `edgekit logs {target}` and `edgekit status {target}`") from None
+        saved = controller_state.load(target) or {}
+        if saved:
+            controller_state.save(target, {**{k: v for k, v in saved.items() if k != "target"},
+                                           "model": record.get("model")})
+        raise healthy.DeployRolledBack(
+            f"{failed.step} failed on {target} after this run changed {', '.join(sorted(changed))}: "
+            f"{e.message.splitlines()[0]}. Rolled back to the last healthy state ({healthy.describe(record)}); "
+            f"the service answers again. Logs: `edgekit logs {target}` (journalctl -u {UNIT_NAME})",
+            hint="fix the setting or model and provision again; --no-rollback keeps the broken state for debugging"
+        ) from None
 
 
 def remember(ctx: Context, opts: ProvisionOptions) -> None:
@@ -86,6 +158,13 @@ def status(transport) -> dict:
            "model": env.get("LLAMA_ARG_MODEL"), "ctx": env.get("LLAMA_ARG_CTX_SIZE"),
            "listen": f"{env.get('LLAMA_ARG_HOST')}:{env.get('LLAMA_ARG_PORT')}" if env else None,
            "build": json.loads(stamp.stdout) if stamp.ok else None, "health": None, "slots": None}
+    st = healthy.parse_state(transport.sudo(healthy.state_command(), check=False).stdout)
+    h = st["healthy"]
+    out["last_healthy"] = h
+    out["state"] = ("no healthy state recorded" if not h else
+                    "the last healthy state" if h.get("build") == st["current"]
+                    and h.get("env_sha256") == healthy.sha(st["env"]) and h.get("unit_sha256") == healthy.sha(st["unit"])
+                    else "changed since the last healthy state")
     if env.get("LLAMA_ARG_PORT") and out["active"] == "active":
         base = f"http://127.0.0.1:{env['LLAMA_ARG_PORT']}"
         code, body = probe.request(transport, f"{base}/health", timeout=5)
@@ -140,6 +219,12 @@ def rollback(transport) -> dict:
     if not done:
         raise UnsuitableDevice(f"nothing to roll back to on {transport.name}: one build and one setting only",
                                hint=f"see `edgekit status {transport.name}`")
-    transport.sudo(f"systemctl restart {UNIT_NAME}")
+    # after a crash loop systemd refuses a restart ("start request repeated too quickly") until this
+    transport.sudo(f"systemctl reset-failed {UNIT_NAME} 2>/dev/null; systemctl restart {UNIT_NAME}")
+    saved = controller_state.load(transport.name)
+    if saved and done.get("settings"):
+        alias = _env(transport).get("LLAMA_ARG_ALIAS")
+        controller_state.save(transport.name, {**{k: v for k, v in saved.items() if k != "target"},
+                                               "model": alias or saved.get("model")})
     return done
 

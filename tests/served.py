@@ -51,7 +51,7 @@ class Served:
 
     def provision_args(self, *extra: str) -> list[str]:
         return ["provision", self.target, "--model", "gemma3-270m", "--llama-src", str(self._src), "--cpu",
-                "--hf-endpoint", self._endpoint, "--fetch-on", "device", "--threads", "2", "--port", "8080",
+                "--hf-endpoint", self._endpoint, "--fetch-on", "device", "--allow-unpinned", "--threads", "2", "--port", "8080",
                 *extra]
 
 

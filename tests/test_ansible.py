@@ -152,11 +152,12 @@ def _plan_with_ansible(tmp_path: Path) -> dict:
         "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
         "tasks": [
             {"ansible.builtin.include_tasks": str(ROLE / "tasks/build_plan.yml"),
-             "vars": {"edgekit_build_backend": "cpu"}},
+             "vars": {"edgekit_build_backend": "cpu", "_edgekit_arch": "aarch64", "_edgekit_cpu_flags": []}},
             {"ansible.builtin.set_fact": {"cpu": {"defines": "{{ _edgekit_defines }}",
                                                   "prefix": "{{ _edgekit_build_prefix }}"}}},
             {"ansible.builtin.include_tasks": str(ROLE / "tasks/build_plan.yml"),
              "vars": {"edgekit_build_backend": "cuda", "edgekit_cuda_arch": "sm_87", "_edgekit_cuda_version": "12.6",
+                      "_edgekit_arch": "aarch64", "_edgekit_cpu_flags": [],
                       "_edgekit_nvcc": "/usr/local/cuda-12.6/bin/nvcc"}},
             {"ansible.builtin.copy": {
                 "dest": str(out),

@@ -75,7 +75,7 @@ def test_no_cuda_refuses_unless_cpu():
     assert e.value.exit_code == 5 and "--cpu" in e.value.hint and "L4T R36.4.4" in e.value.message
     plan = plan_build(facts, S.BuildSpec(cpu_only=True), SDIST)
     assert "-DGGML_CUDA=OFF" in plan.defines and not any("CUDA_ARCH" in d for d in plan.defines)
-    assert plan.backend == "cpu" and plan.flags_summary() == "CPU-only"
+    assert plan.backend == "cpu" and plan.flags_summary().startswith("CPU-only, CPU ")
 
 
 def test_cuda_without_known_arch_asks_for_cuda_arch():
@@ -122,7 +122,7 @@ def test_stamp_roundtrip_and_match():
     other = plan_build(jetson_facts(), S.BuildSpec(cpu_only=True), SDIST)
     assert not stamp_matches(parse_stamp(text), other)
     assert parse_stamp("{half") is None and parse_stamp('{"x": 1}') is None
-    assert describe(stamp) == f"llama.cpp b11312 (CUDA sm_87, flags {plan.flags_hash})"
+    assert describe(stamp) == f"llama.cpp b11312 (CUDA sm_87, CPU armv8-a, flags {plan.flags_hash})"
     inst = parse_installed(f"@@current {plan.prefix}\n@@server yes\n@@stamp\n{text}")
     assert inst["current"] == plan.prefix and inst["server"] and inst["stamp"]["duration_s"] == 912.3
     assert parse_installed("@@current \n@@stamp\n") == {"current": None, "server": False, "stamp": None}

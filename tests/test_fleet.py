@@ -6,7 +6,7 @@ import pytest
 
 from edgekit.errors import PartialFailure, RemoteCommandFailed, UsageError
 from edgekit.fleet import inventory as inv
-from edgekit.fleet.deploy import host_options
+from edgekit.provision import options_for
 from edgekit.fleet.runner import raise_for_failures, run_fleet
 from edgekit.models.steps import ModelRequest
 from edgekit.provision import ProvisionOptions
@@ -99,14 +99,15 @@ def test_bad_inventory_files(tmp_path):
         inv.load(bad)
 
 
-def test_host_settings_override_command_line():
-    base = ProvisionOptions(model=ModelRequest(name="chinese-alpaca-2-1.3b"))
-    host = inv.Host("orin-1", settings={"model": "llama-3-chinese-8b-instruct-v3:q4_0", "ctx": "2048", "port": 9000})
-    o = host_options(base, host)
+def test_host_settings_under_the_command_line():
+    host = inv.Host("orin-1", settings={"model": "llama-3-chinese-8b-instruct-v3:q4_0", "ctx": "2048", "port": 9000},
+                    source="inventory lab.toml, host orin-1")
+    o = options_for({}, host)
     assert (o.model.name, o.model.quant, o.model.ctx) == ("llama-3-chinese-8b-instruct-v3", "q4_0", 2048)
     assert o.service.port == 9000 and o.service.ctx == 2048
-    with pytest.raises(UsageError, match="unknown setting"):
-        host_options(base, inv.Host("x", settings={"modle": "typo"}))
+    assert options_for({"port": 9100}, host).service.port == 9100          # an explicit flag wins
+    with pytest.raises(UsageError, match="unknown setting 'modle' .inventory lab.toml, host x."):
+        options_for({}, inv.Host("x", settings={"modle": "typo"}, source="inventory lab.toml, host x"))
 
 
 def hosts(n: int) -> list[inv.Host]:

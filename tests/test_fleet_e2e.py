@@ -31,7 +31,8 @@ def fleet(standin_factory, model_server, gemma_gguf, llama_src, tmp_path_factory
            "COLUMNS": "200"}
     # every host fetches from the same controller cache: the model crosses the network once per host, not per pull
     base = ["provision", "--inventory", str(inventory), "--llama-src", str(llama_src), "--cpu",
-            "--hf-endpoint", model_server.endpoint("127.0.0.1"), "--fetch-on", "controller", "--json"]
+            "--hf-endpoint", model_server.endpoint("127.0.0.1"), "--fetch-on", "controller", "--json",
+            "--allow-unpinned"]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, env=env,

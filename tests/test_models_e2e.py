@@ -15,7 +15,7 @@ FILE = "gemma3-270m-q4_k_m.gguf"
 
 
 def _pull(standin, endpoint, *extra):
-    return run_cli("models", "pull", "gemma3-270m", "--target", standin.name, "--hf-endpoint", endpoint,
+    return run_cli("models", "pull", "gemma3-270m", "--allow-unpinned", "--target", standin.name, "--hf-endpoint", endpoint,
                    "--json", *extra, env={"EDGEKIT_SSH_CONFIG": str(standin.ssh_config)})
 
 
@@ -41,13 +41,13 @@ def test_controller_cache_fetches_once_and_pushes_to_two(standin_factory, model_
     endpoint = model_server.endpoint("127.0.0.1")      # the controller downloads; the devices never reach it
     sent_before = model_server.bytes_sent(served.url_path)
     for sb in (a, b):
-        r = run_cli("models", "pull", "gemma3-270m", "--target", sb.name, "--hf-endpoint", endpoint,
+        r = run_cli("models", "pull", "gemma3-270m", "--allow-unpinned", "--target", sb.name, "--hf-endpoint", endpoint,
                     "--fetch-on", "controller", "--json", env={"EDGEKIT_HOME": str(_shared_home(sb))})
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["model"]["sha256"] == GEMMA_SHA
     # one download of 253 MB in all (the first pull; the second found the verified cache)
     assert model_server.bytes_sent(served.url_path) - sent_before == 253_113_024
-    r = run_cli("models", "pull", "gemma3-270m", "--target", b.name, "--hf-endpoint", endpoint,
+    r = run_cli("models", "pull", "gemma3-270m", "--allow-unpinned", "--target", b.name, "--hf-endpoint", endpoint,
                 "--fetch-on", "controller", "--json", env={"EDGEKIT_HOME": str(_shared_home(b))})
     assert r.returncode == 0 and json.loads(r.stdout)["transfer"] is None
     assert model_server.bytes_sent(served.url_path) - sent_before == 253_113_024
@@ -76,7 +76,7 @@ def test_device_download_killed_half_way_resumes(standin_factory, model_server, 
     partial = f"/opt/edgekit/models/gemma3-270m/{FILE}.partial"
     ssh = ["ssh", "-F", str(sb.ssh_config), sb.name]
     subprocess.run(ssh + ["sudo rm -rf /opt/edgekit/models/gemma3-270m"], check=True)
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "models", "pull", "gemma3-270m", "--target",
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "models", "pull", "gemma3-270m", "--allow-unpinned", "--target",
                              sb.name, "--url", f"{slow}{served.url_path}", "--sha256", GEMMA_SHA,
                              "--fetch-on", "device"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     size, deadline = 0, time.monotonic() + 60
@@ -92,7 +92,7 @@ def test_device_download_killed_half_way_resumes(standin_factory, model_server, 
     proc.wait(30)
     cut = int(subprocess.run(ssh + [f"stat -c %s {partial}"], capture_output=True, text=True).stdout)
     assert 0 < cut < served.size
-    r = run_cli("models", "pull", "gemma3-270m", "--target", sb.name, "--url",
+    r = run_cli("models", "pull", "gemma3-270m", "--allow-unpinned", "--target", sb.name, "--url",
                 f"{model_server.endpoint(sb.host_address)}{served.url_path}", "--sha256", GEMMA_SHA,
                 "--fetch-on", "device", "--json")
     assert r.returncode == 0, r.stderr

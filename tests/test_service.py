@@ -54,17 +54,16 @@ def test_env_always_names_the_port_and_key_file():
 
 
 def test_no_api_key_needs_explicit_local_bind():
-    from edgekit.cli.provision import provision_options
+    from edgekit.provision import options
+    from edgekit.settings import resolve
 
-    args = dict(model="gemma3-270m", ctx=None, port=8080, llama_src=None, cpu=True, cuda_arch=None, jobs=None,
-                fetch_on="auto", hf_endpoint=None, model_url=None, force=False, parallel=2, threads=None,
-                cache_type_kv=None)
-    with pytest.raises(UsageError, match="anyone on the network"):
-        provision_options(host=None, no_api_key=True, **args)
-    opts = provision_options(host="127.0.0.1", no_api_key=True, **args)
+    flags = dict(model="gemma3-270m", cpu=True, allow_unpinned=True)
+    with pytest.raises(UsageError, match="only on loopback"):
+        resolve({**flags, "api_key": False})
+    opts = options(resolve({**flags, "api_key": False, "host": "127.0.0.1"}))
     assert opts.service.api_key is False and opts.service.host == "127.0.0.1"
-    with pytest.raises(UsageError):
-        provision_options(host=None, no_api_key=False, **{**args, "fetch_on": "ftp"})
+    with pytest.raises(UsageError, match="--fetch-on"):
+        resolve({**flags, "fetch_on": "ftp"})
 
 
 def test_cli_no_api_key_on_lan_is_exit_2():

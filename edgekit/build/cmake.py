@@ -8,6 +8,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from edgekit.build import isa
 from edgekit.build import spec as S
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.cuda import parse_arch_override
@@ -48,6 +49,9 @@ class BuildPlan:
     jobs_note: str
     targets: tuple[str, ...] = S.TARGETS
     notes: list[str] = field(default_factory=list)
+    cpu_level: str | None = None        # edgekit.build.isa level; None = native (asked for explicitly)
+    cpu_requires: list[str] = field(default_factory=list)   # CPU flags a device must advertise to run it
+    arch: str | None = None             # the device's machine (uname -m)
 
     @property
     def id(self) -> str:
@@ -91,7 +95,8 @@ class BuildPlan:
         return f"cmake --build {self.build_dir} --target {' '.join(self.targets)} -j {self.jobs}"
 
     def flags_summary(self) -> str:
-        return f"CUDA sm_{self.cuda_arch}" if self.backend == "cuda" else "CPU-only"
+        cpu = f"CPU {self.cpu_level or 'native'}"
+        return f"CUDA sm_{self.cuda_arch}, {cpu}" if self.backend == "cuda" else f"CPU-only, {cpu}"
 
 
 def build_number(version: str) -> str | None:
@@ -169,7 +174,6 @@ def plan_build(facts: DeviceFacts, build: S.BuildSpec, source: SourceInfo) -> Bu
         "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
         "-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN",   # bin/ finds lib/ once installed, and bin/ in the tree
         "-DGGML_CCACHE=ON",
-        "-DGGML_NATIVE=ON",
         # offline and lean: no web UI download (or npm), no tests/examples, no unified app binary
         "-DLLAMA_BUILD_UI=OFF",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
@@ -179,7 +183,10 @@ def plan_build(facts: DeviceFacts, build: S.BuildSpec, source: SourceInfo) -> Bu
         "-DLLAMA_BUILD_TOOLS=ON",
         "-DLLAMA_BUILD_SERVER=ON",
         "-DLLAMA_OPENSSL=ON",
+        "-DGGML_RPC=OFF",                                  # never build the RPC backend (unauthenticated)
     ]
+    level = isa.choose(facts.arch, facts.cpu_flags, set(facts.cpu_refused), build.cpu_level)
+    defines += isa.defines_for(level, facts.arch)
     if cuda:
         defines += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={arch}",
                     f"-DCMAKE_CUDA_COMPILER={toolkit['nvcc']}"]
@@ -198,9 +205,13 @@ def plan_build(facts: DeviceFacts, build: S.BuildSpec, source: SourceInfo) -> Bu
     notes = []
     if not cuda:
         notes.append("CPU-only build (asked with --cpu)")
+    if facts.cpu_refused:
+        notes.append(f"CPU level(s) {', '.join(facts.cpu_refused)} failed the build gate on this device earlier")
     return BuildPlan(version=source.version, commit=source.commit, backend="cuda" if cuda else "cpu",
                      cuda_arch=arch, cuda_version=cuda_version, nvcc=toolkit["nvcc"] if toolkit else None,
-                     defines=defines, jobs=jobs, jobs_note=note, notes=notes,
+                     defines=defines, jobs=jobs, jobs_note=note, notes=notes, arch=facts.arch,
+                     cpu_level=level.name if level else None,
+                     cpu_requires=sorted(level.requires) if level else sorted(facts.cpu_flags),
                      flags_hash=flags_hash(source.version, defines, cuda_version))
 
 

@@ -20,15 +20,9 @@ SDIST_VENDORED = {"0.3.36": (LLAMA_CPP_VERSION, LLAMA_CPP_COMMIT)}
 
 TARGETS = ("llama-server", "llama-bench", "llama-cli")
 
-# Device layout (fixed, shared with the other modules).
-INSTALL_ROOT = "/opt/edgekit/llama.cpp"
-CURRENT = f"{INSTALL_ROOT}/current"
-BUILD_ROOT = "/opt/edgekit/build"
-SOURCE_CACHE = "/var/cache/edgekit/src"
-PACK_DIR = "/var/cache/edgekit/packs"
-CCACHE_DIR = "/var/cache/edgekit/ccache"
-LOG_DIR = "/var/log/edgekit"
-STAMP_NAME = "build-stamp.json"
+# Device layout: edgekit/layout.py (re-exported here for the build modules).
+from edgekit.layout import (BUILD_ROOT, CCACHE_DIR, CURRENT, INSTALL_ROOT, LOG_DIR, PACK_DIR,  # noqa: E402,F401
+                            SOURCE_CACHE, STAMP_NAME)
 
 BUILD_DEPS = ("build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev")
 
@@ -55,3 +49,4 @@ class BuildSpec:
     repo: str = LLAMA_CPP_REPO        # for the default git clone
     extra_flags: tuple[str, ...] = () # more -DNAME=VALUE for cmake (part of the flags hash)
     install_deps: bool = True         # apt-get install missing build tools (False: report them, install nothing)
+    cpu_level: str | None = None      # CPU instruction level (edgekit.build.isa); None: the best that passes the gate

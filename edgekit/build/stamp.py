@@ -17,6 +17,7 @@ def make_stamp(plan: BuildPlan, source: SourceInfo, duration_s: float, built_at:
         "backend": plan.backend, "cuda_arch": plan.cuda_arch, "cuda_version": plan.cuda_version, "nvcc": plan.nvcc,
         "flags": plan.defines, "targets": list(plan.targets), "jobs": plan.jobs, "duration_s": round(duration_s, 1),
         "built_at": built_at, "source": source.to_json(), "libggml": linked, "prefix": plan.prefix,
+        "arch": plan.arch, "cpu_level": plan.cpu_level, "cpu_requires": plan.cpu_requires,
     }
 
 
@@ -55,4 +56,6 @@ def parse_installed(output: str) -> dict:
 
 def describe(stamp: dict) -> str:
     flags = f"CUDA sm_{stamp.get('cuda_arch')}" if stamp.get("backend") == "cuda" else "CPU-only"
+    if stamp.get("cpu_level") or "cpu_requires" in stamp:
+        flags += f", CPU {stamp.get('cpu_level') or 'native'}"
     return f"llama.cpp {stamp.get('version')} ({flags}, flags {stamp.get('flags_hash')})"

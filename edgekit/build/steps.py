@@ -24,16 +24,40 @@ from edgekit.build import spec as S
 from edgekit.build.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
 from edgekit.build.source import fetch_commands, marker_command, remote_tarball, resolve_source
 from edgekit.build.stamp import describe, installed_command, make_stamp, parse_installed, parse_stamp, stamp_matches
+from edgekit import layout as L
+from edgekit.build import isa
+from edgekit.build.gate import GateRefused, GateRun, parse_record, read_record_command, record, run_gate, \
+    sandbox_properties
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts.device import DeviceFacts, read_facts, require_supported
-from edgekit.remote.plan import Change, Context, Noop
+from edgekit.remote.plan import Change, Context, Noop, run_steps
 
 q = shlex.quote
 
 
 def build_steps(spec: S.BuildSpec) -> list:
-    """The steps that make `spec` the device's current llama.cpp build."""
-    return [BuildDeps(spec), LlamaSource(spec), LlamaCompile(spec), LlamaInstall(spec), LlamaCurrent(spec)]
+    """The steps that make `spec` the device's current llama.cpp build (the gate before `current` moves)."""
+    return [BuildDeps(spec), LlamaSource(spec), LlamaCompile(spec), LlamaInstall(spec), LlamaGate(spec),
+            LlamaCurrent(spec)]
+
+
+def run_build(ctx: Context, spec: S.BuildSpec) -> list:
+    """Run the build steps; when the gate refuses an automatically chosen CPU level (SIGILL), the level is
+    recorded on the device (facts then exclude it) and the next lower level is built, until one passes."""
+    results: list = []
+    while True:
+        try:
+            results += run_steps(ctx, build_steps(spec))
+            return results
+        except GateRefused as e:
+            results += getattr(e, "results", [])
+            if not e.cpu_level or spec.cpu_level is not None:
+                e.results = results  # type: ignore[attr-defined]
+                raise
+            ctx.state.pop(("build-resolved", spec), None)
+            ctx.state["facts"] = read_facts(ctx.transport, spec.cuda_arch)
+            ctx.reporter.progress("llama-gate", f"{e.cpu_level} refused here ({e.verdict.signal}); "
+                                  "building the next lower CPU level")
 
 
 # -- shared resolution (once per run) -------------------------------------------------------------------------
@@ -270,6 +294,70 @@ def linked_ggml(ldd_output: str) -> list[str]:
     return sorted(set(found))
 
 
+class LlamaGate:
+    """The new build's llama-server runs for real on the device, in the service's sandbox, before `current` moves."""
+
+    name = "llama-gate"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve(ctx, self.spec)
+        p = r.plan
+        auto = self.spec.cpu_level is None and p.cpu_level is not None
+        return gate_plan(ctx, p.prefix, p.id, p.backend == "cuda", p.cpu_level if auto else None,
+                         lower=isa.lower(p.arch, next((lv for lv in isa.levels_for(p.arch)
+                                                       if lv.name == p.cpu_level), None)) if auto else None)
+
+
+def gate_run_for(ctx: Context, build_id: str, prefix: str, gpu: bool) -> GateRun:
+    """The gate's commands for one build, with the real unit's sandbox (as rendered for this device)."""
+    from edgekit.service.settings import render_unit
+
+    groups = ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
+    unit = render_unit({"edgekit_private_devices": not gpu, "edgekit_service_groups": groups})
+    props = sandbox_properties(unit)
+    if not ctx.transport.run(f"id -u {q(L.SERVICE_USER)}", check=False).ok:
+        # `edgekit build` before any provision: no service user yet; a transient one has the same rights.
+        props = [p for p in props if not p.startswith(("User=", "Group=", "SupplementaryGroups="))]
+        props.append("DynamicUser=yes")
+    facts = ctx.state.get("facts")
+    threads = max(1, min(4, (facts.cpus if facts else None) or 2))
+    return GateRun(build_id, f"{prefix}/bin", gpu, props, threads)
+
+
+def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: str | None = None,
+              lower=None, what: str = "build") -> Noop | Change:
+    """Noop when this build already passed the gate on this device; else the gate run (raises GateRefused)."""
+    rec = parse_record(ctx.transport.run(read_record_command(prefix), check=False).stdout)
+    if rec and rec.get("ok") and rec.get("build") == build_id:
+        return Noop(f"passed the gate here at {rec.get('at')}: {rec.get('reason')}")
+    run = gate_run_for(ctx, build_id, prefix, gpu)
+
+    def apply(c: Context) -> None:
+        c.progress("gate: starting the new llama-server in the service sandbox")
+        verdict = run_gate(c.transport, run, progress=c.progress)
+        record(c.transport, prefix, verdict, build_id)
+        if verdict.ok:
+            return
+        refused_level = None
+        if verdict.signal == "SIGILL" and cpu_level and lower is not None:
+            c.sudo(f"install -d -m 0755 {q(L.STATE_DIR)} && echo {q(cpu_level + ' SIGILL')} >> {q(L.CPU_REFUSED)}")
+            refused_level = cpu_level
+        current = c.transport.run(f"readlink {q(S.CURRENT)}", check=False).stdout.strip() or "none"
+        message = (f"the new {what} {build_id} failed the gate on {c.transport.name}: {verdict.reason}. "
+                   f"`current` is unchanged ({current.rsplit('/', 1)[-1]}); the {what} and its log are kept "
+                   f"({c.transport.name}:{verdict.log})")
+        hint = verdict.hint
+        if refused_level:
+            hint = f"edgekit records {cpu_level} as unusable here and builds {lower.name} instead"
+        raise GateRefused(message, verdict, refused_level, hint=hint)
+
+    return Change(f"prove {build_id} runs here: its llama-server on a tiny model in the service's sandbox"
+                  + (", every layer on the GPU" if gpu else ""), run.commands(), apply=apply)
+
+
 class LlamaCurrent:
     """`current` points at the build (switched atomically); the previous one kept, older ones pruned."""
 
@@ -288,6 +376,11 @@ def switch_plan(ctx: Context, prefix: str, keep: int) -> Noop | Change:
     ctx.state["build"] = {"prefix": prefix, "bin_dir": f"{prefix}/bin", "current": S.CURRENT, "stamp": inst["stamp"]}
     if inst["current"] == prefix and inst["stamp"]:
         return Noop(f"{describe(inst['stamp'])} already built at {prefix} (current)")
+    if not ctx.dry_run:
+        rec = parse_record(ctx.transport.run(read_record_command(prefix), check=False).stdout)
+        if not (rec and rec.get("ok")):
+            raise UnsuitableDevice(f"{prefix} has not passed the build gate on {ctx.transport.name}: not switching "
+                                   "to it", hint=f"run `edgekit build {ctx.transport.name}` to gate it")
     commands = switch_commands(prefix, inst["current"]) + [f"prune builds beyond the newest {keep}"]
 
     def apply(c: Context) -> None:
@@ -360,7 +453,7 @@ def pack_build(ctx: Context, prefix: str = S.CURRENT) -> dict:
                          hint=f"build one first: `edgekit build {ctx.transport.name}`")
     name = real.rsplit("/", 1)[-1]
     remote = f"{S.PACK_DIR}/{name}.tar.gz"
-    ctx.sudo(f"mkdir -p {q(S.PACK_DIR)} && tar -C {q(S.INSTALL_ROOT)} -czf {q(remote)}.partial {q(name)} && "
+    ctx.sudo(f"mkdir -p {q(S.PACK_DIR)} && tar -C {q(S.INSTALL_ROOT)} --exclude={L.GATE_NAME} -czf {q(remote)}.partial {q(name)} && "
              f"mv {q(remote)}.partial {q(remote)}")
     sha = ctx.transport.run(f"sha256sum {q(remote)}").stdout.split()[0]
     return {"remote": remote, "name": name, "sha256": sha, "stamp": stamp}
@@ -401,14 +494,29 @@ class InstallPack:
         return f"{S.INSTALL_ROOT}/{self.pack_name}"
 
     def plan(self, ctx: Context) -> Noop | Change:
+        facts = ctx.state.get("facts")
+        if facts is not None:
+            need = set(self.stamp.get("cpu_requires") or ())
+            lacking = isa.missing(need, facts.cpu_flags)
+            if self.stamp.get("arch") and facts.arch and self.stamp["arch"] != facts.arch:
+                lacking = [f"machine {self.stamp['arch']}"]
+            if lacking:
+                raise UnsuitableDevice(f"the packed build {self.pack_name} needs CPU features this device does not "
+                                       f"advertise: {', '.join(lacking)}",
+                                       hint=f"build on this device: `edgekit build {ctx.transport.name}`")
         inst = installed(ctx, self.prefix)
         if inst["server"] and inst["stamp"] and inst["stamp"].get("flags_hash") == self.stamp.get("flags_hash"):
+            gate = gate_plan(ctx, self.prefix, self.pack_name, self.stamp.get("backend") == "cuda", what="pack")
+            if isinstance(gate, Change):
+                return gate
             return switch_plan(ctx, self.prefix, self.keep)
         remote = f"{S.PACK_DIR}/{self.pack_name}.tar.gz"
         part = f"{self.prefix}.partial"
+        gpu = self.stamp.get("backend") == "cuda"
+        run = gate_run_for(ctx, self.pack_name, part, gpu)
         commands = [f"# upload {self.tarball} -> {remote}", f"echo '{self.sha256}  {remote}' | sha256sum -c",
                     f"rm -rf {part} && mkdir -p {part} && tar -xzf {remote} -C {part} --strip-components=1",
-                    f"{part}/bin/llama-server --version", f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
+                    *run.commands(), f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
 
         def apply(c: Context) -> None:
             c.sudo(f"mkdir -p {q(S.PACK_DIR)}")
@@ -417,15 +525,19 @@ class InstallPack:
                    hint="the upload was corrupted; retry")
             c.sudo(f"rm -rf {q(part)} && mkdir -p {q(part)} && tar -xzf {q(remote)} -C {q(part)} "
                    "--no-same-owner --strip-components=1")
-            res = c.sudo(f"{q(part)}/bin/llama-server --version 2>&1", check=False)
-            if res.exit_code != 0:
+            c.sudo(f"rm -f {q(part)}/{L.GATE_NAME}")
+            verdict = run_gate(c.transport, run, progress=c.progress)
+            if not verdict.ok:
                 c.sudo(f"rm -rf {q(part)}", check=False)
-                raise UnsuitableDevice(f"the packed build {self.pack_name} does not run on {c.transport.name}",
-                                       hint="deploy packs only to devices like the one that built them "
-                                            "(same board, L4T and CUDA); else `edgekit build` there")
+                raise GateRefused(f"the packed build {self.pack_name} failed the gate on {c.transport.name}: "
+                                  f"{verdict.reason}. Refused: `current` is unchanged (log {c.transport.name}:"
+                                  f"{verdict.log})", verdict,
+                                  hint=f"build on this device instead: `edgekit build {c.transport.name}`")
             c.sudo(f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}")
+            record(c.transport, self.prefix, verdict, self.pack_name)
             decision = switch_plan(c, self.prefix, self.keep)
             if isinstance(decision, Change):
                 decision.apply(c)
 
-        return Change(f"install packed {self.pack_name} and make it current", commands, apply=apply)
+        return Change(f"install packed {self.pack_name}, prove it runs here (gate), make it current", commands,
+                      apply=apply)

@@ -1,5 +1,7 @@
 """The typer application object, shared by the command modules."""
 
+from __future__ import annotations
+
 import typer
 
 app = typer.Typer(
@@ -10,3 +12,27 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
+
+
+def version() -> str:
+    """edgekit's installed version (the package metadata), or `unknown` when run from a tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("edgekit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgekit {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print edgekit's version and exit."),
+) -> None:
+    """Turn a Jetson (or a fleet) into a managed llama.cpp server, and measure how fast and hot it runs."""

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from edgekit.bench import report
 from edgekit.bench.runner import BenchSettings, run_bench
@@ -16,7 +15,7 @@ from edgekit.bench.workload import DEFAULT, QUICK
 from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
-from edgekit.console import emit_json, err
+from edgekit.console import DataTable, emit_json, err, note, plain, say, warning
 from edgekit.errors import PartialFailure, UsageError
 
 API_KEY_FILE = "/etc/edgekit/api-key"
@@ -81,10 +80,10 @@ def bench(
 def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
     from rich.status import Status
 
-    status = Status("starting", console=err)
+    status = Status(plain("starting"), console=err)
     status.start()
     try:
-        return run_bench(settings, transport, on_progress=lambda text: status.update(text),
+        return run_bench(settings, transport, on_progress=lambda text: status.update(plain(text)),
                          telemetry=telemetry)
     finally:
         status.stop()
@@ -109,25 +108,25 @@ def _render(result: dict, json_out: bool) -> None:
         emit_json({k: result.get(k) for k in ("url", "target", "model", "server", "ceiling", "files", "errors",
                                                "notes", "complete")} | {"summary": summary})
     w = result["workload"]
-    table = Table(title=f"bench: {result['model'].get('name')} at {result['url']} (workload v{w['version']}"
+    table = DataTable(title=f"bench: {result['model'].get('name')} at {result['url']} (workload v{w['version']}"
                         f"{', quick' if w['quick'] else ''}; median ±half-spread over {w['repetitions']} runs)",
                   title_justify="left")
     for col in ("case", "prompt t/s", "gen t/s", "gen t/s wall", "TTFT s", "all slots t/s"):
         table.add_column(col, justify="left" if col == "case" else "right")
-    phases = Table(title="telemetry per phase", title_justify="left")
+    phases = DataTable(title="telemetry per phase", title_justify="left")
     for col in ("case", "CPU %", "GPU % mean/peak", "RAM peak MiB", "server RSS MiB", "power W", "J/token",
                 "max C"):
         phases.add_column(col, justify="left" if col == "case" else "right")
     for c in summary["cases"]:
         if c["skipped"]:
-            table.add_row(c["name"], f"[dim]skipped: {c['skipped']}[/]")
+            table.add_row(c["name"], plain(f"skipped: {c['skipped']}", "dim"))
             continue
         t = c.get("telemetry") or {}
         ttft = c["ttft_s"]
         table.add_row(c["name"], _ms(c["pp_tps"]), _ms(c["tg_tps"]), _ms(c["tg_wall_tps"]),
                       "-" if not ttft else f"{ttft['median']:.3f}", _ms(c["aggregate_tg_tps"]))
         if c["failed"]:
-            table.add_row("", f"[red]{c['failed']} failed: {'; '.join(c['errors'])}[/]")
+            table.add_row("", plain(f"{c['failed']} failed: {'; '.join(c['errors'])}", "red"))
         if t:
             phases.add_row(c["name"], _f(t.get("cpu_load_mean_pct"), 0),
                            "-" if t.get("gpu_load_mean_pct") is None else
@@ -139,7 +138,7 @@ def _render(result: dict, json_out: bool) -> None:
         err.print(phases)
     if summary["llama_bench_agreement"]:
         rows = summary["llama_bench_agreement"]
-        lb = Table(title=f"served vs llama-bench, interleaved over {rows[0]['rounds']} rounds (same build, model, "
+        lb = DataTable(title=f"served vs llama-bench, interleaved over {rows[0]['rounds']} rounds (same build, model, "
                          "threads, GPU layers)", title_justify="left")
         for col in ("test", "llama-bench t/s", "served t/s", "difference", "served measurement"):
             lb.add_column(col)
@@ -150,26 +149,26 @@ def _render(result: dict, json_out: bool) -> None:
         err.print(lb)
         t = summary.get("llama_bench_telemetry") or {}
         if t.get("cpu_load_mean_pct") is not None:
-            err.print(f"[dim]during the side-by-side rounds: CPU {t['cpu_load_mean_pct']:.0f}% (all processes on the "
-                      f"device), GPU {_f(t.get('gpu_load_mean_pct'), 0)}%[/]")
+            say((f"during the side-by-side rounds: CPU {t['cpu_load_mean_pct']:.0f}% (all processes on the "
+                 f"device), GPU {_f(t.get('gpu_load_mean_pct'), 0)}%", "dim"))
     ceiling = result.get("ceiling") or {}
     if ceiling.get("decode_tps"):
-        err.print(f"decode ceiling: {ceiling['bandwidth_gbs']:g} GB/s / {ceiling['model_bytes'] / 1e6:,.0f} MB = "
-                  f"{ceiling['decode_tps']:,.0f} tok/s ({ceiling['bandwidth_from']}); best measured "
-                  f"{_f(summary['decode_best_c1_tps'])} tok/s = {_f(summary['decode_share_of_ceiling_pct'])}%")
+        say(f"decode ceiling: {ceiling['bandwidth_gbs']:g} GB/s / {ceiling['model_bytes'] / 1e6:,.0f} MB = "
+            f"{ceiling['decode_tps']:,.0f} tok/s ({ceiling['bandwidth_from']}); best measured "
+            f"{_f(summary['decode_best_c1_tps'])} tok/s = {_f(summary['decode_share_of_ceiling_pct'])}%")
     else:
-        err.print(f"decode ceiling: {ceiling.get('bandwidth_from') or 'unknown'}")
+        say(f"decode ceiling: {ceiling.get('bandwidth_from') or 'unknown'}")
     tel = result.get("telemetry")
     if tel:
         why = f" ({'; '.join(tel['why'])})" if tel.get("why") else ""
-        err.print(f"telemetry: {len(tel['samples'])} samples from {tel['source']}{why}")
+        say(f"telemetry: {len(tel['samples'])} samples from {tel['source']}{why}")
     for message in result.get("notes") or []:
-        err.print(f"[dim]note:[/] {message}")
+        note(message)
     for message in result.get("errors") or []:
-        err.print(f"[yellow]warning:[/] {message}")
+        warning(message)
     files = result.get("files") or {}
     if files:
-        err.print(f"saved {files.get('json')}" + (f" and {files['png']}" if files.get("png") else ""))
+        say(f"saved {files.get('json')}" + (f" and {files['png']}" if files.get("png") else ""))
 
 
 def _compare(a_path: str, b_path: str, json_out: bool) -> None:
@@ -179,7 +178,7 @@ def _compare(a_path: str, b_path: str, json_out: bool) -> None:
         emit_json({"a": report.describe(a), "b": report.describe(b), "rows": rows})
         return
     da, db = report.describe(a), report.describe(b)
-    table = Table(title="bench compare", title_justify="left")
+    table = DataTable(title="bench compare", title_justify="left")
     table.add_column("")
     table.add_column(f"A: {os.path.basename(a_path)}", justify="right")
     table.add_column(f"B: {os.path.basename(b_path)}", justify="right")
@@ -191,5 +190,5 @@ def _compare(a_path: str, b_path: str, json_out: bool) -> None:
         lower_is_better = any(w in row["metric"] for w in ("TTFT", "power", "J/token", "temp"))
         style = "" if change is None else ("green" if (change > 0) != lower_is_better else "red")
         table.add_row(row["metric"], _f(row["a"], 2), _f(row["b"], 2),
-                      "-" if change is None else f"[{style}]{change:+.1f}%[/]")
+                      "-" if change is None else plain(f"{change:+.1f}%", style))
     err.print(table)

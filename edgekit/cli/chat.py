@@ -15,7 +15,7 @@ from edgekit.chat.modelfile import render_modelfile
 from edgekit.chat.profile import ChatProfile, profile_for
 from edgekit.chat.session import COMMANDS, Conversation, parse_command, read_message, unescape
 from edgekit.cli.app import app
-from edgekit.console import emit_json, err
+from edgekit.console import emit_json, err, error, say
 from edgekit.errors import EdgekitError, UsageError
 
 Url = typer.Option(None, "--url", help="Talk to this llama-server (http://HOST:PORT) instead of TARGET's.")
@@ -51,7 +51,7 @@ def _connect(target: Optional[str], url: Optional[str], api_key: Optional[str], 
 
     def loading(waited: float, message: str) -> None:
         if not shown["done"]:
-            err.print(f"[dim]{ep.label}: {message}; waiting up to {wait:.0f}s ...[/]")
+            say((f"{ep.label}: {message}; waiting up to {wait:.0f}s ...", "dim"))
             shown["done"] = True
 
     client.wait_ready(wait, on_wait=loading)
@@ -122,7 +122,7 @@ def ask(
     sys.stdout.write("\n")
     sys.stdout.flush()
     if verbose:
-        err.print(f"[dim]{_timings(stream.result)}[/]")
+        say((_timings(stream.result), "dim"))
 
 
 CHAT_HELP = """Chat with the served model (streaming). Multi-line input: end a line with \\ to continue it, or
@@ -153,9 +153,9 @@ def chat(
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    err.print(f"[dim]chat with {client.endpoint.label} ({profile.model or 'model'}"
-              f"{', ' + profile.family if profile.family else ''}{', raw /completion' if raw else ''}); "
-              f"/help for commands, /quit to leave[/]")
+    say((f"chat with {client.endpoint.label} ({profile.model or 'model'}"
+         f"{', ' + profile.family if profile.family else ''}{', raw /completion' if raw else ''}); "
+         f"/help for commands, /quit to leave", "dim"))
     while True:
         try:
             message = read_message(lambda p: input(p), prompt="you> ", more="...> ")
@@ -170,7 +170,7 @@ def chat(
         try:
             command = parse_command(message)
         except UsageError as e:
-            err.print(f"[red]{e.message}[/]  [dim]{e.hint}[/]")
+            say((e.message, "red"), *([("  " + e.hint, "dim")] if e.hint else []))
             continue
         if command is not None:
             if command.name == "/quit":
@@ -184,13 +184,13 @@ def chat(
 def _run_command(command, conv: Conversation, out: Console) -> None:
     if command.name == "/help":
         for line in COMMANDS.values():
-            err.print(line)
+            say(line)
     elif command.name == "/system":
         if command.arg:
             conv.system = command.arg
             err.print("[dim]system prompt set[/]")
         else:
-            err.print(f"system: {conv.system or '(none)'}")
+            say(f"system: {conv.system or '(none)'}")
     elif command.name == "/reset":
         conv.reset()
         err.print("[dim]conversation cleared[/]")
@@ -198,9 +198,9 @@ def _run_command(command, conv: Conversation, out: Console) -> None:
         out.print(conv.to_markdown(), markup=False)
     elif command.name == "/save":
         try:
-            err.print(f"[dim]saved to {conv.save(command.arg)}[/]")
+            say((f"saved to {conv.save(command.arg)}", "dim"))
         except (EdgekitError, OSError) as e:
-            err.print(f"[red]cannot save: {getattr(e, 'message', e)}[/]")
+            say((f"cannot save: {getattr(e, 'message', e)}", "red"))
 
 
 def _turn(client, profile, conv: Conversation, message: str, sampling, raw: bool, out: Console,
@@ -219,17 +219,15 @@ def _turn(client, profile, conv: Conversation, message: str, sampling, raw: bool
         return
     except EdgekitError as e:
         out.print()
-        err.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False)
-        if e.hint:
-            err.print(f"[dim]hint:[/] {e.hint}")
-        err.print(f"[dim](the conversation so far is kept: {len(conv.turns)} exchanges)[/]")
+        error(e.message, e.hint)
+        say((f"(the conversation so far is kept: {len(conv.turns)} exchanges)", "dim"))
         return
     finally:
         if stream is not None:
             stream.close()
     conv.add(message, stream.result.text)
     if verbose:
-        err.print(f"[dim]{_timings(stream.result)}[/]")
+        say((_timings(stream.result), "dim"))
 
 
 @app.command()

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from edgekit.cli.app import app
 from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, hosts_for,
                                 is_fleet, open_transport, run_on_fleet)
-from edgekit.console import emit_json, err
+from edgekit.console import DataTable, emit_json, err
 from edgekit.facts.device import DeviceFacts, read_facts
 
 
@@ -53,8 +52,8 @@ def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**30:.1f} GiB"
 
 
-def facts_table(f: DeviceFacts) -> Table:
-    table = Table(title=f"facts: {f.target}", show_header=False, title_justify="left")
+def facts_table(f: DeviceFacts) -> DataTable:
+    table = DataTable(title=f"facts: {f.target}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     j, mem, disk = f.jetson, f.memory or {}, f.disk or {}

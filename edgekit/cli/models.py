@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Json, open_transport
-from edgekit.console import StepPrinter, emit_json, err
+from edgekit.console import DataTable, StepPrinter, emit_json, err
 from edgekit.errors import UsageError
 
 models_app = typer.Typer(help="The model catalog: list, show, fit, pull.", no_args_is_help=True,
@@ -26,25 +28,65 @@ def _size(q) -> str:
 
 @models_app.command("list")
 def list_models(all_: bool = typer.Option(False, "--all", help="Include the test models."), json_out: bool = Json):
-    """List the models edgekit knows."""
+    """List the models edgekit knows.
+
+    On a terminal: a table. Piped or redirected: one line per model and quant, tab-separated: name, quant,
+    default or -, size, family, chat or base, recommended context.
+    """
+    import sys
+
+    from rich.console import Console
+
     from edgekit.models import catalog
 
     entries = catalog.entries(include_test=all_)
     if json_out:
         emit_json([e.to_json() for e in entries])
-        return
-    table = Table(title="models", title_justify="left")
-    for col in ("name", "family", "chat", "quants (size)", "ctx", "note"):
-        table.add_column(col)
-    for e in entries:
-        quants = ", ".join(f"{q.name}{'*' if q.name == e.default_quant else ''} {_size(q)}" for q in e.quants.values())
-        table.add_row(e.name, e.family, "yes" if e.chat else "no (base)", quants, str(e.recommended_ctx), e.note)
-    err.print(table)
+    elif sys.stdout.isatty():
+        _print_table(entries, Console(highlight=False))
+    else:
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in model_rows(entries)))
+
+
+def model_rows(entries) -> list[tuple[str, ...]]:
+    """One row per model and quant, every field whole and without spaces (for grep, cut, awk)."""
+    return [(e.name, q.name, "default" if q.name == e.default_quant else "-", _size(q).replace(" ", ""), e.family,
+             "chat" if e.chat else "base", str(e.recommended_ctx)) for e in entries for q in e.quants.values()]
+
+
+def _print_table(entries, console) -> None:
+    """The widest table that fits the terminal whole (names and sizes are never cut), else the plain rows."""
+    for with_note in (True, False):
+        table = models_table(entries, with_note)
+        if console.measure(table, options=console.options.update_width(10_000)).minimum <= console.width:
+            console.print(table)
+            return
+    console.print("\n".join("  ".join(row) for row in model_rows(entries)), markup=False, soft_wrap=True)
+
+
+def models_table(entries, with_note: bool = True) -> DataTable:
+    """The catalog as a table: every column but the note stays on one line, so nothing is cut or folded."""
+    table = DataTable(title="models (* default quant)", title_justify="left", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False)
+    rows = [(e.name, e.family, "yes" if e.chat else "base",
+             "\n".join(f"{q.name}{'*' if q.name == e.default_quant else ''} {_size(q)}" for q in e.quants.values()),
+             str(e.recommended_ctx), e.note) for e in entries]
+    for i, col in enumerate(("name", "family", "chat", "quants (size)", "ctx")):
+        # min_width = the widest cell: the table's measured minimum is then the width it needs to show every cell whole
+        widest = max(cell_len(line) for text in [col] + [r[i] for r in rows] for line in text.splitlines())
+        table.add_column(col, no_wrap=True, min_width=widest)
+    if with_note:
+        table.add_column("note", min_width=20, ratio=1)   # the one column that wraps
+    for row in rows:
+        table.add_row(*(row if with_note else row[:-1]))
+    return table
 
 
 @models_app.command("show")
 def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2-1.3b"), json_out: bool = Json):
-    """Show one catalog entry: files, hashes, chat template, system prompt, sampling."""
+    """Show one catalog entry: files, hashes and pins, chat template, system prompt, sampling."""
+    from rich.markup import escape
+
     from edgekit.models import catalog
 
     e = catalog.get(name.partition(":")[0])
@@ -61,8 +103,9 @@ def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2
     table.add_row("stop", " ".join(e.stop))
     table.add_row("sampling", ", ".join(f"{k} {v}" for k, v in e.sampling.items()))
     for q in e.quants.values():
+        pin = "pinned" if q.pinned else f"NOT PINNED ({catalog.ALLOW_UNPINNED_FLAG}): {q.unpinned_reason}"
         table.add_row(f"{q.name}{' (default)' if q.name == e.default_quant else ''}",
-                      f"{q.file} {_size(q)} sha256 {q.sha256 or '(from X-Linked-Etag)'} @ {q.revision}")
+                      escape(f"{q.file} {_size(q)} sha256 {q.sha256 or '-'} @ {q.revision}; {pin}"))
     table.add_row("note", e.note)
     err.print(table)
 
@@ -140,6 +183,8 @@ def pull(
     source_url: Optional[str] = typer.Option(None, "--url", help="Fetch from this https:// URL or local file instead."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (overrides the catalog)."),
     force: bool = typer.Option(False, "--force", help="Install even if the fit check says it will not fit."),
+    allow_unpinned: bool = typer.Option(False, "--allow-unpinned", help="Install a quant that has no pinned commit "
+                                        "and sha256 (checked only against the server's X-Linked-Etag)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
     json_out: bool = Json,
     identity: Optional[Path] = Identity,
@@ -151,7 +196,7 @@ def pull(
     from edgekit.remote.plan import Context, run_steps
 
     request = ModelRequest(name, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint, source_url=source_url,
-                           force=force, sha256=sha256)
+                           force=force, sha256=sha256, allow_unpinned=allow_unpinned)
     steps = model_steps(request)
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())

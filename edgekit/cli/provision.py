@@ -18,60 +18,46 @@ from edgekit.console import StepPrinter, emit_json, err
 from edgekit.errors import UsageError
 from edgekit.models.steps import ModelRequest
 from edgekit.remote.plan import Context
+from edgekit.build.stamp import describe as describe_stamp
+from edgekit.service.healthy import describe as describe_healthy
 from edgekit.service.settings import UNIT_NAME
 from edgekit.service.steps import ServiceOptions
 
 Target = typer.Argument(..., help="[user@]host[:port], an ssh_config alias, or `local`.")
 
 
-def _split_model(spec: str) -> tuple[str, str | None]:
-    name, _, quant = spec.partition(":")
-    return name, quant or None
-
-
-def provision_options(model: str, ctx: Optional[int], port: int, host: Optional[str], no_api_key: bool,
-                      llama_src: Optional[str], cpu: bool, cuda_arch: Optional[str], jobs: Optional[int],
-                      fetch_on: str, hf_endpoint: Optional[str], model_url: Optional[str], force: bool,
-                      parallel: int, threads: Optional[int], cache_type_kv: Optional[str]) -> prov.ProvisionOptions:
-    """Turn command-line values into ProvisionOptions, refusing unsafe or contradictory combinations."""
-    if no_api_key and host in (None, "0.0.0.0", "::"):
-        raise UsageError("--no-api-key would let anyone on the network use the server",
-                         hint="keep the generated API key, or bind locally: --no-api-key --host 127.0.0.1")
-    if not 0 < port < 65536:
-        raise UsageError(f"--port {port} is out of range", hint="use 1-65535")
-    if fetch_on not in ("auto", "device", "controller"):
-        raise UsageError(f"--fetch-on {fetch_on!r}", hint="use auto, device or controller")
-    name, quant = _split_model(model)
-    return prov.ProvisionOptions(
-        model=ModelRequest(name=name, quant=quant, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint,
-                           source_url=model_url, force=force, kv_type=cache_type_kv or "f16"),
-        build=BuildSpec(source=llama_src, cpu_only=cpu, cuda_arch=cuda_arch, jobs=jobs),
-        service=ServiceOptions(port=port, host=host or "0.0.0.0", api_key=not no_api_key, ctx=ctx,
-                               parallel=parallel, threads=threads, cache_type_kv=cache_type_kv),
-    )
-
-
 @app.command()
 def provision(
     targets: list[str] = typer.Argument(..., help="Hosts: [user@]host[:port], ssh_config aliases, inventory names, "
                                                   "@group, @all, or `local`."),
-    model: str = typer.Option("chinese-alpaca-2-1.3b", "--model", "-m", help="Catalog name, optionally NAME:QUANT."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Catalog name, optionally NAME:QUANT (default chinese-alpaca-2-1.3b)."),
     ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size (default: the catalog's for this board)."),
-    port: int = typer.Option(8080, "--port", help="Port llama-server listens on (always passed explicitly)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port llama-server listens on (default 8080)."),
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 0.0.0.0, with an API key)."),
-    no_api_key: bool = typer.Option(False, "--no-api-key", help="Serve without a key (needs --host 127.0.0.1)."),
+    no_api_key: Optional[bool] = typer.Option(None, "--no-api-key", help="Serve without a key (loopback --host only)."),
     llama_src: Optional[str] = typer.Option(None, "--llama-src", help="llama.cpp source tree/tarball/URL to push."),
-    cpu: bool = typer.Option(False, "--cpu", help="Build CPU-only (hosts without CUDA)."),
+    cpu: Optional[bool] = typer.Option(None, "--cpu", help="Build CPU-only (hosts without CUDA)."),
     cuda_arch: Optional[str] = typer.Option(None, "--cuda-arch", help="Override the GPU arch (87, compute_87)."),
+    cpu_level: Optional[str] = typer.Option(None, "--cpu-level", help="CPU instruction level to build for, e.g. "
+                                            "x86-64-v3 or native (default: the best that passes the gate here)."),
+    cmake_flag: Optional[list[str]] = typer.Option(None, "--cmake-flag", help="Extra cmake definition -DNAME=VALUE "
+                                                   "(repeatable; part of the build key)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: from RAM)."),
-    fetch_on: str = typer.Option("auto", "--fetch-on", help="Who downloads the model: auto, device, controller."),
+    skip_deps: Optional[bool] = typer.Option(None, "--skip-deps", help="Do not apt-get install missing build tools."),
+    fetch_on: Optional[str] = typer.Option(None, "--fetch-on", help="Who downloads the model: auto, device, controller."),
     hf_endpoint: Optional[str] = typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT",
                                               help="Hugging Face mirror (also HF_ENDPOINT)."),
     model_url: Optional[str] = typer.Option(None, "--model-url", help="Fetch the model file from this URL instead."),
-    force: bool = typer.Option(False, "--force", help="Install a model even if the fit check says it will not fit."),
-    parallel: int = typer.Option(2, "--parallel", help="Server slots (concurrent requests)."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="The sha256 the --model-url download must have."),
+    allow_unpinned: Optional[bool] = typer.Option(None, "--allow-unpinned", help="Install a model quant that has no "
+                                                  "pinned commit and sha256 (checked only against X-Linked-Etag)."),
+    force: Optional[bool] = typer.Option(None, "--force", help="Install a model even if the fit check says it will not fit."),
+    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (concurrent requests, default 2)."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
     cache_type_kv: Optional[str] = typer.Option(None, "--cache-type", help="KV cache type, e.g. q8_0 or q4_0 (less memory)."),
+    no_rollback: Optional[bool] = typer.Option(None, "--no-rollback", help="Keep a change that leaves the service "
+                                               "unhealthy (for debugging) instead of restoring the last healthy state."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
     json_out: bool = Json,
     identity: Optional[Path] = Identity,
@@ -85,22 +71,24 @@ def provision(
     build_on: Optional[str] = typer.Option(None, "--build-on", help="Fleet: the host that builds for its kind."),
 ) -> None:
     """Build llama.cpp, fetch a model and run it as a hardened systemd service; idempotent."""
-    opts = provision_options(model, ctx, port, host, no_api_key, llama_src, cpu, cuda_arch, jobs, fetch_on,
-                             hf_endpoint, model_url, force, parallel, threads, cache_type_kv)
+    flags = {"model": model, "ctx": ctx, "port": port, "host": host, "llama_src": llama_src, "cpu": cpu,
+             "cuda_arch": cuda_arch, "cpu_level": cpu_level, "cmake_flags": cmake_flag or None, "jobs": jobs,
+             "skip_deps": skip_deps, "fetch_on": fetch_on, "hf_endpoint": hf_endpoint, "model_url": model_url,
+             "sha256": sha256, "allow_unpinned": allow_unpinned, "force": force, "parallel": parallel,
+             "threads": threads, "cache_type_kv": cache_type_kv,
+             "api_key": None if no_api_key is None else not no_api_key,
+             "rollback": None if no_rollback is None else not no_rollback}
     hosts = hosts_for(targets, inventory)
+    opts = {h.name: prov.options_for(flags, h) for h in hosts}       # every host validated before any connects
     if len(hosts) > 1 or any(t.startswith("@") for t in targets):
         _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,
                          max_fail_percent, build_on)
         return
     target = hosts[0].target
     identity = identity or (Path(hosts[0].identity) if hosts[0].identity else None)
-    if hosts[0].settings:
-        from edgekit.fleet.deploy import host_options
-
-        opts = host_options(opts, hosts[0])
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())
-        results = prov.provision(context, opts)
+        results = prov.provision(context, opts[hosts[0].name])
     changed = [r for r in results if r.status in ("changed", "would-change")]
     if json_out:
         emit_json({"target": target, "dry_run": dry_run, "changed": len(changed),
@@ -168,8 +156,10 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
                       f"{info['restarts']} restart(s)"),
             ("since", info["since"] or "-"), ("listen", info["listen"] or "-"),
             ("model", info["model"] or "-"), ("ctx", info["ctx"] or "-"),
-            ("build", f"{build.get('version')} {build.get('flags_summary') or ''}".strip() if build else "-"),
+            ("build", describe_stamp(build) if build else "-"),
             ("health", info["health"] or "-"),
+            ("deployed", f"{info['state']}" + (f" ({describe_healthy(info['last_healthy'])})"
+                                               if info.get("last_healthy") else "")),
             ("slots", f"{info['slots']['busy']}/{info['slots']['total']} busy" if info["slots"] else "-")]
     for row in rows:
         table.add_row(*row)

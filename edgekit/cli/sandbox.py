@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from edgekit import provision as prov
+from edgekit.chat.client import LlamaClient
+from edgekit.chat.endpoint import resolve
+from edgekit.chat.profile import profile_for
 from edgekit.cli.app import app
 from edgekit.cli.common import Json
-from edgekit.console import emit_json, err
+from edgekit.console import StepPrinter, emit_json, err
+from edgekit.remote.plan import Context
+from edgekit.remote.target import parse_target
+from edgekit.remote.transport import Transport
+from edgekit.sandbox import demo as demo_lib
 from edgekit.sandbox import identity, standin
 
 sandbox_app = typer.Typer(help="Stand-in devices: real systemd and sshd in a container, no Jetson needed.",
@@ -61,42 +72,37 @@ def status(json_out: bool = Json) -> None:
 @sandbox_app.command("demo")
 def demo(
     name: str = typer.Argument("demo", help="Name of the stand-in to use (created if needed)."),
-    question: str = typer.Option("介绍一下北京", "--question", "-q", help="What to ask the served model."),
+    question: str = typer.Option(demo_lib.QUESTION, "--question", "-q", help="What to ask the served model."),
     llama_src: Optional[str] = typer.Option(None, "--llama-src",
                                             help="llama.cpp source tarball/tree (default: llama-cpp-python's sdist)."),
 ) -> None:
-    """The main job on a stand-in: boot it, provision llama.cpp + gemma3-270m as a service, ask it a question."""
-    import sys
-    from pathlib import Path
-
-    from edgekit import provision as prov
-    from edgekit.chat.client import LlamaClient
-    from edgekit.chat.endpoint import resolve
-    from edgekit.chat.profile import profile_for
-    from edgekit.console import StepPrinter
-    from edgekit.remote.plan import Context
-    from edgekit.remote.target import parse_target
-    from edgekit.remote.transport import Transport
-    from edgekit.sandbox import demo as demo_lib
-
+    """The main job on a stand-in: boot it, provision llama.cpp + SmolLM2-135M-Instruct as a service, ask it."""
     def log(message: str) -> None:
-        err.print(f"[dim]{message}[/]")
+        err.print(f"[dim]{escape(message)}[/]")
 
     sb = standin.up(name, None, log=log)
     err.print(f"[bold]1/3[/] stand-in {sb.name} up at {sb.address} (real systemd and sshd)")
     opts = demo_lib.demo_options(Path(llama_src) if llama_src else None, log)
-    err.print(f"[bold]2/3[/] provisioning {sb.name}: build llama.cpp (CPU), push {demo_lib.MODEL}, start the service")
+    err.print(f"[bold]2/3[/] provisioning {sb.name}: build llama.cpp (CPU), gate it, push {demo_lib.MODEL}, "
+              "start the service")
     with Transport(parse_target(sb.name)) as t:
-        prov.provision(Context(t, reporter=StepPrinter("  ")), opts)
+        context = Context(t, reporter=StepPrinter("  "))
+        prov.provision(context, opts)
     endpoint = resolve(sb.name)
-    err.print(f"[bold]3/3[/] asking {demo_lib.MODEL} at {endpoint.url}: {question}")
+    err.print(f"[bold]3/3[/] asking {demo_lib.MODEL} at {endpoint.url}: {escape(question)}")
     profile = profile_for(demo_lib.MODEL)
     messages = [{"role": "system", "content": profile.system_prompt}, {"role": "user", "content": question}]
-    stream = LlamaClient(endpoint).chat(messages, profile.sampling.merged(max_tokens=200),
+    stream = LlamaClient(endpoint).chat(messages, profile.sampling.merged(max_tokens=256),
                                         stop=list(profile.stop) or None, stream=True)
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    t = stream.result.timings or {}
+    health = context.state.get("health") or {}
+    err.print(f"[dim]model load {health.get('loaded_s', 0):.1f} s · prompt {t.get('prompt_n', 0)} tokens at "
+              f"{t.get('prompt_per_second', 0):.0f} tok/s · generation {t.get('predicted_n', 0)} tokens at "
+              f"{t.get('predicted_per_second', 0):.1f} tok/s · stopped by {stream.result.finish_reason or '?'} "
+              f"(2 CPU threads of a stand-in)[/]")
     err.print(f"[dim]next: edgekit chat {name} · edgekit bench {name} · edgekit status {name} · "
               f"edgekit sandbox down {name}[/]")

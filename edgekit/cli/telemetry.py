@@ -9,11 +9,10 @@ from typing import Optional
 
 import typer
 from rich.live import Live
-from rich.table import Table
 
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
-from edgekit.console import err
+from edgekit.console import DataTable, err, say
 from edgekit.telemetry import prometheus
 from edgekit.telemetry.remote import SourceInfo, stream
 from edgekit.telemetry.sample import Sample
@@ -23,8 +22,8 @@ def _fmt(value, unit: str = "", digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def sample_table(target: str, s: Sample, source: Optional[SourceInfo]) -> Table:
-    table = Table(title=f"telemetry: {target} (source: {s.source})", show_header=False, title_justify="left")
+def sample_table(target: str, s: Sample, source: Optional[SourceInfo]) -> DataTable:
+    table = DataTable(title=f"telemetry: {target} (source: {s.source})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     cpus = " ".join("off" if c is None else f"{c:.0f}%" for c in s.cpu_load_pct)
@@ -64,7 +63,7 @@ def telemetry(
         if isinstance(item, SourceInfo):
             state["source"] = item
             why = f" ({'; '.join(item.why)})" if item.why else ""
-            err.print(f"telemetry source: [bold]{item.source}[/]{why}")
+            say("telemetry source: ", (item.source, "bold"), why)
             if json_out:
                 _line({"kind": "source", "source": item.source, "why": item.why})
             return
@@ -87,7 +86,7 @@ def telemetry(
             if state["live"] is not None:
                 state["live"].stop()
     for message in result.errors:
-        err.print(f"[red]telemetry source failed:[/] {message}")
+        say(("telemetry source failed:", "red"), " ", message)
 
 
 def _line(data: dict) -> None:

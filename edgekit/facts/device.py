@@ -11,10 +11,10 @@ from edgekit.facts import boards
 from edgekit.facts.base import gather
 from edgekit.facts.cuda import CudaToolkit, parse_arch_override
 from edgekit.facts.jetson import DeviceCompatible, DeviceModel, JetsonRelease, JtopService, PowerMode
-from edgekit.facts.system import (Arch, CpuCount, DiskSpace, Hostname, InitSystem, MemInfo, OsRelease,
+from edgekit.facts.system import (Arch, CpuCount, CpuInfo, CpuRefused, DiskSpace, Hostname, InitSystem, MemInfo, OsRelease,
                                   SudoAccess, Tools)
 
-ALL_FACTS = [Hostname, OsRelease, Arch, CpuCount, MemInfo, DiskSpace, InitSystem, SudoAccess, Tools,
+ALL_FACTS = [Hostname, OsRelease, Arch, CpuCount, CpuInfo, CpuRefused, MemInfo, DiskSpace, InitSystem, SudoAccess, Tools,
              DeviceModel, DeviceCompatible, JetsonRelease, PowerMode, JtopService, CudaToolkit]
 
 
@@ -33,6 +33,12 @@ class DeviceFacts:
     cuda: dict | None
     gpu: dict | None
     tools: dict = field(default_factory=dict)
+    cpu: dict | None = None                   # {"model", "flags"} as /proc/cpuinfo advertises them
+    cpu_refused: list[str] = field(default_factory=list)   # CPU levels that failed the build gate here
+
+    @property
+    def cpu_flags(self) -> set[str]:
+        return set((self.cpu or {}).get("flags") or ())
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +86,7 @@ def derive(target: str, raw: dict[str, Any], arch_override: str | None = None) -
         target=target, hostname=raw.get("hostname"), os=raw.get("os_release"), arch=raw.get("arch"),
         cpus=raw.get("cpus"), memory=raw.get("memory"), disk=raw.get("disk"), systemd=bool(raw.get("systemd")),
         sudo=raw.get("sudo") or "none", jetson=jetson, cuda=raw.get("cuda"), gpu=gpu, tools=raw.get("tools") or {},
+        cpu=raw.get("cpu"), cpu_refused=raw.get("cpu_refused") or [],
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
+from edgekit.build.isa import parse_cpuinfo
 from edgekit.facts.base import Fact
-
-INSTALL_PREFIX = "/opt/edgekit"
+from edgekit.layout import CPU_REFUSED
+from edgekit.layout import PREFIX as INSTALL_PREFIX
 
 
 class OsRelease(Fact):
@@ -51,6 +52,29 @@ class CpuCount(Fact):
     @staticmethod
     def parse(output: str) -> int | None:
         return int(output.strip()) if output.strip().isdigit() else None
+
+
+class CpuInfo(Fact):
+    """The CPU's model and instruction-set flags as advertised (a VM may advertise more than it can run)."""
+
+    name = "cpu"
+    command = "grep -m1 -E '^(model name|Hardware)' /proc/cpuinfo; grep -m1 -E '^(flags|Features)' /proc/cpuinfo"
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        model, flags = parse_cpuinfo(output)
+        return {"model": model, "flags": sorted(flags)} if (model or flags) else None
+
+
+class CpuRefused(Fact):
+    """CPU instruction levels whose llama.cpp build failed the gate on this device (written by the gate)."""
+
+    name = "cpu_refused"
+    command = f"cat {CPU_REFUSED}"
+
+    @staticmethod
+    def parse(output: str) -> list[str]:
+        return sorted({line.split()[0] for line in output.splitlines() if line.strip() and not line.startswith("#")})
 
 
 class MemInfo(Fact):

@@ -8,7 +8,6 @@ A later device of the same kind finds the pack in the cache and installs it in s
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from typing import Any
@@ -16,38 +15,17 @@ from typing import Any
 from edgekit import paths
 from edgekit.build.cmake import plan_build
 from edgekit.build.source import resolve_source
-from edgekit.build.steps import InstallPack, build_steps, fetch_pack, pack_build
+from edgekit.build.steps import InstallPack, fetch_pack, pack_build, run_build
 from edgekit.errors import UsageError
 from edgekit.facts.device import read_facts
 from edgekit.fleet.inventory import Host
 from edgekit.fleet.runner import HostRow, run_fleet
 from edgekit.models.steps import model_steps
-from edgekit.provision import Preflight, ProvisionOptions, provision, remember
+from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember
 from edgekit.remote.plan import Context, run_steps
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
-from edgekit.service.steps import service_steps
-
-SETTING_KEYS = {"model", "ctx", "port", "host", "parallel", "threads", "cache_type_kv"}
-
-
-def host_options(base: ProvisionOptions, host: Host) -> ProvisionOptions:
-    """Apply a host's inventory settings (model, ctx, port, ...) on top of the command line's options."""
-    s = {k: v for k, v in host.settings.items() if k in SETTING_KEYS}
-    unknown = set(host.settings) - SETTING_KEYS
-    if unknown:
-        raise UsageError(f"unknown setting(s) for {host.name}: {', '.join(sorted(unknown))}",
-                         hint="inventory settings: " + ", ".join(sorted(SETTING_KEYS)))
-    model = base.model
-    if "model" in s:
-        name, _, quant = str(s["model"]).partition(":")
-        model = dataclasses.replace(model, name=name, quant=quant or None)
-    if "ctx" in s:
-        model = dataclasses.replace(model, ctx=int(s["ctx"]))
-    service = dataclasses.replace(base.service, **{k: (int(v) if k in ("ctx", "port", "parallel", "threads") else v)
-                                                   for k, v in s.items() if k not in ("model",)})
-    return dataclasses.replace(base, model=model, service=service)
-
+from edgekit.service.steps import pre_build_steps, service_steps
 
 class Fleet:
     def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
@@ -67,11 +45,13 @@ class Fleet:
                          max_fail_percent=max_fail_percent, title=title, live=self.live)
 
 
-def provision_fleet(fleet: Fleet, base: ProvisionOptions, *, dry_run: bool = False, build_on: str | None = None,
-                    serial: int | None = None, max_fail_percent: float = 100.0) -> dict[str, Any]:
-    """Provision every host; returns {"facts": results, "builds": {...}, "deploy": results}."""
-    opts = {h.name: host_options(base, h) for h in fleet.hosts}
-    source = resolve_source(base.build)
+def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run: bool = False,
+                    build_on: str | None = None, serial: int | None = None,
+                    max_fail_percent: float = 100.0) -> dict[str, Any]:
+    """Provision every host with its own validated options (by host name); returns {"facts": results,
+    "builds": {...}, "deploy": results}."""
+    first = opts[fleet.hosts[0].name]
+    source = resolve_source(first.build)
 
     def facts_job(host: Host, row: HostRow):
         with fleet.transport(host) as t:
@@ -105,7 +85,7 @@ def provision_fleet(fleet: Fleet, base: ProvisionOptions, *, dry_run: bool = Fal
         with fleet.transport(host) as t:
             ctx = Context(t, dry_run=dry_run, reporter=row)
             ctx.state["facts"] = reachable[host.name]["facts"]
-            run_steps(ctx, build_steps(opts[host.name].build))
+            run_build(ctx, opts[host.name].build)
             if dry_run:
                 with lock:
                     builds[key] = {"tarball": None, "builder": host.name, "seconds": 0.0}
@@ -134,15 +114,11 @@ def provision_fleet(fleet: Fleet, base: ProvisionOptions, *, dry_run: bool = Fal
             ctx = Context(t, dry_run=dry_run, reporter=row)
             ctx.state["facts"] = info["facts"]
             if build["builder"] == host.name or build["tarball"] is None:
-                steps = None  # the builder (or a dry run): its own build steps are no-ops / the plan
-            else:
-                steps = [Preflight(), InstallPack(build["tarball"], o.build.keep), *model_steps(o.model),
-                         *service_steps()]
-            if steps is None:
-                results = provision(ctx, o)
+                results = provision(ctx, o)  # the builder (or a dry run): its own build steps are no-ops / the plan
             else:
                 ctx.state["service"] = o.service
-                results = run_steps(ctx, steps)
+                results = run_steps(ctx, [Preflight(), *pre_build_steps(), InstallPack(build["tarball"], o.build.keep)])
+                results += deploy_steps(ctx, o.service, [*model_steps(o.model), *service_steps()])
                 remember(ctx, o)
         row.result.steps[:] = results
         return f"serving {ctx.state.get('model', {}).get('name')} on :{o.service.port}", None

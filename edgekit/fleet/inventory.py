@@ -37,6 +37,7 @@ class Host:
     groups: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     raw: str | None = None      # a command-line target not in the inventory, passed through as written
+    source: str | None = None   # "inventory PATH, host NAME": where its settings came from (for error messages)
 
     @property
     def target(self) -> str:
@@ -76,12 +77,20 @@ class Inventory:
         return list(out.values())
 
 
-def _host(name: str, data: dict, groups: list[str], settings: dict) -> Host:
+def _host(name: str, data: dict, groups: list[str], settings: dict, path: Path | None = None) -> Host:
+    where = f"inventory {path}, host {name}" if path else f"inventory host {name}"
     port = data.get("port") or data.get("ansible_port")
+    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"port {port!r} ({where}) is not an SSH port 1-65535", hint="fix the inventory file")
+    for key in ("address", "ansible_host", "user", "ansible_user", "identity"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or any(ord(c) < 32 or c == "\x7f" for c in value)
+                                  or value.startswith("-")):
+            raise UsageError(f"{key} {value!r} ({where}) is not a plain name", hint="fix the inventory file")
     return Host(name=name, address=data.get("address") or data.get("ansible_host"),
                 user=data.get("user") or data.get("ansible_user"), port=int(port) if port else None,
                 identity=data.get("identity") or data.get("ansible_ssh_private_key_file"),
-                groups=groups, settings=settings)
+                groups=groups, settings=settings, source=where)
 
 
 def _merge(base: dict, *layers: dict) -> dict:
@@ -98,7 +107,16 @@ def load_toml(path: Path) -> Inventory:
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: not valid TOML: {e}", hint="fix the inventory file") from None
     defaults = data.get("defaults", {})
-    groups = {name: list(g.get("hosts", [])) for name, g in data.get("groups", {}).items()}
+    for section in ("defaults", "groups", "hosts"):
+        if not isinstance(data.get(section, {}), dict):
+            raise UsageError(f"{path}: [{section}] must be a table", hint="see the inventory format in the README")
+    groups = {}
+    for name, g in data.get("groups", {}).items():
+        members = g.get("hosts", []) if isinstance(g, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise UsageError(f"{path}: groups.{name}.hosts must be a list of host names, not {members!r}",
+                             hint=f'write hosts = ["orin-1"] under [groups.{name}]')
+        groups[name] = list(members)
     host_data = data.get("hosts", {})
     for members in groups.values():
         for name in members:
@@ -107,7 +125,7 @@ def load_toml(path: Path) -> Inventory:
     for name, hd in host_data.items():
         member_of = [g for g, members in groups.items() if name in members]
         settings = _merge(defaults, *[data["groups"][g] for g in member_of], hd)
-        inv.hosts[name] = _host(name, hd, member_of, settings)
+        inv.hosts[name] = _host(name, hd, member_of, settings, path)
     return inv
 
 
@@ -143,7 +161,7 @@ def load_ansible_ini(path: Path) -> Inventory:
         gv = [group_vars.get(g, {}) for g in member_of]
         merged = {k: v for layer in (*gv, hv) for k, v in layer.items()}
         settings = {k.removeprefix("edgekit_"): v for k, v in merged.items() if k.startswith("edgekit_")}
-        inv.hosts[name] = _host(name, merged, member_of, settings)
+        inv.hosts[name] = _host(name, merged, member_of, settings, path)
     return inv
 
 
@@ -173,7 +191,7 @@ def load_ansible_yaml(path: Path) -> Inventory:
     for host, hv in collected.items():
         member_of = [g for g, members in inv.groups.items() if host in members and g != "all"]
         settings = {k.removeprefix("edgekit_"): v for k, v in hv.items() if k.startswith("edgekit_")}
-        inv.hosts[host] = _host(host, hv, member_of, settings)
+        inv.hosts[host] = _host(host, hv, member_of, settings, path)
     inv.groups.pop("all", None)
     return inv
 

@@ -3,20 +3,33 @@
 `get(name)` returns a `ModelEntry`; `resolve(spec)` turns "NAME[:QUANT]" into the entry and one `Quant`.
 Unknown names raise UsageError naming the closest known ones. Test models (`gemma3-270m`, `tiny-llama`)
 live in the catalog's test section: found by `get`, hidden from `entries()` unless `include_test=True`.
+
+A quant is *pinned* when it has a 40-hex commit `revision` and a 64-hex `sha256`: the download URL is fixed and
+the bytes are checked against a published hash. The file is validated when it loads (`parse`): a quant that is
+not pinned must say so (`pinned = false` with an `unpinned_reason`), anything else is a CatalogError. The
+install path calls `require_pinned`, which refuses an unpinned quant unless the user opted in (--allow-unpinned).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
 
-from edgekit.errors import UsageError
+from edgekit.errors import EdgekitError, UsageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SMALL_BOARD_BYTES = 6 * 2**30     # below this much RAM, `small_board_quant` is the default
+ALLOW_UNPINNED_FLAG = "--allow-unpinned"
+_REVISION = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class CatalogError(EdgekitError):
+    """The packaged model catalog (edgekit/data/models.toml) is malformed: a bug in edgekit, not in the input."""
 
 
 @dataclass(frozen=True)
@@ -25,9 +38,18 @@ class Quant:
     file: str
     size: int = 0              # exact bytes when known (0 = unknown: use X-Linked-Size at download)
     size_approx: int = 0       # rounded figure from the Hub page (display, fit estimate)
-    sha256: str = ""           # empty = unknown: verify against X-Linked-Etag at download
+    sha256: str = ""           # empty = unknown: only the server's X-Linked-Etag can be checked
     revision: str = "main"
-    source: str = ""
+    source: str = ""           # the public page the sha256 and revision were read from
+    unpinned_reason: str = ""  # why it is not pinned (set exactly when it is not)
+
+    @property
+    def pinned(self) -> bool:
+        """A 40-hex commit revision and a 64-hex sha256: a fixed URL and a published hash to check it against."""
+        return bool(_REVISION.fullmatch(self.revision) and _SHA256.fullmatch(self.sha256))
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "pinned": self.pinned}
 
     def url(self, repo: str, endpoint: str | None = None) -> str:
         """The Hugging Face style URL: {endpoint}/{repo}/resolve/{revision}/{file}."""
@@ -72,29 +94,78 @@ class ModelEntry:
     def to_json(self) -> dict:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        data["quants"] = {name: q.to_json() for name, q in self.quants.items()}
         return data
 
 
+_QUANT_KEYS = {f.name for f in fields(Quant)} - {"name"}
+
+
+def _quant(model: str, name: str, spec: dict) -> Quant:
+    """One quant from the TOML, checked: hashes well formed, and pinned or explicitly marked `pinned = false`."""
+    where = f"models.toml {model}:{name}"
+    spec = dict(spec)
+    declared = spec.pop("pinned", None)
+    unknown = set(spec) - _QUANT_KEYS
+    if unknown:
+        raise CatalogError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not spec.get("file"):
+        raise CatalogError(f"{where}: no file")
+    quant = Quant(name=name, **spec)
+    if quant.sha256 and not _SHA256.fullmatch(quant.sha256):
+        raise CatalogError(f"{where}: sha256 {quant.sha256!r} is not 64 lowercase hex digits")
+    if not quant.revision:
+        raise CatalogError(f"{where}: empty revision (use a 40-hex commit id)")
+    if quant.pinned:
+        if declared is False or quant.unpinned_reason:
+            raise CatalogError(f"{where}: has a 40-hex revision and a 64-hex sha256 but is marked unpinned",
+                               hint="remove `pinned = false` and `unpinned_reason`")
+        return quant
+    if declared is not False or not quant.unpinned_reason.strip():
+        raise CatalogError(f"{where}: not pinned (revision {quant.revision!r}, sha256 {quant.sha256 or 'empty'}) "
+                           "and not marked so",
+                           hint="give a 40-hex commit revision and a 64-hex sha256 read from a public page, or "
+                                "mark it `pinned = false` with an `unpinned_reason`")
+    return quant
+
+
 def _entry(name: str, raw: dict, test: bool) -> ModelEntry:
-    quants = {q.lower(): Quant(name=q.lower(), **spec) for q, spec in raw.get("quants", {}).items()}
-    return ModelEntry(
+    quants = {q.lower(): _quant(name, q.lower(), spec) for q, spec in raw.get("quants", {}).items()}
+    entry = ModelEntry(
         name=name, repo=raw["repo"], family=raw["family"], chat=bool(raw.get("chat", True)),
         chat_template=raw.get("chat_template", ""), system_prompt=raw.get("system_prompt", ""),
         native_ctx=int(raw["native_ctx"]), recommended_ctx=int(raw["recommended_ctx"]),
         stop=tuple(raw.get("stop", [])), default_quant=raw["default_quant"],
         small_board_quant=raw.get("small_board_quant", raw["default_quant"]), note=raw.get("note", ""),
         shape=dict(raw.get("shape", {})), sampling=dict(raw.get("sampling", {})), quants=quants, test=test)
+    for role in ("default_quant", "small_board_quant"):
+        if getattr(entry, role) not in quants:
+            raise CatalogError(f"models.toml {name}: {role} {getattr(entry, role)!r} is not one of its quants "
+                               f"({', '.join(quants) or 'none'})")
+    return entry
+
+
+def parse(text: str) -> dict[str, ModelEntry]:
+    """The catalog in `text` (models.toml), validated; CatalogError on the first problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogError(f"models.toml: {e}") from None
+    out: dict[str, ModelEntry] = {}
+    for section, test in (("models", False), ("test", True)):
+        for name, spec in raw.get(section, {}).items():
+            if name in out:
+                raise CatalogError(f"models.toml: {name} is defined twice")
+            try:
+                out[name] = _entry(name, spec, test)
+            except (KeyError, TypeError, ValueError) as e:
+                raise CatalogError(f"models.toml {name}: {type(e).__name__}: {e}") from None
+    return out
 
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, ModelEntry]:
-    text = resources.files("edgekit").joinpath("data/models.toml").read_text(encoding="utf-8")
-    raw = tomllib.loads(text)
-    out: dict[str, ModelEntry] = {}
-    for section, test in (("models", False), ("test", True)):
-        for name, spec in raw.get(section, {}).items():
-            out[name] = _entry(name, spec, test)
-    return out
+    return parse(resources.files("edgekit").joinpath("data/models.toml").read_text(encoding="utf-8"))
 
 
 def entries(include_test: bool = False) -> list[ModelEntry]:
@@ -121,3 +192,37 @@ def resolve(spec: str, quant: str | None = None, total_memory: int | None = None
     name, _, q = spec.partition(":")
     entry = get(name)
     return entry, entry.quant(quant or q or None, total_memory)
+
+
+def require_pinned(name: str, quant: str | None = None, allow_unpinned: bool = False, *,
+                   total_memory: int | None = None, sha256: str | None = None,
+                   source_url: str | None = None) -> Quant:
+    """The quant NAME[:QUANT] installs, refusing (UsageError, exit 2) one whose download is not pinned.
+
+    Pinned = a 40-hex revision and a 64-hex sha256 in the catalog. An explicit `sha256` (e.g. `--sha256`) pins the
+    bytes whatever the revision; with `source_url` (the user's own URL) the revision is not used, so a known
+    sha256 is enough. `allow_unpinned` (--allow-unpinned) accepts the rest: then only the server's X-Linked-Etag
+    is checked. Without `quant` and `total_memory` (board not known yet), every quant the board could pick
+    (default and small-board) must pass, so the refusal comes before anything connects.
+    """
+    spec_name, _, spec_quant = name.partition(":")
+    quant = quant or spec_quant or None
+    if sha256 and not _SHA256.fullmatch(sha256.strip().lower()):
+        raise UsageError(f"sha256 {sha256!r} is not 64 hex digits", hint="copy the file's SHA256 from its source page")
+    entry = get(spec_name)
+    chosen = entry.quant(quant, total_memory)
+    if allow_unpinned or sha256:
+        return chosen
+    candidates = [chosen]
+    if quant is None and total_memory is None:
+        candidates.append(entry.quant(entry.small_board_quant))
+    for q in candidates:
+        if q.pinned or (source_url and _SHA256.fullmatch(q.sha256)):
+            continue
+        pinned = ", ".join(f"{entry.name}:{p.name}" for p in entry.quants.values() if p.pinned)
+        other = f"install a pinned quantization ({pinned}), or " if pinned else ""
+        raise UsageError(f"{entry.name}:{q.name} is not pinned (no published commit and sha256 to check its "
+                         f"download against): {q.unpinned_reason or 'no hash known'}",
+                         hint=f"{other}pass {ALLOW_UNPINNED_FLAG} to install it checked only against the server's "
+                              "X-Linked-Etag")
+    return chosen

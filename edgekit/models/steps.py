@@ -28,7 +28,7 @@ from edgekit.models import catalog, download, fit
 from edgekit.models.device_fetch import PREFIX
 from edgekit.remote.plan import Change, Context, Noop
 
-MODELS_DIR = "/opt/edgekit/models"
+from edgekit.layout import MODELS_DIR  # noqa: E402
 
 
 @dataclass
@@ -42,6 +42,7 @@ class ModelRequest:
     force: bool = False               # install even when the fit check says it will not fit
     sha256: str | None = None         # override the catalog's (e.g. for source_url)
     kv_type: str = "f16"
+    allow_unpinned: bool = False      # install a quant with no pinned revision+sha256 (X-Linked-Etag only)
 
     def __post_init__(self):
         if self.fetch_on not in ("auto", "device", "controller"):
@@ -71,6 +72,8 @@ def _total_memory(ctx: Context) -> int:
 def _resolved(request: ModelRequest, ctx: Context):
     total = _total_memory(ctx)
     entry, quant = catalog.resolve(request.name, request.quant, total)
+    catalog.require_pinned(entry.name, quant.name, request.allow_unpinned, sha256=request.sha256,
+                           source_url=request.source_url)       # the board decides the quant: check it again
     return entry, quant, total
 
 
@@ -227,6 +230,7 @@ def _redact(url: str) -> str:
 
 def model_steps(request: ModelRequest) -> list:
     """The steps that make `request`'s model present and verified on the device."""
-    catalog.get(request.name)   # unknown names fail before anything connects
+    catalog.require_pinned(request.name, request.quant, request.allow_unpinned, sha256=request.sha256,
+                           source_url=request.source_url)       # unknown or unpinned: refused before connecting
     return [FitCheck(request), FetchModel(request)]
 

@@ -11,12 +11,7 @@ from typing import Any
 
 import jinja2
 
-UNIT_NAME = "edgekit-llama-server"
-UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}.service"
-ENV_PATH = "/etc/edgekit/llama-server.env"
-API_KEY_PATH = "/etc/edgekit/api-key"
-PREFIX = "/opt/edgekit"
-MODELS_DIR = f"{PREFIX}/models"
+from edgekit.layout import API_KEY_PATH, ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH  # noqa: F401
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 DEFAULTS: dict[str, Any] = {

@@ -34,6 +34,16 @@ class ServiceOptions:
     cache_type_kv: str | None = None
     health_timeout: float = 600.0
     smoke_prompt: str = "Say hello in one short sentence."
+    rollback: bool = True             # restore the last healthy state when a change leaves the service unhealthy
+
+
+def probe_host(host: str) -> str:
+    """Where to reach a server bound to `host` from the device itself (wildcards -> loopback, IPv6 bracketed)."""
+    if host in ("", "0.0.0.0", "0", "0x0"):
+        return "127.0.0.1"
+    if host in ("::", "::0"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _read(ctx: Context, path: str) -> str | None:
@@ -188,7 +198,7 @@ class ServiceRunning:
     """Enabled and active; restarted once when anything it runs with (build, model, env, unit, key) changed."""
 
     name = "service"
-    not_triggers = {"service user", DaemonReload.name, "preflight", "build-deps", "port"}
+    not_triggers = {"service user", DaemonReload.name, "preflight", "build-deps", "port", "llama-gate"}
 
     def plan(self, ctx: Context):
         show = unit_properties(ctx.transport)
@@ -209,6 +219,44 @@ class ServiceRunning:
         return Change(summary, commands)
 
 
+def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: float,
+                 smoke_prompt: str = "Say hello in one short sentence.") -> tuple[float, float, str]:
+    """Wait for /health 200, then one real chat completion. Raises on a crash loop, a timeout or a failed
+    completion; returns (seconds to healthy, seconds for the completion, the answer)."""
+    base = f"http://{probe_host(host)}:{port}"
+    start = time.monotonic()
+    restarts0 = int(unit_properties(ctx.transport).get("NRestarts") or 0)
+    status, body = 0, ""
+    while time.monotonic() - start < timeout:
+        status, body = probe.request(ctx.transport, f"{base}/health", timeout=5)
+        if status == 200:
+            break
+        state = "loading model" if status == 503 else "starting"
+        ctx.progress(f"{state} ({time.monotonic() - start:.0f}s)")
+        show = unit_properties(ctx.transport)
+        restarts = int(show.get("NRestarts") or 0) - restarts0
+        if show.get("ActiveState") == "failed" or restarts >= 2:
+            logs = ctx.sudo(f"journalctl -u {UNIT_NAME} -n 25 --no-pager -o cat", check=False).stdout
+            what = "failed to start" if show.get("ActiveState") == "failed" else f"is crash-looping ({restarts} restarts)"
+            raise RemoteCommandFailed(f"systemctl start {UNIT_NAME}", 1, logs, message=f"{UNIT_NAME} {what}",
+                                      hint=f"see `edgekit logs {ctx.transport.name}`")
+        time.sleep(1)
+    if status != 200:
+        raise RemoteCommandFailed(f"GET {base}/health", status, body,
+                                  message=f"llama-server did not become healthy in {timeout:g}s",
+                                  hint=f"see `edgekit logs {ctx.transport.name}`")
+    loaded = time.monotonic() - start
+    t0 = time.monotonic()
+    status, body = probe.request(ctx.transport, f"{base}/v1/chat/completions", key=key, timeout=300, body={
+        "messages": [{"role": "user", "content": smoke_prompt}], "max_tokens": 32, "temperature": 0})
+    if status != 200:
+        raise RemoteCommandFailed(f"POST {base}/v1/chat/completions", status, body,
+                                  message=f"smoke completion failed with HTTP {status}",
+                                  hint=f"see `edgekit logs {ctx.transport.name}`")
+    answer = json.loads(body)["choices"][0]["message"]["content"].strip()
+    return loaded, time.monotonic() - t0, answer
+
+
 class Healthy:
     """Wait for GET /health to answer 200 (503 while the model loads), then one real chat completion."""
 
@@ -218,41 +266,22 @@ class Healthy:
         if ctx.dry_run:
             return Noop("would wait for /health and send one chat completion")
         opts: ServiceOptions = ctx.state["service"]
-        base = f"http://127.0.0.1:{opts.port}"
         key = controller_state.read_api_key(ctx.transport.name) if opts.api_key else None
-        start = time.monotonic()
-        status, body = 0, ""
-        while time.monotonic() - start < opts.health_timeout:
-            status, body = probe.request(ctx.transport, f"{base}/health", timeout=5)
-            if status == 200:
-                break
-            state = "loading model" if status == 503 else "starting"
-            ctx.progress(f"{state} ({time.monotonic() - start:.0f}s)")
-            if ctx.transport.run(f"systemctl is-failed --quiet {UNIT_NAME}", check=False).ok:
-                logs = ctx.sudo(f"journalctl -u {UNIT_NAME} -n 25 --no-pager -o cat", check=False).stdout
-                raise RemoteCommandFailed(f"systemctl start {UNIT_NAME}", 1, logs,
-                                          message=f"{UNIT_NAME} failed to start",
-                                          hint=f"see `edgekit logs {ctx.transport.name}`")
-            time.sleep(1)
-        if status != 200:
-            raise RemoteCommandFailed(f"GET {base}/health", status, body,
-                                      message=f"llama-server did not become healthy in {opts.health_timeout:g}s",
-                                      hint=f"see `edgekit logs {ctx.transport.name}`")
-        loaded = time.monotonic() - start
-        t0 = time.monotonic()
-        status, body = probe.request(ctx.transport, f"{base}/v1/chat/completions", key=key, timeout=300, body={
-            "messages": [{"role": "user", "content": opts.smoke_prompt}], "max_tokens": 32, "temperature": 0})
-        if status != 200:
-            raise RemoteCommandFailed(f"POST {base}/v1/chat/completions", status, body,
-                                      message=f"smoke completion failed with HTTP {status}")
-        answer = json.loads(body)["choices"][0]["message"]["content"].strip()
+        loaded, took, answer = wait_healthy(ctx, opts.port, opts.host, key, opts.health_timeout, opts.smoke_prompt)
         ctx.state["smoke_answer"] = answer
-        return Noop(f"healthy after {loaded:.1f}s; smoke completion in {time.monotonic() - t0:.1f}s: "
-                    f"{answer[:60]!r}")
+        ctx.state["health"] = {"loaded_s": round(loaded, 2), "smoke_s": round(took, 2)}
+        return Noop(f"healthy after {loaded:.1f}s; smoke completion in {took:.1f}s: {answer[:60]!r}")
+
+
+def pre_build_steps() -> list:
+    """Checks and the service user, before anything is built or changed (the gate runs as that user)."""
+    return [PortFree(), ServiceUser()]
 
 
 def service_steps() -> list:
-    return [ServiceUser(), ApiKey(), EnvFile(), UnitFile(), DaemonReload(), PortFree(), ServiceRunning(), Healthy()]
+    from edgekit.service.healthy import RecordHealthy
+
+    return [ApiKey(), EnvFile(), UnitFile(), DaemonReload(), ServiceRunning(), Healthy(), RecordHealthy()]
 
 
 def _diff(old: str, new: str, path: str) -> str:

@@ -1,0 +1,289 @@
+"""The build gate: a new llama.cpp build proves it runs on the device before anything switches to it.
+
+The gate starts the build's own llama-server as a transient systemd service with the hardening of the real unit
+(`systemd-run -p ...`, as the service user, so a seccomp, device or memory rule that breaks the server breaks it
+here too), on a tiny GGUF (edgekit.models.tiny) over a unix socket (no port to collide with), asks it for a
+few tokens, reads its log and stops it. On a CUDA build every layer must be offloaded and the log must name
+the CUDA device. The verdict is written next to the build (gate.json, with this device's machine-id) and
+judged by a pure function (`judge`) that turns a signal or a CUDA error into plain words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+
+from edgekit import layout as L
+from edgekit.errors import UnsuitableDevice
+from edgekit.models.tiny import tiny_llama_bytes, tiny_llama_sha256
+
+q = shlex.quote
+GATE_MODEL = f"{L.GATE_DIR}/tiny-llama.gguf"
+N_PREDICT = 8
+# The real unit's [Service] settings the gate applies too (not ExecStart/Restart/EnvironmentFile/timeouts).
+SANDBOX_KEYS = ("User", "Group", "SupplementaryGroups", "UMask", "MemoryMax", "MemorySwapMax", "OOMScoreAdjust",
+                "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "ReadOnlyPaths", "PrivateDevices",
+                "DeviceAllow", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+                "ProtectControlGroups", "ProtectClock", "ProtectHostname", "ProtectProc", "RestrictNamespaces",
+                "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "MemoryDenyWriteExecute", "RemoveIPC",
+                "PrivateUsers", "KeyringMode", "CapabilityBoundingSet", "AmbientCapabilities",
+                "RestrictAddressFamilies", "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber")
+
+SIGNAL_WORDS = {
+    "SIGILL": "this build uses CPU instructions this machine cannot run",
+    "SIGSYS": "a system call was refused by the service's sandbox (SystemCallFilter)",
+    "SIGSEGV": "it crashed (segmentation fault)",
+    "SIGBUS": "it crashed (bus error: a truncated or unreadable file?)",
+    "SIGABRT": "it aborted (see the log)",
+    "SIGKILL": "it was killed (out of memory, or MemoryMax)",
+    "SIGFPE": "it crashed (arithmetic exception)",
+}
+# (pattern in the server's log, plain words, hint)
+LOG_CAUSES = [
+    (r"no kernel image is available", "the CUDA code was built for another GPU architecture",
+     "rebuild for this GPU: check `edgekit facts` (GPU arch) or pass --cuda-arch"),
+    (r"cuMemAddressReserve|failed to reserve .*virtual|VMM", "CUDA's virtual memory pool could not reserve its "
+     "address space (common on 8 GB Jetsons)", "rebuild with --cmake-flag -DGGML_CUDA_NO_VMM=ON"),
+    (r"libcuda\.so[.0-9]*: cannot open shared object file", "the CUDA driver library (libcuda) is missing",
+     "install the Jetson's CUDA driver (JetPack: `sudo apt install nvidia-jetpack`)"),
+    (r"NvRmMemInitNvmap.*Permission denied|nvmap.*Permission denied", "the service user may not open the GPU "
+     "(/dev/nvmap: Permission denied)", "add the service user to the video and render groups (provision does)"),
+    (r"error while loading shared libraries: ([^\s:]+)", "a shared library is missing",
+     "install the missing library, or rebuild on this device"),
+    (r"CUDA error: out of memory|cudaMalloc failed", "the GPU ran out of memory", "free memory on the device"),
+    (r"CUDA error", "a CUDA error stopped it", "read the gate log"),
+    (r"GGML_ASSERT", "an assertion in ggml failed", "read the gate log"),
+]
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    reason: str                                 # plain words
+    hint: str | None = None
+    signal: str | None = None                   # SIGILL, ... when it died of one
+    exit_status: int | None = None
+    tokens: int = 0
+    gpu: dict = field(default_factory=dict)     # {"device": ..., "offloaded": n, "layers": m}
+    seconds: float = 0.0
+    log: str | None = None                      # where the gate's log is kept on the device
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class GateRefused(UnsuitableDevice):
+    """A build (or a pack) did not pass the gate on this device: nothing switched to it."""
+
+    def __init__(self, message: str, verdict: Verdict, cpu_level: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint or verdict.hint)
+        self.verdict = verdict
+        self.cpu_level = cpu_level
+
+
+def unit_name(build_id: str) -> str:
+    return "edgekit-gate-" + re.sub(r"[^A-Za-z0-9_.-]", "_", build_id)
+
+
+def sandbox_properties(unit_text: str) -> list[str]:
+    """Pure: the `Key=Value` lines of the rendered unit's [Service] section that the gate applies too."""
+    props, section = [], None
+    for line in unit_text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+            continue
+        if section != "[Service]" or not line or line.startswith("#") or "=" not in line:
+            continue
+        if line.split("=", 1)[0] in SANDBOX_KEYS:
+            props.append(line)
+    return props
+
+
+@dataclass
+class GateRun:
+    """The exact commands the gate runs for one build (also what the dry run prints)."""
+
+    build_id: str
+    bin_dir: str
+    gpu: bool
+    properties: list[str]
+    threads: int = 2
+
+    @property
+    def unit(self) -> str:
+        return unit_name(self.build_id)
+
+    @property
+    def socket(self) -> str:
+        return f"/run/{self.unit}/llama.sock"
+
+    @property
+    def log(self) -> str:
+        return f"{L.LOG_DIR}/gate-{self.build_id}.log"
+
+    def start_command(self) -> str:
+        props = [f"RuntimeDirectory={self.unit}", *self.properties]
+        argv = ["systemd-run", f"--unit={self.unit}", "--service-type=exec", "--quiet",
+                *(f"--property={p}" for p in props), "--", f"{self.bin_dir}/llama-server",
+                "--model", GATE_MODEL, "--host", self.socket, "--ctx-size", "256", "--parallel", "1",
+                "--threads", str(self.threads), "--n-gpu-layers", "999" if self.gpu else "0", "--no-webui"]
+        return " ".join(q(a) for a in argv)
+
+    def poll_command(self) -> str:
+        return (f"systemctl show {q(self.unit)} -p ActiveState -p Result -p ExecMainCode -p ExecMainStatus; "
+                f"echo \"health=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --unix-socket "
+                f"{q(self.socket)} http://gate/health)\"")
+
+    def completion_command(self) -> str:
+        body = json.dumps({"prompt": "Hello", "n_predict": N_PREDICT, "temperature": 0, "ignore_eos": True})
+        return (f"curl -s --max-time 120 --unix-socket {q(self.socket)} -H 'Content-Type: application/json' "
+                f"-d {q(body)} http://gate/completion")
+
+    def stop_command(self) -> str:
+        return (f"mkdir -p {q(L.LOG_DIR)} && journalctl -u {q(self.unit)} -o cat --no-pager > {q(self.log)}; "
+                f"systemctl stop {q(self.unit)} 2>/dev/null; systemctl reset-failed {q(self.unit)} 2>/dev/null; "
+                f"cat {q(self.log)}")
+
+    def commands(self) -> list[str]:
+        return [model_command(), self.start_command(), f"until /health is 200 or the unit stops: "
+                f"{self.poll_command()}", self.completion_command(), self.stop_command()]
+
+
+def model_command() -> str:
+    return (f"upload tiny-llama.gguf -> {GATE_MODEL} (0644 root, {len(tiny_llama_bytes())} bytes, "
+            f"sha256 {tiny_llama_sha256()})")
+
+
+def parse_show(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("health="))
+
+
+def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str, gpu: bool) -> Verdict:
+    """Pure: the gate's verdict from the unit's state, whether /health answered, the completion and the log."""
+    offload = re.search(r"offloaded (\d+)/(\d+) layers to GPU", log)
+    device = re.search(r"(?:Device \d+|using device CUDA\d+)[:\s]+\(?([^\n,()]+)", log)
+    gpu_info = {"device": device[1].strip() if device else None,
+                "offloaded": int(offload[1]) if offload else None, "layers": int(offload[2]) if offload else None}
+    code, status = show.get("ExecMainCode"), show.get("ExecMainStatus")
+    died = code in ("2", "3") or show.get("Result") in ("signal", "core-dump")
+    if died and status and status.isdigit():
+        try:
+            name = signal.Signals(int(status)).name
+        except ValueError:
+            name = f"signal {status}"
+        words = SIGNAL_WORDS.get(name, "it was killed by a signal")
+        hint = None
+        if name == "SIGILL":
+            hint = "edgekit builds for a lower CPU level next (see `edgekit facts`), or pass --cpu-level"
+        return Verdict(False, f"llama-server died of {name}: {words}", hint, signal=name, gpu=gpu_info)
+    for pattern, words, hint in LOG_CAUSES:
+        m = re.search(pattern, log)
+        if m and (not healthy or not completion):
+            extra = f" ({m[1]})" if m.groups() else ""
+            return Verdict(False, f"llama-server failed: {words}{extra}", hint, gpu=gpu_info,
+                           exit_status=int(status) if status and status.isdigit() else None)
+    if not healthy:
+        state = show.get("ActiveState") or "unknown"
+        exit_note = f", exit status {status}" if status and status != "0" else ""
+        return Verdict(False, f"llama-server did not become healthy (unit {state}{exit_note})",
+                       "read the gate log", gpu=gpu_info,
+                       exit_status=int(status) if status and status.isdigit() else None)
+    try:
+        tokens = int(json.loads(completion or "")["tokens_predicted"])
+    except (ValueError, KeyError, TypeError):
+        return Verdict(False, f"llama-server answered /health but not a completion: {(completion or '')[:120]!r}",
+                       "read the gate log", gpu=gpu_info)
+    if tokens < 1:
+        return Verdict(False, "llama-server generated no tokens", "read the gate log", gpu=gpu_info)
+    if gpu and not (offload and offload[1] == offload[2] and int(offload[2]) > 0):
+        seen = f"{offload[1]}/{offload[2]} layers" if offload else "no 'offloaded N/N layers to GPU' line"
+        return Verdict(False, f"the CUDA build did not run on the GPU ({seen})",
+                       "check the CUDA driver and that the service user is in the video/render groups",
+                       tokens=tokens, gpu=gpu_info)
+    where = f" on {gpu_info['device'] or 'the GPU'} ({offload[1]}/{offload[2]} layers)" if gpu else " on the CPU"
+    return Verdict(True, f"generated {tokens} tokens{where}", tokens=tokens, gpu=gpu_info)
+
+
+def ensure_model(transport) -> None:
+    """Upload the tiny GGUF unless the device already has these exact bytes."""
+    have = transport.run(f"sha256sum {q(GATE_MODEL)} 2>/dev/null", check=False).stdout.split()
+    if have and have[0] == tiny_llama_sha256():
+        return
+    import tempfile
+    from pathlib import Path
+
+    transport.sudo(f"install -d -m 0755 {q(L.GATE_DIR)}")
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tiny-llama.gguf"
+        path.write_bytes(tiny_llama_bytes())
+        transport.put(path, GATE_MODEL, sudo=True, mode="0644")
+
+
+def run_gate(transport, run: GateRun, timeout: float = 120.0, progress=lambda text: None) -> Verdict:
+    """Start the build's llama-server in the unit's sandbox, ask for tokens, stop it; the verdict (not raised)."""
+    ensure_model(transport)
+    transport.sudo(f"systemctl stop {q(run.unit)} 2>/dev/null; systemctl reset-failed {q(run.unit)} 2>/dev/null; "
+                   "true", check=False)
+    start = time.monotonic()
+    started = transport.sudo(run.start_command(), check=False)
+    show, healthy, completion = {}, False, None
+    if started.ok:
+        while time.monotonic() - start < timeout:
+            out = transport.sudo(run.poll_command(), check=False).stdout
+            show = parse_show(out)
+            if "health=200" in out:
+                healthy = True
+                break
+            if show.get("ActiveState") in ("failed", "inactive"):
+                break
+            progress(f"gate: waiting for the test server ({time.monotonic() - start:.0f}s)")
+            time.sleep(0.5)
+        if healthy:
+            completion = transport.sudo(run.completion_command(), check=False).stdout
+    log = transport.sudo(run.stop_command(), check=False).stdout
+    if not started.ok:
+        log = (started.stdout + started.stderr) + log
+        show = {"ActiveState": "not started"}
+    else:
+        final = parse_show(transport.sudo(f"systemctl show {q(run.unit)} -p ActiveState -p Result -p ExecMainCode "
+                                          "-p ExecMainStatus", check=False).stdout)
+        if not healthy and final.get("ExecMainCode") not in (None, "", "0"):
+            show = final
+    verdict = judge(show, healthy, completion, log, run.gpu)
+    verdict.seconds = round(time.monotonic() - start, 2)
+    verdict.log = run.log
+    if not verdict.ok and not healthy and "did not become healthy" in verdict.reason:
+        tail = "\n".join(log.strip().splitlines()[-3:])
+        if tail:
+            verdict.reason += f"; last lines: {tail}"
+    return verdict
+
+
+def record(transport, prefix: str, verdict: Verdict, build_id: str) -> dict:
+    """Write the verdict next to the build as gate.json (root, 0644), with this device's machine-id."""
+    machine = transport.run("cat /etc/machine-id", check=False).stdout.strip()
+    data = {"build": build_id, "machine_id": machine, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **verdict.to_json()}
+    transport.put_text(json.dumps(data, indent=2) + "\n", f"{prefix}/{L.GATE_NAME}", sudo=True)
+    return data
+
+
+def read_record_command(prefix: str) -> str:
+    return f"cat /etc/machine-id; echo @@gate; cat {q(prefix)}/{L.GATE_NAME} 2>/dev/null"
+
+
+def parse_record(output: str) -> dict | None:
+    """Pure: the gate record of a build, or None when missing or written on another machine (a pack)."""
+    machine, _, text = output.partition("@@gate")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("machine_id") != machine.strip():
+        return None
+    return data

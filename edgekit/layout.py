@@ -1,0 +1,32 @@
+"""The device layout: every path edgekit uses on a device, the unit's name and the stamp's name. One place."""
+
+from __future__ import annotations
+
+PREFIX = "/opt/edgekit"
+INSTALL_ROOT = f"{PREFIX}/llama.cpp"          # <version>-<flags hash>/ per build
+CURRENT = f"{INSTALL_ROOT}/current"            # the build the service runs (a symlink, switched atomically)
+PREVIOUS = f"{INSTALL_ROOT}/previous"
+BUILD_ROOT = f"{PREFIX}/build"
+MODELS_DIR = f"{PREFIX}/models"
+GATE_DIR = f"{PREFIX}/gate"                    # the tiny GGUF the build gate runs
+
+ETC_DIR = "/etc/edgekit"
+ENV_PATH = f"{ETC_DIR}/llama-server.env"
+API_KEY_PATH = f"{ETC_DIR}/api-key"
+
+STATE_DIR = "/var/lib/edgekit"                 # what edgekit learned about the device (root only)
+CPU_REFUSED = f"{STATE_DIR}/cpu-refused"       # CPU levels whose build failed the gate here, one per line
+HEALTHY = f"{STATE_DIR}/last-healthy.json"     # the last state a provision ended healthy in
+HEALTHY_DIR = f"{STATE_DIR}/last-healthy"      # copies of its env file and unit
+
+CACHE_DIR = "/var/cache/edgekit"
+SOURCE_CACHE = f"{CACHE_DIR}/src"
+PACK_DIR = f"{CACHE_DIR}/packs"
+CCACHE_DIR = f"{CACHE_DIR}/ccache"
+LOG_DIR = "/var/log/edgekit"
+
+UNIT_NAME = "edgekit-llama-server"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}.service"
+SERVICE_USER = "edgekit"
+STAMP_NAME = "build-stamp.json"
+GATE_NAME = "gate.json"                        # the gate's verdict for one build on this device

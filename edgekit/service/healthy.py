@@ -1,0 +1,123 @@
+"""The last healthy state (build, env file, unit) recorded on the device, and the way back to it.
+
+A provision that ends healthy records what it ended in: `/var/lib/edgekit/last-healthy.json` (the build the
+`current` link resolved to, the model, the sha256 of the env file and the unit) with copies of both files in
+`/var/lib/edgekit/last-healthy/`. When a later provision changes the build, the model or the settings and the
+service is then unhealthy, `restore` puts that state back (systemd's start limit cleared first), restarts, and
+checks it is healthy again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+
+from edgekit import layout as L
+from edgekit.errors import EdgekitError, RemoteCommandFailed
+from edgekit.remote.plan import Change, Context, Noop
+
+q = shlex.quote
+ENV_COPY = f"{L.HEALTHY_DIR}/llama-server.env"
+UNIT_COPY = f"{L.HEALTHY_DIR}/{L.UNIT_NAME}.service"
+
+
+class DeployRolledBack(EdgekitError):
+    """A change left the service unhealthy; the last healthy state was restored."""
+
+    exit_code = 4
+
+
+def state_command() -> str:
+    """One round trip: where `current` points, the env file and unit as they are, and the recorded state."""
+    return (f"echo \"@@current $(readlink -f {q(L.CURRENT)} 2>/dev/null)\"; echo @@env; cat {q(L.ENV_PATH)} 2>/dev/null; "
+            f"echo @@unit; cat {q(L.UNIT_PATH)} 2>/dev/null; echo @@healthy; cat {q(L.HEALTHY)} 2>/dev/null")
+
+
+def parse_state(output: str) -> dict:
+    """Pure: {"current", "env", "unit", "healthy" (dict or None)} from state_command's output."""
+    head, _, rest = output.partition("@@env\n")
+    env, _, rest = rest.partition("@@unit\n")
+    unit, _, healthy_text = rest.partition("@@healthy\n")
+    current = next((line[len("@@current "):].strip() for line in head.splitlines() if line.startswith("@@current ")),
+                   "")
+    try:
+        healthy = json.loads(healthy_text) if healthy_text.strip() else None
+    except ValueError:
+        healthy = None
+    return {"current": current or None, "env": env, "unit": unit,
+            "healthy": healthy if isinstance(healthy, dict) else None}
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def env_value(env_text: str, key: str) -> str | None:
+    for line in env_text.splitlines():
+        if line.startswith(key + "="):
+            return line.split("=", 1)[1]
+    return None
+
+
+def describe(healthy: dict | None) -> str:
+    if not healthy:
+        return "none recorded"
+    return (f"build {(healthy.get('build') or '?').rsplit('/', 1)[-1]}, model {healthy.get('model')}, "
+            f"recorded {healthy.get('at')}")
+
+
+class RecordHealthy:
+    """The state the service is healthy in, recorded on the device (what a failed change rolls back to)."""
+
+    name = "last healthy"
+
+    def plan(self, ctx: Context):
+        if ctx.dry_run:
+            return Noop("would record the state once the service is healthy")
+        st = parse_state(ctx.transport.sudo(state_command(), check=False).stdout)
+        h = st["healthy"] or {}
+        if h.get("build") == st["current"] and h.get("env_sha256") == sha(st["env"]) \
+                and h.get("unit_sha256") == sha(st["unit"]):
+            return Noop(f"already recorded: {describe(h)}")
+        record = {"build": st["current"], "model": env_value(st["env"], "LLAMA_ARG_ALIAS"),
+                  "model_path": env_value(st["env"], "LLAMA_ARG_MODEL"), "env_sha256": sha(st["env"]),
+                  "unit_sha256": sha(st["unit"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        commands = [f"install -d -m 0700 {q(L.HEALTHY_DIR)}", f"cp -p {q(L.ENV_PATH)} {q(ENV_COPY)}",
+                    f"cp -p {q(L.UNIT_PATH)} {q(UNIT_COPY)}"]
+
+        def apply(c: Context) -> None:
+            for command in commands:
+                c.sudo(command)
+            c.transport.put_text(json.dumps(record, indent=2) + "\n", L.HEALTHY, sudo=True, mode="0644")
+            c.state["healthy"] = record
+
+        return Change(f"record the healthy state: {describe(record)}",
+                      commands + [f"upload -> {L.HEALTHY} (0644 root): {json.dumps(record)}"], apply)
+
+
+def restore_commands(st: dict) -> list[str]:
+    """Pure: the commands that put the recorded healthy state back (build, env, unit), then restart."""
+    from edgekit.build.steps import switch_commands
+
+    h = st["healthy"] or {}
+    cmds = [f"systemctl reset-failed {L.UNIT_NAME} 2>/dev/null; true"]
+    if h.get("build") and h["build"] != st["current"]:
+        cmds += switch_commands(h["build"], st["current"])
+    if h.get("env_sha256") != sha(st["env"]):
+        cmds.append(f"install -m 0644 {q(ENV_COPY)} {q(L.ENV_PATH)}")
+    if h.get("unit_sha256") != sha(st["unit"]):
+        cmds += [f"install -m 0644 {q(UNIT_COPY)} {q(L.UNIT_PATH)}", "systemctl daemon-reload"]
+    cmds.append(f"systemctl restart {L.UNIT_NAME}")
+    return cmds
+
+
+def restore(transport) -> dict:
+    """Put the last healthy state back and restart; returns the record restored. Raises when none is recorded."""
+    st = parse_state(transport.sudo(state_command(), check=False).stdout)
+    if not st["healthy"]:
+        raise RemoteCommandFailed("restore last healthy state", 1, "", message="no healthy state is recorded")
+    for command in restore_commands(st):
+        transport.sudo(command)
+    return st["healthy"]

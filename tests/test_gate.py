@@ -1,0 +1,136 @@
+"""The build gate and the CPU level choice, pure: captured /proc/cpuinfo, systemd states and llama-server logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.build import isa
+from edgekit.build.gate import GateRun, judge, parse_record, sandbox_properties, unit_name
+from edgekit.errors import UsageError
+from edgekit.models.tiny import tiny_llama_bytes, tiny_llama_sha256
+from edgekit.service.settings import render_unit
+
+# Captured on this project's CI machine (AMD EPYC, KVM guest), first two lines of `grep -E ... /proc/cpuinfo`.
+CPUINFO_EPYC = (
+    "model name\t: AMD EPYC\n"
+    "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht "
+    "syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm rep_good nopl xtopology nonstop_tsc cpuid extd_apicid tsc_known_freq "
+    "pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt tsc_deadline_timer aes xsave avx f16c rdrand "
+    "hypervisor lahf_lm cmp_legacy cr8_legacy abm sse4a misalignsse 3dnowprefetch osvw topoext perfctr_core invpcid_single "
+    "ssbd ibrs ibpb stibp vmmcall fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms invpcid avx512f avx512dq rdseed adx smap "
+    "avx512ifma clflushopt clwb avx512cd sha_ni avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves avx512_bf16 clzero "
+    "xsaveerptr wbnoinvd arat avx512vbmi umip pku ospke avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg "
+    "avx512_vpopcntdq rdpid fsrm\n")
+# The machine of the report (issue 11): a Xeon VM advertising AMX it cannot execute (flags of note, as reported).
+CPUINFO_XEON_AMX = ("model name\t: Intel(R) Xeon(R) Processor\n"
+                    "flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma bmi1 bmi2 avx2 avx512f avx512dq avx512cd "
+                    "avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8 hypervisor\n")
+# A public capture of an ARMv8.2 core (NXP i.MX93, Cortex-A55); Orin's Cortex-A78AE lists the same v8.2 features.
+CPUINFO_ARMV82 = ("processor\t: 0\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+                  "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\n")
+
+
+def test_parse_cpuinfo_x86_and_arm():
+    model, flags = isa.parse_cpuinfo(CPUINFO_EPYC)
+    assert model == "AMD EPYC" and {"avx512f", "avx2", "sse4_2"} <= flags and "amx_tile" not in flags
+    model, flags = isa.parse_cpuinfo(CPUINFO_ARMV82)
+    assert model is None and {"asimddp", "fphp", "asimdhp"} <= flags
+
+
+def test_levels_never_native_never_amx_and_every_switch_explicit():
+    for text in (CPUINFO_EPYC, CPUINFO_XEON_AMX):
+        _, flags = isa.parse_cpuinfo(text)
+        level = isa.choose("x86_64", flags)
+        assert level.name == "x86-64-v4"
+        defines = isa.defines_for(level, "x86_64")
+        assert defines[0] == "-DGGML_NATIVE=OFF" and "-DGGML_NATIVE=ON" not in defines
+        assert {"-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF", "-DGGML_AVX512=ON"} <= set(defines)
+        assert len([d for d in defines if d.startswith("-DGGML_") and d != "-DGGML_NATIVE=OFF"]) == len(isa.X86_SWITCHES)
+
+
+def test_refused_levels_fall_back_and_arm_levels():
+    _, flags = isa.parse_cpuinfo(CPUINFO_XEON_AMX)
+    assert isa.choose("x86_64", flags, refused={"x86-64-v4"}).name == "x86-64-v3"
+    v3 = isa.choose("x86_64", {"avx", "avx2", "fma", "f16c", "bmi2", "sse4_2"})
+    assert v3.name == "x86-64-v3" and "-DGGML_AVX512=OFF" in isa.defines_for(v3, "x86_64")
+    assert isa.lower("x86_64", v3).name == "x86-64-v2"
+    assert isa.lower("x86_64", isa.choose("x86_64", set())) is None         # the bottom has no fallback
+    _, arm = isa.parse_cpuinfo(CPUINFO_ARMV82)
+    level = isa.choose("aarch64", arm)
+    assert isa.defines_for(level, "aarch64") == ["-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"]
+    assert isa.choose("aarch64", set()).name == "armv8-a"
+    assert isa.choose("x86_64", flags, requested="native") is None
+    assert isa.defines_for(None, "x86_64") == ["-DGGML_NATIVE=ON"]
+    with pytest.raises(UsageError, match="--cpu-level"):
+        isa.choose("x86_64", flags, requested="armv8-a")
+
+
+def test_sandbox_properties_come_from_the_rendered_unit():
+    unit = render_unit({"edgekit_private_devices": True, "edgekit_service_groups": ["video"]})
+    props = sandbox_properties(unit)
+    assert "User=edgekit" in props and "SupplementaryGroups=video" in props and "PrivateDevices=yes" in props
+    assert "SystemCallFilter=@system-service" in props and "MemoryDenyWriteExecute=yes" in props
+    assert not any(p.startswith(("ExecStart=", "Restart=", "EnvironmentFile=", "Description=")) for p in props)
+    run = GateRun("b11312-abcd1234", "/opt/edgekit/llama.cpp/b11312-abcd1234.partial/bin", False, props)
+    start = run.start_command()
+    assert start.startswith("systemd-run --unit=edgekit-gate-b11312-abcd1234 --service-type=exec")
+    assert "'--property=SystemCallFilter=~@privileged @resources'" in start and "--n-gpu-layers 0" in start
+    assert "--host /run/edgekit-gate-b11312-abcd1234/llama.sock" in start
+    assert unit_name("a b;c") == "edgekit-gate-a_b_c"
+
+
+SHOW_SIGILL = {"ActiveState": "failed", "Result": "core-dump", "ExecMainCode": "3", "ExecMainStatus": "4"}
+LOG_CUDA_OK = ("ggml_cuda_init: found 1 CUDA devices:\n  Device 0: Orin, compute capability 8.7, VMM: yes\n"
+               "load_tensors: offloaded 3/3 layers to GPU\nmain: server is listening on unix:///run/x/llama.sock\n")
+
+
+def test_judge_names_the_signal_in_plain_words():
+    v = judge(SHOW_SIGILL, False, None, "", gpu=False)
+    assert not v.ok and v.signal == "SIGILL" and "CPU instructions this machine cannot run" in v.reason
+    v = judge({**SHOW_SIGILL, "ExecMainStatus": "31", "Result": "signal", "ExecMainCode": "2"}, False, None, "", False)
+    assert v.signal == "SIGSYS" and "SystemCallFilter" in v.reason
+
+
+@pytest.mark.parametrize("log, words", [
+    ("CUDA error: no kernel image is available for execution on the device", "another GPU architecture"),
+    ("NvRmMemInitNvmap failed with Permission denied", "/dev/nvmap"),
+    ("llama-server: error while loading shared libraries: libcuda.so.1: cannot open shared object file",
+     "CUDA driver library"),
+])
+def test_judge_reads_cuda_failures_from_the_log(log, words):
+    v = judge({"ActiveState": "failed", "Result": "exit-code", "ExecMainCode": "1", "ExecMainStatus": "1"},
+              False, None, log, gpu=True)
+    assert not v.ok and words in v.reason and v.hint
+
+
+def test_judge_healthy_cpu_and_gpu():
+    done = '{"content": "abc", "tokens_predicted": 8}'
+    assert judge({"ActiveState": "active"}, True, done, "", gpu=False).ok
+    v = judge({"ActiveState": "active"}, True, done, LOG_CUDA_OK, gpu=True)
+    assert v.ok and v.gpu == {"device": "Orin", "offloaded": 3, "layers": 3} and "3/3 layers" in v.reason
+    v = judge({"ActiveState": "active"}, True, done, "load_tensors: offloaded 0/3 layers to GPU", gpu=True)
+    assert not v.ok and "did not run on the GPU" in v.reason
+    assert not judge({"ActiveState": "active"}, True, "not json", "", gpu=False).ok
+
+
+def test_gate_record_is_per_machine():
+    rec = '{"ok": true, "build": "b1-x", "machine_id": "abc"}'
+    assert parse_record(f"abc\n@@gate\n{rec}")["ok"]
+    assert parse_record(f"other\n@@gate\n{rec}") is None       # a pack's record from the builder does not count
+    assert parse_record("abc\n@@gate\n") is None
+
+
+def test_tiny_gguf_is_valid_and_deterministic():
+    gguf = pytest.importorskip("gguf")
+    data = tiny_llama_bytes()
+    assert data == tiny_llama_bytes() and len(data) < 500_000 and tiny_llama_sha256() == tiny_llama_sha256()
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.gguf"
+        path.write_bytes(data)
+        reader = gguf.GGUFReader(str(path))
+        names = [t.name for t in reader.tensors]
+        assert names[0] == "token_embd.weight" and "blk.1.ffn_down.weight" in names
+        assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "llama"
