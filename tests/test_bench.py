@@ -239,7 +239,7 @@ def test_wrong_or_missing_api_key(loopback):
 def test_unreachable_server():
     with pytest.raises(ConnectError) as e:
         Server("http://127.0.0.1:9").wait_ready(timeout=1, connect_grace=0.2, poll=0.05)
-    assert "connection refused" in e.value.message and "systemctl status llama-server" in e.value.hint
+    assert "connection refused" in e.value.message and "systemctl status edgekit-llama-server" in e.value.hint
     with pytest.raises(UsageError):
         Server("ftp://x")
 

@@ -134,3 +134,41 @@ def test_tiny_gguf_is_valid_and_deterministic():
         names = [t.name for t in reader.tensors]
         assert names[0] == "token_embd.weight" and "blk.1.ffn_down.weight" in names
         assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "llama"
+
+
+def test_run_build_falls_back_one_level_after_sigill(monkeypatch):
+    """The orchestration: a SIGILL on an automatically chosen level is recorded (facts re-read) and the next lower
+    level is planned; an explicit --cpu-level is never second-guessed."""
+    from types import SimpleNamespace
+
+    from edgekit.build import spec as S
+    from edgekit.build import steps as B
+    from edgekit.build.gate import GateRefused, Verdict
+    from edgekit.remote.plan import Context, NullReporter
+
+    refused: list[str] = []
+    planned: list[str] = []
+
+    def fake_run_steps(ctx, steps):
+        facts = ctx.state["facts"]
+        level = isa.choose("x86_64", facts.cpu_flags, set(facts.cpu_refused), steps[0].spec.cpu_level)
+        planned.append(level.name)
+        if level.name == "x86-64-v4":
+            refused.append(level.name)
+            raise GateRefused("died of SIGILL", Verdict(False, "SIGILL", signal="SIGILL"), cpu_level=level.name)
+        return ["ok"]
+
+    _, flags = isa.parse_cpuinfo(CPUINFO_XEON_AMX)
+    facts = lambda: SimpleNamespace(cpu_flags=flags, cpu_refused=list(refused))  # noqa: E731
+    monkeypatch.setattr(B, "run_steps", fake_run_steps)
+    monkeypatch.setattr(B, "read_facts", lambda transport, arch=None: facts())
+    ctx = Context(transport=SimpleNamespace(name="vm"), reporter=NullReporter())
+    ctx.state["facts"] = facts()
+    assert B.run_build(ctx, S.BuildSpec(cpu_only=True)) == ["ok"]
+    assert planned == ["x86-64-v4", "x86-64-v3"]
+    refused.clear()
+    planned.clear()
+    ctx.state["facts"] = facts()
+    with pytest.raises(GateRefused):
+        B.run_build(ctx, S.BuildSpec(cpu_only=True, cpu_level="x86-64-v4"))
+    assert planned == ["x86-64-v4"]

@@ -83,8 +83,8 @@ class Server:
             raw = resp.read().decode("utf-8", "replace")
         except (ConnectionRefusedError, socket.timeout, TimeoutError, OSError, http.client.HTTPException) as e:
             raise ConnectError(f"cannot reach llama-server at {self.url}: {_reason(e)}",
-                               hint="check the URL and port, and that the service runs "
-                                    "(systemctl status llama-server on the device)") from None
+                               hint="check the URL and port, and that the service runs (`edgekit status TARGET`, "
+                                    "or systemctl status edgekit-llama-server on the device)") from None
         finally:
             conn.close()
         try:
@@ -117,7 +117,8 @@ class Server:
             if status is not None and status != 503:
                 self._check_auth(status, data)
                 raise ServerError(f"llama-server at {self.url} answered /health with HTTP {status}: {_msg(data)}",
-                                  hint="look at the server log: journalctl -u llama-server on the device")
+                                  hint="look at the server log: `edgekit logs TARGET`, or "
+                                       "journalctl -u edgekit-llama-server on the device")
             if waited > timeout:
                 raise ServerError(f"llama-server at {self.url} still not ready after {timeout:.0f}s "
                                   f"({_msg(data) if data else 'no answer'})",

@@ -79,7 +79,7 @@ def find_server(transport, port: Optional[int] = None) -> ServerProcess:
             procs.append(parse_server_cmdline(int(head), exe.strip(), cmdline.rstrip("\n"), environ.rstrip("\n")))
     if not procs:
         raise EdgekitError(f"no {SERVER_NAME} process on {transport.name}: cannot run llama-bench with its settings",
-                           hint="start the server (edgekit provision, or systemctl start llama-server), "
+                           hint="start the server (edgekit provision, or systemctl start edgekit-llama-server), "
                                 "or leave out --llama-bench")
     if port is not None:
         matching = [p for p in procs if (p.port or 8080) == port]

@@ -24,7 +24,9 @@ TARGETS = ("llama-server", "llama-bench", "llama-cli")
 from edgekit.layout import (BUILD_ROOT, CCACHE_DIR, CURRENT, INSTALL_ROOT, LOG_DIR, PACK_DIR,  # noqa: E402,F401
                             SOURCE_CACHE, STAMP_NAME)
 
-BUILD_DEPS = ("build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev")
+BUILD_DEPS = ("build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev", "curl")  # curl: the gate
+# apt without its default patience: a device that cannot reach its mirror fails in seconds, not 10 minutes.
+APT_OPTS = "-o Acquire::Retries=0 -o Acquire::http::Timeout=15 -o Acquire::https::Timeout=15"
 
 # Memory per parallel compile job: plain C++ vs nvcc on ggml-cuda's template-heavy files (an 8 GB Orin Nano
 # OOMs at high -j with CUDA).

@@ -130,11 +130,24 @@ class BuildDeps:
             return Noop(f"build dependencies present ({', '.join(S.BUILD_DEPS)})")
         if not self.spec.install_deps:
             return Noop(f"not installing missing {' '.join(missing)} (--skip-deps); the build may fail without them")
-        commands = ["apt-get update -q",
-                    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends " + " ".join(missing)]
-        hint = "check the device reaches its apt mirrors, or install these packages offline and pass --skip-deps"
-        return Change(f"install {' '.join(missing)}", commands,
-                      apply=lambda c: [c.sudo(command, hint=hint) for command in commands])
+        commands = [f"apt-get update -q --error-on=any {S.APT_OPTS}",
+                    f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {S.APT_OPTS} "
+                    + " ".join(missing)]
+        hint = (f"the device could not reach its apt mirror (see the output above): fix its network or mirror, or "
+                f"install {' '.join(missing)} offline and run again with --skip-deps")
+
+        def apply(c: Context) -> None:
+            for command in commands:
+                res = c.sudo(command, check=False, timeout=1800)
+                if not res.ok:
+                    unreachable = any(s in res.stdout + res.stderr for s in (
+                        "Temporary failure resolving", "Could not resolve", "Failed to fetch", "Connection timed out",
+                        "Unable to connect", "Network is unreachable", "Could not connect"))
+                    raise RemoteCommandFailed(command, res.exit_code, res.stdout + res.stderr,
+                                              message=("apt cannot reach its mirror on " if unreachable else
+                                                       "apt failed on ") + c.transport.name, hint=hint)
+
+        return Change(f"install {' '.join(missing)}", commands, apply=apply)
 
 
 def missing_packages(dpkg_output: str, wanted) -> list[str]:

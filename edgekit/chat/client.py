@@ -174,7 +174,8 @@ class LlamaClient:
                                    hint="the conversation is longer than the server's context: shorten it "
                                         "(in chat: /save, then /reset), or serve with a larger context size")
         return ServerError(f"llama-server answered {status}: {message}", status=status, server_message=message,
-                           body=data, hint="see the server's log on the device (journalctl -u the llama-server unit)")
+                           body=data, hint="see the server's log: `edgekit logs TARGET` "
+                                           "(journalctl -u edgekit-llama-server on the device)")
 
     def _request(self, method: str, path: str, payload: dict | None = None,
                  timeout: float | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:

@@ -8,11 +8,10 @@ from typing import Optional
 import typer
 from rich import box
 from rich.cells import cell_len
-from rich.table import Table
 
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Json, open_transport
-from edgekit.console import DataTable, StepPrinter, emit_json, err
+from edgekit.console import DataTable, StepPrinter, emit_json, err, say
 from edgekit.errors import UsageError
 
 models_app = typer.Typer(help="The model catalog: list, show, fit, pull.", no_args_is_help=True,
@@ -85,15 +84,13 @@ def models_table(entries, with_note: bool = True) -> DataTable:
 @models_app.command("show")
 def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2-1.3b"), json_out: bool = Json):
     """Show one catalog entry: files, hashes and pins, chat template, system prompt, sampling."""
-    from rich.markup import escape
-
     from edgekit.models import catalog
 
     e = catalog.get(name.partition(":")[0])
     if json_out:
         emit_json(e.to_json())
         return
-    table = Table(title=f"model: {e.name}", show_header=False, title_justify="left")
+    table = DataTable(title=f"model: {e.name}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("repo", e.repo)
@@ -105,7 +102,7 @@ def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2
     for q in e.quants.values():
         pin = "pinned" if q.pinned else f"NOT PINNED ({catalog.ALLOW_UNPINNED_FLAG}): {q.unpinned_reason}"
         table.add_row(f"{q.name}{' (default)' if q.name == e.default_quant else ''}",
-                      escape(f"{q.file} {_size(q)} sha256 {q.sha256 or '-'} @ {q.revision}; {pin}"))
+                      f"{q.file} {_size(q)} sha256 {q.sha256 or '-'} @ {q.revision}; {pin}")
     table.add_row("note", e.note)
     err.print(table)
 
@@ -151,8 +148,8 @@ def fit_cmd(
     if json_out:
         emit_json(report.to_json())
     elif report.fits:
-        err.print("[green]fits[/]: " + report.summary(), soft_wrap=True)
-    fit.require_fit(report)   # exit 5 with the numbers and suggestions when it does not fit
+        say(("fits", "green"), ": " + report.summary())
+    fit.require_fit(report, force_flag=False)   # exit 5 with the numbers and suggestions when it does not fit
 
 
 def fit_markdown(label: str, total: int, kv_type: str = "f16") -> str:

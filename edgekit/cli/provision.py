@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from edgekit import provision as prov
 from edgekit import state as controller_state
@@ -14,7 +13,7 @@ from edgekit.build.spec import BuildSpec
 from edgekit.cli.app import app
 from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, become_password,
                                 hosts_for, is_fleet, open_transport, run_on_fleet)
-from edgekit.console import StepPrinter, emit_json, err
+from edgekit.console import DataTable, StepPrinter, emit_json, err, say
 from edgekit.errors import UsageError
 from edgekit.models.steps import ModelRequest
 from edgekit.remote.plan import Context
@@ -94,17 +93,19 @@ def provision(
         emit_json({"target": target, "dry_run": dry_run, "changed": len(changed),
                    "steps": [r.to_json() for r in results], "answer": context.state.get("smoke_answer")})
     if dry_run:
-        err.print(f"dry run: {len(changed)} step(s) would change {target}; nothing was changed")
+        say(f"dry run: {len(changed)} step(s) would change {target}; nothing was changed")
         return
     saved = controller_state.load(t.name) or {}
-    err.print("[green]no changes[/]: everything was already in place" if not changed
-              else f"[yellow]{len(changed)} step(s) changed[/]")
-    err.print(f"serving {saved.get('model')} at {saved.get('url')}  (unit {UNIT_NAME})")
+    if not changed:
+        say(("no changes", "green"), ": everything was already in place")
+    else:
+        say((f"{len(changed)} step(s) changed", "yellow"))
+    say(f"serving {saved.get('model')} at {saved.get('url')}  (unit {UNIT_NAME})")
     if context.state.get("api_key_new"):
-        err.print(f"API key (shown once; kept in {saved.get('api_key_file')}): {context.state['api_key_new']}")
+        say(f"API key (shown once; kept in {saved.get('api_key_file')}): {context.state['api_key_new']}")
     key = "-H \"Authorization: Bearer $(cat " + saved["api_key_file"] + ")\" " if saved.get("api_key_file") else ""
-    err.print(f"try: curl {saved.get('url')}/v1/chat/completions {key}-H 'Content-Type: application/json' "
-              "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"介绍一下北京\"}]}'", soft_wrap=True)
+    say(f"try: curl {saved.get('url')}/v1/chat/completions {key}-H 'Content-Type: application/json' "
+        "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"介绍一下北京\"}]}'")
 
 
 def _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,
@@ -123,8 +124,8 @@ def _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new
                    "build": [r.to_json() for r in out["build_results"]],
                    "hosts": [r.to_json() for r in out["deploy"]]})
     for build_id, b in builds.items():
-        err.print(f"build {build_id}: " + (f"built on {b['builder']} in {b['seconds']}s" if b["builder"]
-                                           else "taken from the controller cache"))
+        say(f"build {build_id}: ", f"built on {b['builder']} in {b['seconds']}s" if b["builder"]
+            else "taken from the controller cache")
     raise_for_failures(out["deploy"])  # hosts that failed earlier phases fail here too, with the reason
 
 
@@ -150,7 +151,7 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
     if json_out:
         emit_json(info)
         return
-    table = Table(title=f"{UNIT_NAME} on {target}", show_header=False, title_justify="left")
+    table = DataTable(title=f"{UNIT_NAME} on {target}", show_header=False, title_justify="left")
     build = info["build"] or {}
     rows = [("state", f"{info['active']} ({info['sub']}), {info['enabled']}, PID {info['pid']}, "
                       f"{info['restarts']} restart(s)"),
@@ -188,7 +189,7 @@ def uninstall(target: str = Target,
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         removed = prov.uninstall(t, purge_models)
     for item in removed:
-        err.print(f"removed {item}")
+        say(f"removed {item}")
 
 
 @app.command()
@@ -198,6 +199,6 @@ def rollback(target: str = Target, identity: Optional[Path] = Identity,
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         done = prov.rollback(t)
     if "build" in done:
-        err.print(f"build: {done['build']['from']} -> {done['build']['to']}")
+        say(f"build: {done['build']['from']} -> {done['build']['to']}")
     if "settings" in done:
-        err.print(f"settings restored: model {done['settings']}")
+        say(f"settings restored: model {done['settings']}")

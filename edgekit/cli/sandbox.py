@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from edgekit import provision as prov
 from edgekit.chat.client import LlamaClient
@@ -16,7 +14,7 @@ from edgekit.chat.endpoint import resolve
 from edgekit.chat.profile import profile_for
 from edgekit.cli.app import app
 from edgekit.cli.common import Json
-from edgekit.console import StepPrinter, emit_json, err
+from edgekit.console import DataTable, StepPrinter, emit_json, err, say
 from edgekit.remote.plan import Context
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
@@ -36,14 +34,14 @@ def up(
     json_out: bool = Json,
 ) -> None:
     """Create and boot stand-in devices; print how to reach them."""
-    made = [standin.up(name, jetson, log=lambda m: err.print(f"[dim]{m}[/]")) for name in (names or ["standin1"])]
+    made = [standin.up(name, jetson, log=lambda m: say((m, "dim"))) for name in (names or ["standin1"])]
     if json_out:
         emit_json([s.describe() for s in made])
         return
     for s in made:
-        err.print(f"[green]up[/] {s.name}: ssh {standin.LOGIN_USER}@{s.address} "
-                  f"(alias `{s.name}`; ssh -F {standin.write_ssh_config()} {s.name})")
-    err.print(f"try: edgekit facts {made[0].name}")
+        say(("up", "green"), f" {s.name}: ssh {standin.LOGIN_USER}@{s.address} "
+            f"(alias `{s.name}`; ssh -F {standin.write_ssh_config()} {s.name})")
+    say(f"try: edgekit facts {made[0].name}")
 
 
 @sandbox_app.command("down")
@@ -51,9 +49,9 @@ def down(names: list[str] = typer.Argument(None, help="Names to stop (default: a
     """Stop stand-in devices and remove what they made (network namespace, tmpfs root)."""
     for name in names or [s.name for s in standin.list_standins()]:
         if standin.down(name):
-            err.print(f"[green]down[/] {name}")
+            say(("down", "green"), f" {name}")
         else:
-            err.print(f"{name}: no such stand-in")
+            say(f"{name}: no such stand-in")
 
 
 @sandbox_app.command("status")
@@ -63,7 +61,7 @@ def status(json_out: bool = Json) -> None:
     if json_out:
         emit_json(rows)
         return
-    table = Table("name", "address", "jetson", "running", "ssh")
+    table = DataTable("name", "address", "jetson", "running", "ssh")
     for r in rows:
         table.add_row(r["name"], r["address"], r["jetson"] or "-", str(r["running"]), str(r["ssh"]))
     err.print(table)
@@ -78,18 +76,18 @@ def demo(
 ) -> None:
     """The main job on a stand-in: boot it, provision llama.cpp + SmolLM2-135M-Instruct as a service, ask it."""
     def log(message: str) -> None:
-        err.print(f"[dim]{escape(message)}[/]")
+        say((message, "dim"))
 
     sb = standin.up(name, None, log=log)
-    err.print(f"[bold]1/3[/] stand-in {sb.name} up at {sb.address} (real systemd and sshd)")
+    say(("1/3", "bold"), f" stand-in {sb.name} up at {sb.address} (real systemd and sshd)")
     opts = demo_lib.demo_options(Path(llama_src) if llama_src else None, log)
-    err.print(f"[bold]2/3[/] provisioning {sb.name}: build llama.cpp (CPU), gate it, push {demo_lib.MODEL}, "
-              "start the service")
+    say(("2/3", "bold"), f" provisioning {sb.name}: build llama.cpp (CPU), gate it, push {demo_lib.MODEL}, "
+        "start the service")
     with Transport(parse_target(sb.name)) as t:
         context = Context(t, reporter=StepPrinter("  "))
         prov.provision(context, opts)
     endpoint = resolve(sb.name)
-    err.print(f"[bold]3/3[/] asking {demo_lib.MODEL} at {endpoint.url}: {escape(question)}")
+    say(("3/3", "bold"), f" asking {demo_lib.MODEL} at {endpoint.url}: {question}")
     profile = profile_for(demo_lib.MODEL)
     messages = [{"role": "system", "content": profile.system_prompt}, {"role": "user", "content": question}]
     stream = LlamaClient(endpoint).chat(messages, profile.sampling.merged(max_tokens=256),
@@ -100,9 +98,9 @@ def demo(
     sys.stdout.write("\n")
     t = stream.result.timings or {}
     health = context.state.get("health") or {}
-    err.print(f"[dim]model load {health.get('loaded_s', 0):.1f} s · prompt {t.get('prompt_n', 0)} tokens at "
-              f"{t.get('prompt_per_second', 0):.0f} tok/s · generation {t.get('predicted_n', 0)} tokens at "
-              f"{t.get('predicted_per_second', 0):.1f} tok/s · stopped by {stream.result.finish_reason or '?'} "
-              f"(2 CPU threads of a stand-in)[/]")
-    err.print(f"[dim]next: edgekit chat {name} · edgekit bench {name} · edgekit status {name} · "
-              f"edgekit sandbox down {name}[/]")
+    say((f"model load {health.get('loaded_s', 0):.1f} s · prompt {t.get('prompt_n', 0)} tokens at "
+         f"{t.get('prompt_per_second', 0):.0f} tok/s · generation {t.get('predicted_n', 0)} tokens at "
+         f"{t.get('predicted_per_second', 0):.1f} tok/s · stopped by {stream.result.finish_reason or '?'} "
+         f"(2 CPU threads of a stand-in)", "dim"))
+    say((f"next: edgekit chat {name} · edgekit bench {name} · edgekit status {name} · "
+         f"edgekit sandbox down {name}", "dim"))

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from rich.live import Live
-from rich.table import Table
 
-from edgekit.console import err
+from edgekit.console import DataTable, err, plain
 from edgekit.errors import EdgekitError, PartialFailure
 from edgekit.fleet.inventory import Host
 
@@ -63,11 +62,11 @@ class HostRow:
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "running": "cyan", "skipped": "dim"}
 
 
-def _table(results: list[HostResult], title: str) -> Table:
-    table = Table("host", "status", "changed", "time", "detail", title=title, title_justify="left")
+def _table(results: list[HostResult], title: str) -> DataTable:
+    table = DataTable("host", "status", "changed", "time", "detail", title=title, title_justify="left")
     for r in results:
         style = STYLE.get(r.status, "white")
-        table.add_row(r.host, f"[{style}]{r.status}[/]", str(r.changed), f"{r.seconds:.1f}s", r.message)
+        table.add_row(r.host, plain(r.status, style), str(r.changed), f"{r.seconds:.1f}s", r.message)
     return table
 
 

@@ -74,7 +74,7 @@ def translate(e: device_fetch.FetchError, url: str) -> DownloadError:
     host = urllib.parse.urlsplit(url).netloc or url
     if e.kind in ("checksum", "size", "etag"):
         return ChecksumError(e.message, hint="the download was not installed; if the catalog is stale, pass "
-                                             "--sha256 with the right value or re-run with --force-download")
+                                             "--sha256 with the right value")
     if "gated" in e.message:
         return DownloadError(e.message, hint="set HF_TOKEN to a token that has access (it is never logged)")
     return DownloadError(e.message, hint=f"check that {host} is reachable (or set HF_ENDPOINT to a mirror), "

@@ -205,14 +205,18 @@ def check_entry(entry, quant, ctx: int | None, total_bytes: int, board: str = "d
     return report
 
 
-def require_fit(report: FitReport, force: bool = False) -> None:
-    """Raise UnsuitableDevice with the numbers and suggestions unless the model fits (or force)."""
+def require_fit(report: FitReport, force: bool = False, force_flag: bool = True) -> None:
+    """Raise UnsuitableDevice with the numbers and suggestions unless the model fits (or force).
+
+    force_flag: the command printing the hint has --force (the hint then offers it).
+    """
     if report.fits or force:
         return
     short = report.need_bytes - report.usable_bytes
     raise UnsuitableDevice(
         f"{report.summary()}: {gib(short)} short",
-        hint="try " + "; or ".join(report.suggestions) + " — or pass --force to install anyway")
+        hint="try " + "; or ".join(report.suggestions)
+             + (" — or pass --force to install anyway" if force_flag else ""))
 
 
 def board_total(board: str) -> tuple[str, int]:

@@ -47,8 +47,9 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def tiny_llama_bytes(seed: int = 0) -> bytes:
-    """The whole GGUF file (v3) as bytes; deterministic for a seed."""
+def tiny_llama_bytes(seed: int = 0, **header: int) -> bytes:
+    """The whole GGUF file (v3) as bytes; deterministic for a seed. `header` overrides llama.* numbers written
+    in the header only (tests use it for a file whose header and tensors disagree: it loads nowhere)."""
     s = SHAPE
     tokens, scores, types = vocabulary()
     e, ff, hd, nv = s["n_embd"], s["n_ff"], s["n_embd"] // s["n_head"], len(tokens)
@@ -56,7 +57,8 @@ def tiny_llama_bytes(seed: int = 0) -> bytes:
         _kv("general.architecture", _STR, "llama"), _kv("general.name", _STR, "edgekit gate tiny-llama"),
         _kv("general.file_type", _U32, 0), _kv("llama.context_length", _U32, s["n_ctx"]),
         _kv("llama.embedding_length", _U32, e), _kv("llama.block_count", _U32, s["n_layer"]),
-        _kv("llama.feed_forward_length", _U32, ff), _kv("llama.attention.head_count", _U32, s["n_head"]),
+        _kv("llama.feed_forward_length", _U32, ff),
+        _kv("llama.attention.head_count", _U32, header.get("head_count", s["n_head"])),
         _kv("llama.attention.head_count_kv", _U32, s["n_head_kv"]), _kv("llama.rope.dimension_count", _U32, hd),
         _kv("llama.attention.layer_norm_rms_epsilon", _F32, 1e-5), _kv("llama.vocab_size", _U32, nv),
         _kv("tokenizer.ggml.model", _STR, "llama"), _kv("tokenizer.ggml.tokens", _ARR, (_STR, tokens)),
