@@ -15,8 +15,9 @@ from edgekit.build.spec import BuildSpec, CURRENT, INSTALL_ROOT, STAMP_NAME
 from edgekit.build.steps import run_build, switch_commands
 from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.device import read_facts, require_supported
-from edgekit.models import catalog
-from edgekit.models.steps import ModelRequest, model_steps
+from edgekit.models.steps import ModelRequest, model_steps, require_pinned
+from edgekit import layout as L
+from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import probe
 from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
@@ -33,13 +34,17 @@ class ProvisionOptions:
 
 
 def options(s: Settings) -> ProvisionOptions:
-    """ProvisionOptions from validated settings; a model that is not pinned is refused here, before connecting."""
+    """ProvisionOptions from validated settings; a model that is not pinned is refused here, before connecting.
+    With --model-url and no --model, the model is one by URL, named and described by its own file."""
     name, _, quant = s.model.partition(":")
-    catalog.require_pinned(name, quant or None, s.allow_unpinned, sha256=s.sha256, source_url=s.model_url)
+    by_url = bool(s.model_url) and s.source("model") == "default"
+    request = ModelRequest(name=None if by_url else name, quant=None if by_url else (quant or None), ctx=s.ctx,
+                           fetch_on=s.fetch_on, hf_endpoint=s.hf_endpoint, source_url=s.model_url, force=s.force,
+                           sha256=s.sha256, kv_type=s.cache_type_kv or "f16", allow_unpinned=s.allow_unpinned,
+                           lock_file=s.lock_file)
+    require_pinned(request)
     return ProvisionOptions(
-        model=ModelRequest(name=name, quant=quant or None, ctx=s.ctx, fetch_on=s.fetch_on, hf_endpoint=s.hf_endpoint,
-                           source_url=s.model_url, force=s.force, sha256=s.sha256, kv_type=s.cache_type_kv or "f16",
-                           allow_unpinned=s.allow_unpinned),
+        model=request,
         build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
                         extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
         service=ServiceOptions(port=s.port, host=s.host, api_key=s.api_key, ctx=s.ctx, parallel=s.parallel,
@@ -82,9 +87,10 @@ def provision(ctx: Context, opts: ProvisionOptions):
     ctx.state["cuda_arch_override"] = opts.build.cuda_arch
     results: list = []
     try:
-        results += run_steps(ctx, [Preflight(), *pre_build_steps()])
-        results += run_build(ctx, opts.build)
-        results += deploy_steps(ctx, opts.service, [*model_steps(opts.model), *service_steps()])
+        with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
+            results += run_steps(ctx, [Preflight(), *pre_build_steps()])
+            results += run_build(ctx, opts.build)
+            results += deploy_steps(ctx, opts.service, [*model_steps(opts.model), *service_steps()])
     except EdgekitError as e:
         e.results = results + [r for r in getattr(e, "results", []) if r not in results]  # type: ignore
         raise
@@ -185,6 +191,11 @@ def _env(transport) -> dict[str, str]:
 
 def uninstall(transport, purge_models: bool = False) -> list[str]:
     """Remove the unit, user, settings, builds (and models with purge_models). Returns what was removed."""
+    with device_lock(transport, "uninstall"):
+        return _uninstall(transport, purge_models)
+
+
+def _uninstall(transport, purge_models: bool) -> list[str]:
     q = shlex.quote
     removed = []
     transport.sudo(f"systemctl disable --now {UNIT_NAME} 2>/dev/null; rm -f {UNIT_PATH} {UNIT_PATH}.previous; "
@@ -193,7 +204,7 @@ def uninstall(transport, purge_models: bool = False) -> list[str]:
     if transport.run(f"id {USER}", check=False).ok:
         transport.sudo(f"userdel {USER}")
         removed.append(f"user {USER}")
-    paths = ["/etc/edgekit", f"/var/lib/{UNIT_NAME}", INSTALL_ROOT, f"{PREFIX}/build"]
+    paths = ["/etc/edgekit", f"/var/lib/{UNIT_NAME}", INSTALL_ROOT, f"{PREFIX}/build", L.GATE_DIR, L.STATE_DIR]
     if purge_models:
         paths.append(MODELS_DIR)
     transport.sudo("rm -rf " + " ".join(q(p) for p in paths))
@@ -205,6 +216,11 @@ def uninstall(transport, purge_models: bool = False) -> list[str]:
 
 def rollback(transport) -> dict:
     """Switch back to the previous build and the previous server settings (model, ctx), then restart."""
+    with device_lock(transport, "rollback"):
+        return _rollback(transport)
+
+
+def _rollback(transport) -> dict:
     done = {}
     links = transport.run(f"readlink -e {CURRENT}; echo @@; readlink -e {INSTALL_ROOT}/previous", check=False)
     current, _, previous = (part.strip() for part in links.stdout.partition("@@"))

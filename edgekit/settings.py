@@ -179,6 +179,7 @@ FIELDS = [
     Field("allow_unpinned", "--allow-unpinned", False, _bool),
     Field("skip_deps", "--skip-deps", False, _bool),
     Field("rollback", "--no-rollback", True, _bool),
+    Field("lock_file", "--lock-file", None, _text()),
 ]
 BY_NAME = {f.name: f for f in FIELDS}
 ALIASES = {a: f.name for f in FIELDS for a in f.aliases}

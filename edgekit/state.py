@@ -2,6 +2,7 @@
 
 Written by `edgekit provision`, read by `status`, `bench`, `chat` and `ask`:
 $EDGEKIT_HOME/targets/<target>.json = {"target", "url", "api_key_file", "model", "port", "host"}.
+targets/ is 0700 and every file in it 0600, written through a fresh temp file (mkstemp) and renamed into place.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import tempfile
 from pathlib import Path
 
 from edgekit import paths
@@ -20,8 +23,25 @@ def _slug(target: str) -> str:
 
 def targets_dir() -> Path:
     path = paths.home() / "targets"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)          # made by an older edgekit with the umask's mode
     return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` atomically, 0600 whatever was there before: a new temp file (never a leftover one), renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def state_path(target: str) -> Path:
@@ -35,9 +55,7 @@ def load(target: str) -> dict | None:
 
 def save(target: str, data: dict) -> Path:
     path = state_path(target)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"target": target, **data}, indent=2) + "\n")
-    tmp.replace(path)
+    _write_private(path, json.dumps({"target": target, **data}, indent=2) + "\n")
     return path
 
 
@@ -52,13 +70,15 @@ def api_key_path(target: str) -> Path:
 
 def save_api_key(target: str, key: str) -> Path:
     path = api_key_path(target)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
-    path.with_suffix(".tmp").replace(path)
+    _write_private(path, key + "\n")
     return path
 
 
 def read_api_key(target: str) -> str | None:
+    """The saved API key; a key file readable by others (saved by an older edgekit) is made 0600 first."""
     path = api_key_path(target)
-    return path.read_text().strip() if path.is_file() else None
+    if not path.is_file():
+        return None
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)
+    return path.read_text().strip()

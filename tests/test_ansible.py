@@ -179,6 +179,29 @@ def test_role_plans_the_same_build_as_edgekit(tmp_path):
     assert got["cpu"]["prefix"] != got["cuda"]["prefix"]
 
 
+@pytest.mark.parametrize("bad, words", [
+    ({"edgekit_port": 70000}, "edgekit_port 1-65535"),
+    ({"edgekit_parallel": 0}, "edgekit_parallel >= 1"),
+    ({"edgekit_host": "127.0.0.1\nLLAMA_ARG_X=1"}, "no spaces or control"),
+    ({"edgekit_api_key_file": None, "edgekit_host": "0.0.0.0"}, "only with a loopback"),
+])
+def test_role_asserts_the_settings_rules(tmp_path, bad, words):
+    """The role refuses what `edgekit provision` refuses (edgekit/settings.py), before it changes anything."""
+    play = tmp_path / "check.yml"
+    good = {"edgekit_model_name": "gemma3-270m", "edgekit_model_file": "m.gguf", "edgekit_build_from_source": True}
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
+        "tasks": [{"ansible.builtin.include_tasks": str(ROLE / "tasks/preflight.yml"), "vars": {**good, **bad}}]}]))
+    res = run_playbook(tmp_path, play, inventory=None, timeout=120)
+    assert res.returncode != 0 and words in res.output, res.output[-2000:]
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
+        "tasks": [{"ansible.builtin.include_tasks": str(ROLE / "tasks/preflight.yml"), "vars": good}]}]))
+    assert run_playbook(tmp_path, play, inventory=None, timeout=120).returncode == 0
+
+
 def test_example_playbook_passes_syntax_check(tmp_path):
     res = run_playbook(tmp_path, ANSIBLE / "site.yml", "--syntax-check", inventory=ANSIBLE / "inventory.example.ini",
                        timeout=120)

@@ -68,13 +68,13 @@ def test_llama_bench_json():
 def test_server_cmdline_to_llama_bench_command():
     cmdline = "\0".join(["/opt/edgekit/llama.cpp/b1-abc/bin/llama-server", "-m", "/opt/edgekit/models/g/g.gguf",
                          "--threads=2", "-ngl", "99", "--parallel", "4", "-c", "8704", "--host", "0.0.0.0"]) + "\0"
-    proc = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc/bin/llama-server", cmdline)
+    proc = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc", cmdline)
     assert (proc.model, proc.threads, proc.n_gpu_layers, proc.parallel, proc.ctx_size) == (
         "/opt/edgekit/models/g/g.gguf", 2, "99", 4, 8704)
     cmd = llama_bench.command(proc, 512, 128, 3)
     assert cmd.startswith("/opt/edgekit/llama.cpp/b1-abc/bin/llama-bench -m /opt/edgekit/models/g/g.gguf")
     assert "-p 512 -n 128 -r 3 -o json -t 2 -ngl 99" in cmd
-    bare = llama_bench.parse_server_cmdline(8, "/usr/bin/llama-server", "llama-server\0-m\0m.gguf\0")
+    bare = llama_bench.parse_server_cmdline(8, "/opt/edgekit/llama.cpp/b1-abc", "llama-server\0-m\0m.gguf\0")
     assert "-t" not in llama_bench.command(bare, 512, 128, 1).split()   # server default threads = bench default
 
 
@@ -255,9 +255,10 @@ def test_server_settings_from_the_edgekit_service_environment():
     """edgekit's unit passes llama-server's settings as LLAMA_ARG_* variables; flags still win over them."""
     env = ("LANG=C\0LLAMA_ARG_MODEL=/opt/edgekit/models/m/m.gguf\0LLAMA_ARG_PORT=8080\0LLAMA_ARG_N_GPU_LAYERS=999\0"
            "LLAMA_ARG_THREADS=4\0LLAMA_ARG_N_PARALLEL=2\0LLAMA_ARG_CTX_SIZE=2048\0")
-    proc = llama_bench.parse_server_cmdline(9, "", "/opt/edgekit/llama.cpp/current/bin/llama-server\0", env)
+    proc = llama_bench.parse_server_cmdline(9, "/opt/edgekit/llama.cpp/b2-def",
+                                            "/opt/edgekit/llama.cpp/current/bin/llama-server\0", env)
     assert (proc.model, proc.port, proc.threads, proc.n_gpu_layers, proc.parallel, proc.ctx_size) == (
         "/opt/edgekit/models/m/m.gguf", 8080, 4, "999", 2, 2048)
-    assert proc.bench_exe == "/opt/edgekit/llama.cpp/current/bin/llama-bench"
-    flagged = llama_bench.parse_server_cmdline(9, "", "/x/llama-server\0-t\0002\0", env)
+    assert proc.bench_exe == "/opt/edgekit/llama.cpp/b2-def/bin/llama-bench"
+    flagged = llama_bench.parse_server_cmdline(9, "/opt/edgekit/llama.cpp/b2-def", "/x/llama-server\0-t\0002\0", env)
     assert flagged.threads == 2

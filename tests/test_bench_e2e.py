@@ -8,12 +8,18 @@ within a loose band (the committed run under benchmarks/results/ shows the real 
 from __future__ import annotations
 
 import json
+import secrets
+import shlex
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from edgekit.layout import CURRENT, ENV_PATH
+from edgekit.remote.target import parse_target
+from edgekit.remote.transport import Transport
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -76,3 +82,64 @@ def test_bench_unreachable_server(bench_target, tmp_path):
     assert out.returncode == 3 and "cannot reach llama-server" in out.stderr and "hint:" in out.stderr
     assert time.time() - started < 60
     assert not (tmp_path / "out").exists()            # nothing measured, nothing written
+
+
+# A directory name that is a shell command: `cat <its parent>/build-stamp.json`, unquoted, would create MARKER.
+EVIL_TOP = "/tmp/q;touch${IFS}"
+EVIL_ROOT = EVIL_TOP + "/tmp/edgekit-bench-pwned;#"
+MARKER = "/tmp/edgekit-bench-pwned"
+HAND_PORT = 8093
+
+
+@pytest.fixture
+def hand_started_server(bench_target):
+    """A `llama-server` the login user started by hand from EVIL_ROOT/bin (a copy of the installed build), on its
+    own port, with --api-key on its command line. Yields (url, key); stops it (by its PID) and removes it after."""
+    q = shlex.quote
+    key = "hand-" + secrets.token_hex(12)
+    with Transport(parse_target(bench_target.name)) as t:
+        t.run(f"rm -f {q(MARKER)}; rm -rf -- {q(EVIL_TOP)}; mkdir -p -- {q(EVIL_ROOT)} && cp -a {q(CURRENT)}/. {q(EVIL_ROOT)}/")
+        model = t.run(f"sed -n 's/^LLAMA_ARG_MODEL=//p' {q(ENV_PATH)}").stdout.strip()
+        pid = t.run(f"cd /tmp && nohup {q(EVIL_ROOT + '/bin/llama-server')} -m {q(model)} --host 0.0.0.0 "
+                    f"--port {HAND_PORT} --api-key {key} -t 1 -c 1024 -np 1 --no-webui "
+                    "> /tmp/edgekit-hand-server.log 2>&1 < /dev/null & echo $!").stdout.strip()
+        assert pid.isdigit(), pid
+        url = bench_target.url.rsplit(":", 1)[0] + f":{HAND_PORT}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    log = t.run("tail -30 /tmp/edgekit-hand-server.log", check=False).stdout
+                    raise AssertionError(f"the hand-started llama-server did not come up:\n{log}")
+                time.sleep(0.5)
+            yield url, key
+        finally:
+            t.run(f"kill {pid}; sleep 1; kill -9 {pid} 2>/dev/null; rm -rf -- {q(EVIL_TOP)}", check=False)
+
+
+def test_bench_never_runs_a_hand_started_servers_directory_name(bench_target, hand_started_server, tmp_path):
+    """Another llama-server on the device, started from a directory named like a shell command: bench measures it
+    over HTTP, but takes nothing from its process (no build stamp, no llama-bench from its folder), runs nothing
+    built from its path, and writes and prints none of its --api-key."""
+    url, key = hand_started_server
+    out = run_cli("bench", bench_target.name, "--url", url, "--api-key", key, "--quick", "--llama-bench",
+                  "--out", str(tmp_path), "--json", timeout=900)
+    with Transport(parse_target(bench_target.name)) as t:
+        created = t.run(f"test -e {shlex.quote(MARKER)}", check=False).ok
+    assert not created, "bench ran a command taken from another process's directory name"
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    text = Path(summary["files"]["json"]).read_text()
+    result = json.loads(text)
+    assert result["llama_bench"] is None and result["build_stamp"] is None and result["server_process"] is None
+    why = " ".join(result["errors"])
+    assert "--llama-bench skipped" in why and "not edgekit's service" in why and f"port is {HAND_PORT}" in why
+    assert result["summary"]["cases"][0]["requests"] >= 1                # the served numbers are still measured
+    for shown in (text, out.stdout, out.stderr):
+        assert key not in shown and "touch${IFS}" not in shown

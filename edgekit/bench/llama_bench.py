@@ -1,26 +1,33 @@
 """Run llama-bench on the device with the served model, threads and GPU layers, and parse its JSON.
 
-The settings come from the running llama-server's own command line (/proc/PID/cmdline) and llama-bench is
-taken from the same bin/ directory as that server, so both numbers come from one build.
+Only edgekit's own service is benchmarked this way: its process is the unit's MainPID (systemd says which), its
+build is the one `current` points to under the install root (resolved and checked to be there), and llama-bench
+is taken from that build, so both numbers come from one build. Nothing is taken from another process's
+argv[0] or /proc/PID/exe: any local user can start a `llama-server` from any directory. The settings come from
+the service's process environment (edgekit passes them as LLAMA_ARG_* variables), read with sudo.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import posixpath
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from edgekit import layout
 from edgekit.errors import EdgekitError, RemoteCommandFailed
 
 SERVER_NAME = "llama-server"
+DEFAULT_PORT = 8080                      # llama-server's own default
+_BUILD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 @dataclass
 class ServerProcess:
     pid: int
-    exe: str
+    prefix: str                          # the build's install directory, checked to be under the install root
     model: Optional[str]
     threads: Optional[int]
     n_gpu_layers: Optional[str]
@@ -30,8 +37,27 @@ class ServerProcess:
     args: List[str] = field(default_factory=list)
 
     @property
+    def exe(self) -> str:
+        return f"{self.prefix}/bin/{SERVER_NAME}"
+
+    @property
     def bench_exe(self) -> str:
-        return os.path.join(os.path.dirname(self.exe), "llama-bench")
+        return f"{self.prefix}/bin/llama-bench"
+
+    @property
+    def stamp_path(self) -> str:
+        return f"{self.prefix}/{layout.STAMP_NAME}"
+
+
+def install_prefix(resolved: str) -> str:
+    """Pure: the resolved target of `current` if it is a build directory directly under the install root."""
+    path = resolved.strip()
+    parent, name = posixpath.split(path)
+    if (not path.startswith("/") or posixpath.normpath(path) != path or parent != layout.INSTALL_ROOT
+            or not _BUILD_NAME.fullmatch(name) or name in ("current", "previous")):
+        raise EdgekitError(f"{layout.CURRENT} resolves to {path!r}, not to a build under {layout.INSTALL_ROOT}",
+                           hint="run `edgekit provision TARGET` to install a build, or leave out --llama-bench")
+    return path
 
 
 # llama-server also reads every setting from LLAMA_ARG_* variables (edgekit's service passes them that way);
@@ -42,20 +68,20 @@ _FLAGS = {"model": ("-m", "--model"), "threads": ("-t", "--threads"), "ngl": ("-
           "--n-gpu-layers"), "parallel": ("-np", "--parallel"), "ctx": ("-c", "--ctx-size"), "port": ("--port",)}
 
 
-def parse_server_cmdline(pid: int, exe: str, cmdline: str, environ: str = "") -> ServerProcess:
-    """Pure: NUL-separated /proc/PID/cmdline (and environ) of llama-server -> its model, threads, ngl, parallel, ctx."""
+def parse_server_cmdline(pid: int, prefix: str, cmdline: str, environ: str = "") -> ServerProcess:
+    """Pure: NUL-separated /proc/PID/cmdline (and environ) of llama-server -> its model, threads, ngl, parallel, ctx.
+
+    `prefix` is the build directory the caller found under the install root; argv[0] is never used as a path."""
     args = [a for a in cmdline.split("\0") if a != ""]
     env = dict(v.split("=", 1) for v in environ.split("\0") if "=" in v)
     found: Dict[str, str] = {name: env[var] for name, var in _ENV.items() if env.get(var)}
-    for i, arg in enumerate(args):
+    for i, arg in enumerate(args[1:], start=1):
         key, _, inline = arg.partition("=")
         for name, flags in _FLAGS.items():
             if key in flags:
                 value = inline if inline else (args[i + 1] if i + 1 < len(args) else "")
                 found[name] = value
-    if not exe and args and args[0].startswith("/"):
-        exe = args[0]          # /proc/PID/exe is unreadable for another user's process; argv[0] is the path
-    return ServerProcess(pid=pid, exe=exe, model=found.get("model"),
+    return ServerProcess(pid=pid, prefix=prefix, model=found.get("model"),
                          threads=int(found["threads"]) if found.get("threads", "").lstrip("-").isdigit() else None,
                          n_gpu_layers=found.get("ngl"),
                          parallel=int(found["parallel"]) if found.get("parallel", "").isdigit() else None,
@@ -63,36 +89,69 @@ def parse_server_cmdline(pid: int, exe: str, cmdline: str, environ: str = "") ->
                          port=int(found["port"]) if found.get("port", "").isdigit() else None, args=args)
 
 
-def find_server(transport, port: Optional[int] = None) -> ServerProcess:
-    """The llama-server process listening on `port` (by its --port flag; 8080 when absent), else the oldest."""
-    script = (f"for pid in $(pgrep -x {SERVER_NAME}); do printf '@@pid %s\\n' $pid; "
-              "readlink /proc/$pid/exe 2>/dev/null || echo; cat /proc/$pid/cmdline; echo; "
-              "printf '@@env\\n'; sudo -n cat /proc/$pid/environ 2>/dev/null || cat /proc/$pid/environ 2>/dev/null; "
-              "echo; done")
-    res = transport.run(script, check=False)
-    procs = []
-    for chunk in res.stdout.split("@@pid ")[1:]:
-        head, _, rest = chunk.partition("\n")
-        exe, _, rest = rest.partition("\n")
-        cmdline, _, environ = rest.partition("@@env\n")
-        if head.strip().isdigit():
-            procs.append(parse_server_cmdline(int(head), exe.strip(), cmdline.rstrip("\n"), environ.rstrip("\n")))
-    if not procs:
-        raise EdgekitError(f"no {SERVER_NAME} process on {transport.name}: cannot run llama-bench with its settings",
-                           hint="start the server (edgekit provision, or systemctl start edgekit-llama-server), "
-                                "or leave out --llama-bench")
-    if port is not None:
-        matching = [p for p in procs if (p.port or 8080) == port]
-        if not matching:
-            raise EdgekitError(f"no {SERVER_NAME} on {transport.name} listens on port {port} "
-                               f"(found ports {', '.join(str(p.port or 8080) for p in procs)})",
-                               hint="check --url, or leave out --llama-bench")
-        procs = matching
-    return min(procs, key=lambda p: p.pid)
+def env_file_environ(text: str) -> str:
+    """Pure: the service's EnvironmentFile (KEY=VALUE lines, # comments) as a NUL-separated environ."""
+    lines = (line.strip() for line in text.splitlines())
+    return "\0".join(line for line in lines if line and not line.startswith("#") and "=" in line)
+
+
+def _probe_command(pid: int) -> str:
+    q = shlex.quote
+    return (f"readlink -f {q(layout.CURRENT)}; echo @@cmdline; cat /proc/{int(pid)}/cmdline; echo; "
+            f"echo @@env; cat {q(layout.ENV_PATH)} 2>/dev/null")
+
+
+def parse_probe(pid: int, text: str) -> ServerProcess:
+    """Pure: the output of the probe -> the service's process (build checked to be under the install root).
+
+    Its settings come from the env file here (readable without sudo); `read_settings` replaces them with the
+    running process's own environment."""
+    head, _, rest = text.partition("@@cmdline\n")
+    cmdline, _, env_file = rest.partition("@@env\n")
+    return parse_server_cmdline(pid, install_prefix(head), cmdline.rstrip("\n"), env_file_environ(env_file))
+
+
+def find_server(transport) -> ServerProcess:
+    """edgekit's llama-server on the device: the unit's main process and the build `current` points to."""
+    from edgekit.service.steps import unit_properties
+
+    main_pid = unit_properties(transport).get("MainPID", "").strip()
+    if not main_pid.isdigit() or int(main_pid) == 0:
+        raise EdgekitError(f"{layout.UNIT_NAME} is not running on {transport.name}",
+                           hint="start it with `edgekit provision TARGET`, or leave out --llama-bench")
+    pid = int(main_pid)
+    res = transport.run(_probe_command(pid), check=False)
+    return parse_probe(pid, res.stdout)
+
+
+def read_settings(transport, server: ServerProcess) -> ServerProcess:
+    """The service's running settings from its process environment (root-only: read with the transport's sudo),
+    after checking that the process runs the build `current` points to."""
+    res = transport.sudo(f"readlink -f /proc/{int(server.pid)}/exe; echo @@env; cat /proc/{int(server.pid)}/environ",
+                         check=False)
+    exe, _, environ = res.stdout.partition("@@env\n")
+    if exe.strip() != server.exe:
+        raise EdgekitError(f"{layout.UNIT_NAME} (PID {server.pid}) runs {exe.strip() or 'an unreadable binary'}, "
+                           f"not {server.exe} ({layout.CURRENT})",
+                           hint=f"restart it (sudo systemctl restart {layout.UNIT_NAME}), or leave out --llama-bench")
+    cmdline = "\0".join(server.args)
+    return parse_server_cmdline(server.pid, server.prefix, cmdline, environ.rstrip("\n"))
+
+
+def not_served_by(server: ServerProcess, port: int, model_path: Optional[str]) -> Optional[str]:
+    """Pure: why the llama-server at `port` (serving `model_path`, from its /props) is not this process; None
+    when it is."""
+    own = server.port or DEFAULT_PORT
+    if port != own:
+        return f"the URL's port is {port}, {layout.UNIT_NAME} listens on {own}"
+    if model_path and server.model and model_path != server.model:
+        return f"it serves {model_path}, {layout.UNIT_NAME} serves {server.model}"
+    return None
 
 
 def command(server: ServerProcess, pp: int, tg: int, reps: int) -> str:
     """The llama-bench command line matching the server's model, threads and GPU layers."""
+    install_prefix(server.prefix)
     if not server.model:
         raise EdgekitError("cannot tell which model the running llama-server uses (no -m/--model)",
                            hint="run llama-server with -m MODEL.gguf")

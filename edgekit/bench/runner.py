@@ -7,6 +7,7 @@ gets reported and saved. It raises only when the server cannot be used at all (u
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -145,7 +146,7 @@ def run_bench(settings: BenchSettings, transport=None,
         "telemetry": None, "cases": [], "errors": [], "notes": [], "complete": False,
     }
     recorder = None
-    server_proc = None
+    server_proc, why_not = None, "no TARGET to look at"
     if transport is not None:
         from edgekit.facts.device import read_facts
         from edgekit.telemetry.remote import Recorder
@@ -153,14 +154,14 @@ def run_bench(settings: BenchSettings, transport=None,
         on_progress("reading device facts")
         facts = read_facts(transport)
         result["facts"] = facts.to_json()
-        try:
-            server_proc = lb.find_server(transport, server.port)
-            result["server_process"] = {"pid": server_proc.pid, "exe": server_proc.exe, "args": server_proc.args}
-            stamp = transport.run(f"cat {os.path.dirname(os.path.dirname(server_proc.exe))}/build-stamp.json",
-                                  check=False)
+        service, server_proc, why_not = _edgekit_server(transport, server, props.get("model_path"),
+                                                        settings.llama_bench)
+        if service is not None:
+            result["server_process"] = {"pid": service.pid, "exe": service.exe, "args": service.args}
+            stamp = transport.run(f"cat {shlex.quote(service.stamp_path)}", check=False)
             result["build_stamp"] = _json_or_none(stamp.stdout) if stamp.ok else None
-        except Exception as e:  # not fatal for the served numbers
-            result["errors"].append(f"server process: {getattr(e, 'message', e)}")
+        else:
+            result["notes"].append(f"no build stamp or server settings: {why_not}")
         if telemetry:
             recorder = Recorder(transport, settings.telemetry_interval_ms)
             on_progress("starting telemetry on the device")
@@ -173,7 +174,7 @@ def run_bench(settings: BenchSettings, transport=None,
             if transport is None:
                 result["errors"].append("--llama-bench needs a TARGET (it runs on the device over SSH)")
             elif server_proc is None:
-                result["errors"].append("--llama-bench skipped: no llama-server process found on the device")
+                result["errors"].append(f"--llama-bench skipped: {why_not}")
             else:
                 result["llama_bench"] = side_by_side(server, transport, server_proc, settings.workload, on_progress)
         result["complete"] = not any(r.skipped == "interrupted" for r in runs)
@@ -210,12 +211,45 @@ def run_bench(settings: BenchSettings, transport=None,
     return result
 
 
+def _edgekit_server(transport, server: Server, model_path: Optional[str], settings_too: bool):
+    """(process, process with its running settings, why not) for edgekit's service on this device, when it is the
+    server at the URL; the running settings (for llama-bench) only when `settings_too`. Never raises: what could
+    not be found is said in `why not`."""
+    from edgekit.bench import llama_bench as lb
+
+    def reason(e: Exception) -> str:
+        message, hint = getattr(e, "message", str(e)), getattr(e, "hint", None)
+        return f"{message} ({hint})" if hint else message
+
+    try:
+        proc = lb.find_server(transport)
+    except Exception as e:  # not fatal for the served numbers
+        return None, None, reason(e)
+    why_not = lb.not_served_by(proc, server.port, model_path)
+    if why_not is not None:
+        return None, None, f"{server.url} is not edgekit's service on {transport.name}: {why_not}"
+    if not settings_too:
+        return proc, None, "not asked for"
+    try:
+        running = lb.read_settings(transport, proc)
+    except Exception as e:
+        return proc, None, reason(e)
+    why_not = lb.not_served_by(running, server.port, model_path)
+    if why_not is not None:
+        return None, None, f"{server.url} is not edgekit's service on {transport.name}: {why_not}"
+    return proc, running, None
+
+
 def _finish(result: Dict[str, Any], settings: BenchSettings) -> None:
-    """Summarize and save (also for partial runs); paths go into result['files']."""
+    """Redact secrets, summarize and save (also for partial runs); paths go into result['files']."""
     from pathlib import Path
 
     from edgekit.bench import report
+    from edgekit.bench.redact import redact
 
+    redacted = redact(result, [settings.api_key])
+    result.clear()
+    result.update(redacted)
     result["summary"] = report.summarize(result)
     if settings.out_dir is None:
         return

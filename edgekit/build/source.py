@@ -13,10 +13,11 @@ import re
 import shlex
 import subprocess
 import tarfile
+import tempfile
 import urllib.request
 from pathlib import Path
 
-from edgekit import paths
+from edgekit import lockfile, paths
 from edgekit.build import spec as S
 from edgekit.build.cmake import SourceInfo
 from edgekit.errors import UsageError
@@ -39,7 +40,10 @@ def resolve_source(build: S.BuildSpec) -> SourceInfo:
     if re.match(r"^(https?|ftp)://", src):
         if src.endswith(".git"):
             return SourceInfo("git", build.version, None, build.version, url=src)
-        return tarball_source(download(src))
+        path, digest = download(src)
+        # the first download of a URL records its sha256 in edgekit.lock; later ones (any host) must match it
+        lockfile.check_or_record("sources", src.split("#", 1)[0], digest, src.split("#", 1)[0])
+        return tarball_source(path, digest=digest, url=src.split("#", 1)[0])
     path = Path(src).expanduser()
     if path.is_dir():
         return tree_source(path)
@@ -69,15 +73,18 @@ def find_root(names: list[str]) -> str | None:
     return None
 
 
-def tarball_source(path: Path) -> SourceInfo:
-    digest = sha256_file(path)
+def tarball_source(path: Path, digest: str | None = None, url: str | None = None) -> SourceInfo:
+    """A source tarball identified by its sha256 (`digest` when the caller just hashed it); `url`: where it was
+    downloaded from (recorded in the stamp)."""
+    digest = digest or sha256_file(path)
     cache = paths.cache() / "src" / f"{digest}.json"
     if digest in S.KNOWN_SOURCES:
         version, commit, inner = S.KNOWN_SOURCES[digest]
-        return SourceInfo("tarball", version, commit, digest, local=str(path), inner=inner)
+        return SourceInfo("tarball", version, commit, digest, local=str(path), inner=inner, url=url)
     if cache.is_file():
         meta = json.loads(cache.read_text())
-        return SourceInfo("tarball", meta["version"], meta["commit"], digest, local=str(path), inner=meta["inner"])
+        return SourceInfo("tarball", meta["version"], meta["commit"], digest, local=str(path), inner=meta["inner"],
+                          url=url)
     try:
         with tarfile.open(path) as tar:
             names = tar.getnames()
@@ -96,7 +103,7 @@ def tarball_source(path: Path) -> SourceInfo:
     raw_root = next((n.rstrip("/") for n in names if n.rstrip("/").removeprefix("./") == root), root)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"version": version, "commit": commit, "inner": raw_root}))
-    return SourceInfo("tarball", version, commit, digest, local=str(path), inner=raw_root)
+    return SourceInfo("tarball", version, commit, digest, local=str(path), inner=raw_root, url=url)
 
 
 def tree_source(path: Path) -> SourceInfo:
@@ -133,7 +140,9 @@ def pack_tree(path: Path) -> Path:
     """A reproducible .tar.gz of a local tree (members under llama.cpp/), named by its sha256, in the cache."""
     dest = paths.cache() / "src"
     dest.mkdir(parents=True, exist_ok=True)
-    part = dest / f"tree-{os.getpid()}.tar.gz.partial"
+    fd, name = tempfile.mkstemp(prefix=".tree-", suffix=".tar.gz.partial", dir=dest)
+    os.close(fd)
+    part = Path(name)
     excludes = [f"--exclude=llama.cpp/{e}" for e in PUSH_EXCLUDES]
     tar = ["tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner",
            f"--transform=s,^{re.escape(path.name)},llama.cpp,", *[e.replace("llama.cpp/", f"{path.name}/")
@@ -152,23 +161,43 @@ def pack_tree(path: Path) -> Path:
     return final
 
 
-def download(url: str) -> Path:
-    """Fetch a source tarball to the controller's cache (once), atomically."""
-    dest = paths.cache() / "src" / f"url-{hashlib.sha256(url.encode()).hexdigest()[:16]}.tar.gz"
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(".partial")
+def download(url: str) -> tuple[Path, str]:
+    """Fetch a source tarball to the controller's cache, named by its content: -> (path, sha256).
+
+    Every run downloads it again (what a URL serves can change; the sha256 recorded in the stamp is what was
+    built). `URL#sha256=HEX` pins the content: a cached copy with that sha256 is used without downloading, and a
+    download with another sha256 is refused."""
+    url, _, fragment = url.partition("#")
+    want = fragment.removeprefix("sha256=").lower() if fragment.startswith("sha256=") else None
+    if fragment and (want is None or not re.fullmatch(r"[0-9a-f]{64}", want)):
+        raise UsageError(f"cannot read the URL fragment #{fragment} of {url}",
+                         hint="pin a source URL's content with #sha256=<64 hex digits>, or leave the fragment out")
+    dest = paths.cache() / "src"
+    dest.mkdir(parents=True, exist_ok=True)
+    if want and (dest / f"{want}.tar.gz").is_file() and sha256_file(dest / f"{want}.tar.gz") == want:
+        return dest / f"{want}.tar.gz", want
+    fd, part = tempfile.mkstemp(prefix=".download-", suffix=".partial", dir=dest)
+    h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(url, timeout=60) as r:
             while chunk := r.read(1 << 20):
+                h.update(chunk)
                 fh.write(chunk)
     except (OSError, ValueError) as e:
-        part.unlink(missing_ok=True)
+        os.unlink(part)
         raise UsageError(f"cannot download llama.cpp source {url}: {e}",
                          hint="check the URL, or download it yourself and pass the file to --llama-src") from None
-    os.replace(part, dest)
-    return dest
+    except BaseException:
+        os.unlink(part)
+        raise
+    digest = h.hexdigest()
+    if want and digest != want:
+        os.unlink(part)
+        raise UsageError(f"{url} served content with sha256 {digest}, not the pinned {want}",
+                         hint="check the URL; if its content changed on purpose, update the #sha256= pin")
+    final = dest / f"{digest}.tar.gz"
+    os.replace(part, final)
+    return final, digest
 
 
 def remote_tarball(source: SourceInfo) -> str:
@@ -182,6 +211,7 @@ def fetch_commands(source: SourceInfo, src_dir: str) -> list[str]:
     if source.kind == "git":
         get = (f"git clone --quiet --depth 1 --branch {q(source.digest)} {q(source.url or S.LLAMA_CPP_REPO)} "
                f"{q(part)}")
+        verify = verify_commit_command(source, part)
     else:
         inner = source.inner
         strip = len([p for p in inner.split("/") if p]) if inner else 0
@@ -189,9 +219,24 @@ def fetch_commands(source: SourceInfo, src_dir: str) -> list[str]:
                             if e not in (".git",))
         get = (f"mkdir -p {q(part)} && tar -xzf {q(remote_tarball(source))} -C {q(part)} "
                f"--no-same-owner --strip-components={strip} {excludes} {q(inner) if inner else ''}").rstrip()
+        verify = None
     return [f"rm -rf {q(part)} && mkdir -p {q(os.path.dirname(src_dir))}",
             get,
+            *([verify] if verify else []),
             f"echo {q(source.digest)} > {q(part)}/.edgekit-source && rm -rf {q(src_dir)} && mv {q(part)} {q(src_dir)}"]
+
+
+def verify_commit_command(source: SourceInfo, clone: str) -> str | None:
+    """Device command: the clone's HEAD is the commit the tag is pinned to (a moved or forged tag fails here, with
+    the two commits named); None when no commit is expected (a tag edgekit does not pin)."""
+    expected = (source.commit or "").lower()
+    if not re.fullmatch(r"[0-9a-f]{7,40}", expected):
+        return None
+    q = shlex.quote
+    what = f"{source.digest} of {source.url or S.LLAMA_CPP_REPO}"
+    said = q(f"edgekit: {what} is commit ") + '"$got"' + q(f", not the pinned {expected}: refusing to build it")
+    return (f"got=$(git -C {q(clone)} rev-parse HEAD) && case \"$got\" in {expected}*) ;; *) "
+            f"echo {said} >&2; rm -rf {q(clone)}; exit 1;; esac")
 
 
 def marker_command(src_dir: str) -> str:

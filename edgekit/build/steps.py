@@ -22,14 +22,17 @@ from pathlib import Path
 from edgekit import paths
 from edgekit.build import spec as S
 from edgekit.build.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
+from edgekit.build.pack import checked_unpack_command, unpack_command
 from edgekit.build.source import fetch_commands, marker_command, remote_tarball, resolve_source
-from edgekit.build.stamp import describe, installed_command, make_stamp, parse_installed, parse_stamp, stamp_matches
+from edgekit.build.stamp import BUILT_ON_COMMAND, describe, installed_command, make_stamp, parse_built_on, \
+    parse_installed, parse_stamp, stamp_matches
 from edgekit import layout as L
 from edgekit.build import isa
 from edgekit.build.gate import GateRefused, GateRun, parse_record, read_record_command, record, run_gate, \
     sandbox_properties
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts.device import DeviceFacts, read_facts, require_supported
+from edgekit.remote.lock import work_locked
 from edgekit.remote.plan import Change, Context, Noop, run_steps
 
 q = shlex.quote
@@ -91,10 +94,9 @@ def _built_noop(ctx: Context, r: Resolved) -> Noop | None:
 
 def _run_logged(ctx: Context, command: str, log: str, env: dict, on_line=None, what: str = "build") -> None:
     """Run as root, appending all output to the device log; on failure raise with the log path and tail."""
-    rc_file = f"{log}.rc"
-    script = (f"mkdir -p {q(S.LOG_DIR)} && echo {q('$ ' + command)} >> {q(log)} && "
-              f"{{ {command} ; echo $? > {q(rc_file)}; }} 2>&1 | tee -a {q(log)}; "
-              f"rc=$(cat {q(rc_file)}); rm -f {q(rc_file)}; exit $rc")
+    script = work_locked(f"mkdir -p {q(S.LOG_DIR)} && echo {q('$ ' + command)} >> {q(log)} && "
+                         f"rc_file=$(mktemp) && {{ {command} ; echo $? > \"$rc_file\"; }} 2>&1 | tee -a {q(log)}; "
+                         "rc=$(cat \"$rc_file\"); rm -f \"$rc_file\"; exit $rc")
     res = ctx.sudo(script, env=env, on_line=on_line, check=False)
     if res.exit_code != 0:
         tail = ctx.transport.sudo(f"tail -n 40 {q(log)}", check=False).stdout or res.stdout + res.stderr
@@ -269,7 +271,8 @@ class LlamaInstall:
         ctx.sudo(f"rm -rf {q(part)} && mkdir -p {q(part)}/bin {q(part)}/lib && cp -a {bins} {q(part)}/bin/ && "
                  f"cp -a {q(p.build_dir)}/bin/*.so* {q(part)}/lib/")
         built_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        stamp = make_stamp(p, r.source, ctx.state.get("build-seconds", 0.0), built_at, linked)
+        stamp = make_stamp(p, r.source, ctx.state.get("build-seconds", 0.0), built_at, linked,
+                           built_on=parse_built_on(ctx.transport.run(BUILT_ON_COMMAND, check=False).stdout))
         ctx.transport.put_text(json.dumps(stamp, indent=2) + "\n", f"{part}/{S.STAMP_NAME}", sudo=True)
         verify_binary(ctx, f"{part}/bin/llama-server", p)        # the installed copy finds its own libs
         ctx.sudo(f"rm -rf {q(p.prefix)} && mv {q(part)} {q(p.prefix)} && rm -rf {q(p.work_dir)}")
@@ -528,7 +531,7 @@ class InstallPack:
         gpu = self.stamp.get("backend") == "cuda"
         run = gate_run_for(ctx, self.pack_name, part, gpu)
         commands = [f"# upload {self.tarball} -> {remote}", f"echo '{self.sha256}  {remote}' | sha256sum -c",
-                    f"rm -rf {part} && mkdir -p {part} && tar -xzf {remote} -C {part} --strip-components=1",
+                    checked_unpack_command(self.tarball, self.sha256, self.pack_name, remote, part),
                     *run.commands(), f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
 
         def apply(c: Context) -> None:
@@ -536,8 +539,7 @@ class InstallPack:
             c.transport.put(self.tarball, remote, sudo=True)
             c.sudo(f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
                    hint="the upload was corrupted; retry")
-            c.sudo(f"rm -rf {q(part)} && mkdir -p {q(part)} && tar -xzf {q(remote)} -C {q(part)} "
-                   "--no-same-owner --strip-components=1")
+            c.sudo(unpack_command(remote, part))
             c.sudo(f"rm -f {q(part)}/{L.GATE_NAME}")
             verdict = run_gate(c.transport, run, progress=c.progress)
             if not verdict.ok:

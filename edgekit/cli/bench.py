@@ -10,15 +10,15 @@ from typing import List, Optional
 import typer
 
 from edgekit.bench import report
+from edgekit.bench.redact import redact
 from edgekit.bench.runner import BenchSettings, run_bench
 from edgekit.bench.workload import DEFAULT, QUICK
 from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
 from edgekit.console import DataTable, emit_json, err, note, plain, say, warning
-from edgekit.errors import PartialFailure, UsageError
-
-API_KEY_FILE = "/etc/edgekit/api-key"
+from edgekit.errors import ConnectError, PartialFailure, UsageError
+from edgekit.layout import API_KEY_PATH
 
 
 @app.command()
@@ -29,7 +29,7 @@ def bench(
     url: Optional[str] = typer.Option(None, "--url", help="llama-server URL (default: http://TARGET:PORT)."),
     port: int = typer.Option(8080, "--port", help="llama-server port when --url is not given."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="EDGEKIT_API_KEY",
-                                          help=f"Bearer key (default: read {API_KEY_FILE} on the device)."),
+                                          help=f"Bearer key (default: read {API_KEY_PATH} on the device)."),
     llama_bench: bool = typer.Option(False, "--llama-bench", help="Also run llama-bench on the device, same settings."),
     quick: bool = typer.Option(False, "--quick", help="A short smoke run (not for comparisons)."),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Folder for the JSON result and PNG plots."),
@@ -66,15 +66,27 @@ def bench(
             if settings.api_key is None:
                 settings.api_key = controller_state.read_api_key(t.name)
             if settings.api_key is None:
-                key = t.run(f"sudo -n cat {shlex.quote(API_KEY_FILE)}", check=False)
-                settings.api_key = key.stdout.strip() or None if key.ok else None
+                settings.api_key = _device_api_key(t)
             result = _run(settings, None if no_telemetry and not llama_bench else t, telemetry=not no_telemetry)
-    _render(result, json_out)
+    _render(redact(result, [settings.api_key]), json_out)
     failed = sum(c["failed"] for c in result["summary"]["cases"])
     if failed or not result["complete"]:
         saved = (result.get("files") or {}).get("json")
         raise PartialFailure(f"{failed} request(s) failed" if failed else "the run did not complete",
                              hint=f"partial results saved in {saved}; see the errors above" if saved else None)
+
+
+def _device_api_key(t) -> Optional[str]:
+    """The service's API key from the device (a root-only file, read with the transport's sudo); None without one."""
+    path = shlex.quote(API_KEY_PATH)
+    if not t.run(f"test -e {path}", check=False).ok:
+        return None
+    try:
+        key = t.sudo(f"cat {path}", check=False)
+    except ConnectError as e:
+        raise ConnectError(f"cannot read the API key ({API_KEY_PATH}) on {t.name}: {e.message}",
+                           hint=f"{e.hint}; or give the key with --api-key") from None   # sudo's errors have hints
+    return (key.stdout.strip() or None) if key.ok else None
 
 
 def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
@@ -95,11 +107,6 @@ def _f(value, digits: int = 1, unit: str = "") -> str:
 
 def _ms(stat) -> str:
     return "-" if not stat else f"{stat['median']:,.1f} ±{stat['spread_pct'] / 2:.0f}%"
-
-
-def _settings(result: dict) -> str:
-    proc = result.get("server_process") or {}
-    return " ".join(proc.get("args", [])[1:]) or "unknown (no SSH target)"
 
 
 def _render(result: dict, json_out: bool) -> None:

@@ -43,6 +43,7 @@ def build(
     """Build llama.cpp on the device (CMake, CUDA for its GPU arch, ccache) and make it current."""
     from edgekit.build.spec import LLAMA_CPP_VERSION, BuildSpec
     from edgekit.build.steps import run_build
+    from edgekit.remote.lock import device_lock
     from edgekit.remote.plan import Context
     from edgekit.settings import resolve
 
@@ -55,7 +56,8 @@ def build(
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         ctx = Context(transport=t, dry_run=dry_run, reporter=StepPrinter())
         try:
-            results = run_build(ctx, spec)
+            with device_lock(t, "build", enabled=not dry_run):
+                results = run_build(ctx, spec)
         except EdgekitError as e:
             if json_out:
                 emit_json({"target": target, "ok": False, "error": e.message,

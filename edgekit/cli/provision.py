@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from edgekit import lockfile
 from edgekit import provision as prov
 from edgekit import state as controller_state
 from edgekit.build.spec import BuildSpec
@@ -55,6 +56,9 @@ def provision(
     parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (concurrent requests, default 2)."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
     cache_type_kv: Optional[str] = typer.Option(None, "--cache-type", help="KV cache type, e.g. q8_0 or q4_0 (less memory)."),
+    lock_file: Optional[str] = typer.Option(None, "--lock-file", help="edgekit.lock: the sha256 of every model, "
+                                            "recorded on first fetch and checked on every later install (default: "
+                                            "next to the inventory, else in edgekit's state folder)."),
     no_rollback: Optional[bool] = typer.Option(None, "--no-rollback", help="Keep a change that leaves the service "
                                                "unhealthy (for debugging) instead of restoring the last healthy state."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
@@ -76,8 +80,11 @@ def provision(
              "sha256": sha256, "allow_unpinned": allow_unpinned, "force": force, "parallel": parallel,
              "threads": threads, "cache_type_kv": cache_type_kv,
              "api_key": None if no_api_key is None else not no_api_key,
-             "rollback": None if no_rollback is None else not no_rollback}
+             "rollback": None if no_rollback is None else not no_rollback, "lock_file": lock_file}
     hosts = hosts_for(targets, inventory)
+    inventory_file = inventory or (Path("edgekit.toml") if Path("edgekit.toml").is_file() else None)
+    if lock_file is None and inventory_file is not None:
+        flags["lock_file"] = str(lockfile.for_inventory(inventory_file))
     opts = {h.name: prov.options_for(flags, h) for h in hosts}       # every host validated before any connects
     if len(hosts) > 1 or any(t.startswith("@") for t in targets):
         _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,

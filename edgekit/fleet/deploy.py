@@ -22,6 +22,7 @@ from edgekit.fleet.inventory import Host
 from edgekit.fleet.runner import HostRow, run_fleet
 from edgekit.models.steps import model_steps
 from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember
+from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
@@ -85,7 +86,8 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
         with fleet.transport(host) as t:
             ctx = Context(t, dry_run=dry_run, reporter=row)
             ctx.state["facts"] = reachable[host.name]["facts"]
-            run_build(ctx, opts[host.name].build)
+            with device_lock(t, "fleet build", enabled=not dry_run):
+                run_build(ctx, opts[host.name].build)
             if dry_run:
                 with lock:
                     builds[key] = {"tarball": None, "builder": host.name, "seconds": 0.0}
@@ -117,8 +119,10 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
                 results = provision(ctx, o)  # the builder (or a dry run): its own build steps are no-ops / the plan
             else:
                 ctx.state["service"] = o.service
-                results = run_steps(ctx, [Preflight(), *pre_build_steps(), InstallPack(build["tarball"], o.build.keep)])
-                results += deploy_steps(ctx, o.service, [*model_steps(o.model), *service_steps()])
+                with device_lock(t, "fleet provision", enabled=not dry_run):
+                    results = run_steps(ctx, [Preflight(), *pre_build_steps(),
+                                              InstallPack(build["tarball"], o.build.keep)])
+                    results += deploy_steps(ctx, o.service, [*model_steps(o.model), *service_steps()])
                 remember(ctx, o)
         row.result.steps[:] = results
         return f"serving {ctx.state.get('model', {}).get('name')} on :{o.service.port}", None

@@ -7,25 +7,42 @@ On the device it prints one JSON line per event, prefixed with "@@edgekit ", whi
   {"event": "start", "pid": 123, "resume_from": 0, "total": 253113024, "remote_sha256": "..."}
   {"event": "progress", "done": 1048576, "total": 253113024, "rate": 1.2e8, "eta": 2.0}
   {"event": "done", "sha256": "...", "size": 253113024, "downloaded": 253113024, "resumed_from": 0}
-  {"event": "error", "kind": "checksum|size|http|io|etag", "message": "..."}
+  {"event": "warning", "message": "HF_TOKEN was not sent to http://mirror:8080: ..."}
+  {"event": "error", "kind": "checksum|size|http|io|etag|space|write", "message": "..."}
+  {"event": "space", "free": 9876543210, "need": 320221888}       (mode "space": would a file of that size fit?)
 
 Behaviour: download to `<dest>.partial`; when it exists, hash its bytes and ask for the rest (`Range`);
 a 206 appends, a 200 restarts from zero; sha256 is computed while streaming; X-Linked-Etag/X-Linked-Size
 (from the first response, before the CDN redirect) are checked against the expected values; only a file
 whose size and sha256 match is renamed into place, with a sidecar `<dest>.sha256` ("sha size mtime_ns")
 so that a later run can skip it without rehashing. A mismatched download is deleted, never installed.
+
+Disk: before anything is written the filesystem must have the bytes still to come plus MARGIN free (checked
+before connecting when the size is known, again once the server has said it); the first failed write stops
+the download, and a full disk (ENOSPC/EDQUOT) removes the `.partial` so that the disk is not left full.
+Either is error kind "space", whose message says how much is needed and how much is free where; any other
+write error is kind "write" (the partial stays for the next run to resume).
+
+Token: `Authorization: Bearer <token>` goes only to the first URL's host and only over https; a redirect to
+another host or to plain http drops it for the rest of the chain, and a plain-http URL never gets it
+(a "warning" event says so, and a 401/403 then says why).
 """
 
+import errno
 import hashlib
 import http.client
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 import urllib.parse
 
-CHUNK = 4 << 20
+CHUNK = 4 << 20          # the reused buffers of stream(): readinto, hash and write without a copy or an allocation
+BUFFERS = 3
+MARGIN = 64 << 20        # left free after a download, so that logs and the system keep working
 PREFIX = "@@edgekit "
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -64,13 +81,145 @@ def verified_sha256(dest):
 
 def hash_file(path, h=None):
     h = h or hashlib.sha256()
-    with open(path, "rb") as fh:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
         while True:
-            block = fh.read(CHUNK)
-            if not block:
+            n = fh.readinto(buf)
+            if not n:
                 break
-            h.update(block)
+            h.update(view[:n])
     return h
+
+
+def human(n):
+    """Bytes as MiB or GiB, for messages."""
+    return "%.2f GiB" % (n / 2.0 ** 30) if n >= 2 ** 30 else "%.1f MiB" % (n / 2.0 ** 20)
+
+
+def free_space(path):
+    """Bytes an unprivileged writer may still use in the filesystem of path (or of its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def check_space(dest, to_write, reclaim=0):
+    """Raise FetchError("space") unless dest's filesystem has to_write + MARGIN bytes free; returns the free bytes.
+
+    reclaim: bytes of an old .partial that the download truncates (they count as free).
+    """
+    directory = os.path.dirname(os.path.abspath(dest))
+    free = free_space(directory) + reclaim
+    need = to_write + MARGIN
+    if free < need:
+        raise FetchError("space", "not enough disk space for %s: need %s (%s to write + %s margin), free %s at %s"
+                         % (os.path.basename(dest), human(need), human(to_write), human(MARGIN), human(free),
+                            directory))
+    return free
+
+
+class _PartialFile:
+    """The .partial file, written with os.write until each block is whole: the first error raises."""
+
+    def __init__(self, path, append):
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        self.fd = os.open(path, flags, 0o666)
+
+    def write(self, view):
+        while len(view):
+            view = view[os.write(self.fd, view):]
+
+    def close(self):
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+class WriteFailed(Exception):
+    """stream() could not write: error is the OSError, written the bytes that reached the file before it."""
+
+    def __init__(self, error, written):
+        super().__init__(str(error))
+        self.error = error
+        self.written = written
+
+
+def stream(readinto, partial, append, h, on_read=None):
+    """Copy readinto(buffer) -> n (0 at the end) into partial, hashing into h; returns the bytes written.
+
+    This thread reads into BUFFERS reused buffers while a second one hashes and writes them (recv, hashlib and
+    os.write release the GIL): no allocation per block, and the next read overlaps the hash. The first failed
+    write stops the reading too (WriteFailed); a read error propagates as it is, after the blocks already read
+    were written.
+    """
+    try:
+        out = _PartialFile(partial, append)
+    except OSError as e:
+        raise WriteFailed(e, 0)
+    free, full = queue.Queue(), queue.Queue()
+    for _ in range(BUFFERS):
+        free.put(bytearray(CHUNK))
+    state = {"written": 0, "error": None}
+
+    def work():
+        while True:
+            item = full.get()
+            if item is None:
+                return
+            buf, n = item
+            if state["error"] is None:
+                view = memoryview(buf)[:n]
+                try:
+                    h.update(view)
+                    out.write(view)
+                    state["written"] += n
+                except Exception as e:     # noqa: BLE001 - any failure stops the reader, which reports it
+                    state["error"] = e
+                view.release()
+            free.put(buf)
+
+    worker = threading.Thread(target=work, name="edgekit-hash-write")
+    worker.daemon = True
+    worker.start()
+    try:
+        while True:
+            buf = free.get()
+            if state["error"] is not None:
+                break
+            n = readinto(buf)
+            if not n:
+                break
+            full.put((buf, n))
+            if on_read:
+                on_read(n)
+    finally:
+        full.put(None)
+        worker.join()
+        out.close()
+    if state["error"] is not None:
+        raise WriteFailed(state["error"], state["written"])
+    return state["written"]
+
+
+def write_failed(e, partial, dest, written, total):
+    """The FetchError for a failed write of partial. A full disk removes the partial: it would keep it full."""
+    if getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return FetchError("write", "cannot write %s: %s; stopped at %d bytes"
+                          % (partial, getattr(e, "strerror", None) or e, written))
+    try:
+        os.unlink(partial)
+    except OSError:
+        pass
+    directory = os.path.dirname(os.path.abspath(dest))
+    free = free_space(directory)
+    need = ("need %s (%s file + %s margin)" % (human(total + MARGIN), human(total), human(MARGIN)) if total
+            else "need more than %s (the server did not say the size)" % human(written + MARGIN))
+    return FetchError("space", "the disk filled up after %s of %s: %s, free %s at %s; the partial download "
+                               "was removed" % (human(written), os.path.basename(dest), need, human(free),
+                                                directory))
 
 
 def check(dest, expected_sha256=None):
@@ -98,10 +247,16 @@ def _etag_sha(value):
     return value if _HEX64.match(value) else None
 
 
-def _open(url, headers, timeout, max_redirects=8):
-    """GET with manual redirects; returns (response, first_headers). Auth is dropped on a host change."""
+def _open(url, headers, timeout, token=None, max_redirects=8):
+    """GET with manual redirects; returns (response, first_headers, connection, withheld).
+
+    The token is sent as `Authorization: Bearer` to the first URL's host over https only; once a hop goes to
+    another host or to plain http it is dropped for the rest of the chain. withheld: the plain-http
+    scheme://host the token was kept from (None when it was not), so that the caller can say so.
+    """
     first = None
-    origin = urllib.parse.urlsplit(url).netloc
+    origin = urllib.parse.urlsplit(url).netloc.lower()
+    withheld = None
     for _ in range(max_redirects + 1):
         parts = urllib.parse.urlsplit(url)
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -110,8 +265,13 @@ def _open(url, headers, timeout, max_redirects=8):
         if parts.query:
             path += "?" + parts.query
         send = dict(headers)
-        if parts.netloc != origin:
-            send.pop("Authorization", None)
+        if token and parts.scheme != "https":
+            withheld = "%s://%s" % (parts.scheme, parts.netloc)
+            token = None
+        elif token and parts.netloc.lower() != origin:
+            token = None
+        if token:
+            send["Authorization"] = "Bearer " + token
         conn.request("GET", path, headers=send)
         resp = conn.getresponse()
         if first is None:
@@ -124,7 +284,7 @@ def _open(url, headers, timeout, max_redirects=8):
                 raise FetchError("http", "redirect without a Location header from %s" % parts.netloc)
             url = urllib.parse.urljoin(url, location)
             continue
-        return resp, first, conn
+        return resp, first, conn, withheld
     raise FetchError("http", "too many redirects")
 
 
@@ -134,26 +294,30 @@ def fetch(url, dest, expected_sha256=None, expected_size=None, token=None, on_ev
     emit = on_event or (lambda event: None)
     expected_sha256 = (expected_sha256 or "").lower() or None
     partial = dest + ".partial"
+    have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+    if expected_size:
+        # check, then change: nothing is written, not even the directory, when the file cannot fit
+        kept = have if have <= expected_size else 0          # a partial longer than the file is dropped
+        check_space(dest, expected_size - kept, reclaim=have - kept)
     directory = os.path.dirname(dest) or "."
     os.makedirs(directory, exist_ok=True)
     h = hashlib.sha256()
-    have = 0
-    if os.path.isfile(partial):
-        have = os.path.getsize(partial)
+    if have:
         if expected_size and have > expected_size:
             os.unlink(partial)
             have = 0
-        elif have:
+        else:
             hash_file(partial, h)
     headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
-    if token:
-        headers["Authorization"] = "Bearer " + token
     if have:
         headers["Range"] = "bytes=%d-" % have
     try:
-        resp, first, conn = _open(url, headers, timeout)
+        resp, first, conn, withheld = _open(url, headers, timeout, token)
     except (OSError, http.client.HTTPException) as e:
         raise FetchError("http", "cannot reach %s: %s" % (urllib.parse.urlsplit(url).netloc, e))
+    if withheld:
+        emit({"event": "warning", "message": "HF_TOKEN was not sent to %s: plain http is not encrypted "
+                                             "(use an https:// endpoint to send it)" % withheld})
     try:
         remote_sha = _etag_sha(first.get("X-Linked-Etag")) if first is not None else None
         linked_size = first.get("X-Linked-Size") if first is not None else None
@@ -192,80 +356,43 @@ def fetch(url, dest, expected_sha256=None, expected_size=None, token=None, on_ev
             mode = "ab"
             total = int(m.group(3)) if m.group(3) != "*" else (remote_size or expected_size)
         elif resp.status in (401, 403):
+            if withheld:
+                raise FetchError("http", "HTTP %d from %s, and HF_TOKEN was not sent: %s is plain http, "
+                                         "not encrypted" % (resp.status, urllib.parse.urlsplit(url).netloc,
+                                                            withheld))
             raise FetchError("http", "HTTP %d from %s: the repository is gated or private"
                              % (resp.status, urllib.parse.urlsplit(url).netloc))
         else:
             raise FetchError("http", "HTTP %d %s for %s" % (resp.status, resp.reason, _redact(url)))
+        if total:
+            check_space(dest, total - resumed_from, reclaim=have if mode == "wb" else 0)
         emit({"event": "start", "pid": os.getpid(), "resume_from": resumed_from, "total": total,
               "remote_sha256": remote_sha})
-        done = resumed_from
-        got = 0
-        started = last = time.monotonic()
-        sink = _Sink(partial, mode, h)
+        count = {"done": resumed_from, "got": 0, "last": time.monotonic()}
+        started = count["last"]
+
+        def on_read(n):
+            count["done"] += n
+            count["got"] += n
+            now = time.monotonic()
+            if now - count["last"] >= 0.25:
+                count["last"] = now
+                rate = count["got"] / max(now - started, 1e-6)
+                eta = (total - count["done"]) / rate if total and rate else None
+                emit({"event": "progress", "done": count["done"], "total": total, "rate": rate, "eta": eta})
+
         try:
-            with sink:
-                while True:
-                    block = resp.read(CHUNK)
-                    if not block:
-                        break
-                    sink.put(block)
-                    done += len(block)
-                    got += len(block)
-                    now = time.monotonic()
-                    if now - last >= 0.25:
-                        last = now
-                        rate = got / max(now - started, 1e-6)
-                        eta = (total - done) / rate if total and rate else None
-                        emit({"event": "progress", "done": done, "total": total, "rate": rate, "eta": eta})
+            got = stream(resp.readinto, partial, mode == "ab", h, on_read)
+        except WriteFailed as e:
+            raise write_failed(e.error, partial, dest, resumed_from + e.written, total)
         except (OSError, http.client.HTTPException) as e:
-            raise FetchError("io", "download interrupted at %d bytes (%s); run again to resume" % (done, e))
-        if sink.error is not None:
-            raise FetchError("io", "cannot write %s: %s" % (partial, sink.error))
+            raise FetchError("io", "download interrupted at %d bytes (%s); run again to resume" % (count["done"], e))
+        done = resumed_from + got
         if total and done < total:
             raise FetchError("io", "connection closed at %d of %d bytes; run again to resume" % (done, total))
         return _finish(partial, dest, h, done, got, resumed_from, want_sha, expected_size or remote_size, emit)
     finally:
         conn.close()
-
-
-class _Sink:
-    """Hash and write blocks on a second thread (hashlib and file writes release the GIL) while the
-    caller keeps reading the socket: the download runs at network speed, not network + hash + disk."""
-
-    def __init__(self, path, mode, h):
-        import queue
-        import threading
-
-        self.fh = open(path, mode)
-        self.h = h
-        self.q = queue.Queue(maxsize=8)
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            block = self.q.get()
-            if block is None:
-                return
-            if self.error is None:
-                try:
-                    self.h.update(block)
-                    self.fh.write(block)
-                except OSError as e:
-                    self.error = e
-
-    def put(self, block):
-        self.q.put(block)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.q.put(None)
-        self.thread.join()
-        self.fh.close()
-        return False
 
 
 def _finish(partial, dest, h, size, got, resumed_from, want_sha, want_size, emit):
@@ -304,7 +431,7 @@ def adopt(partial, dest, expected_sha256=None, expected_size=None):
 
 
 def main(config):
-    """Device entry point: config = {"mode": "fetch"|"check"|"adopt", "url", "dest", "sha256", "size", "token"}."""
+    """Device entry point: config = {"mode": "fetch|check|adopt|space", "url", "dest", "sha256", "size", "token"}."""
     def emit(event):
         sys.stdout.write(PREFIX + json.dumps(event) + "\n")
         sys.stdout.flush()
@@ -312,6 +439,12 @@ def main(config):
     try:
         if config.get("mode") == "check":
             emit({"event": "check", **check(config["dest"], config.get("sha256"))})
+        elif config.get("mode") == "space":
+            # before a push (`<dest>.partial` from the controller): the whole file plus MARGIN must fit
+            partial = config["dest"] + ".partial"
+            have = os.path.getsize(partial) if os.path.isfile(partial) else 0
+            free = check_space(config["dest"], int(config["size"]), reclaim=have)
+            emit({"event": "space", "free": free, "need": int(config["size"]) + MARGIN})
         elif config.get("mode") == "adopt":
             emit(adopt(config["dest"] + ".partial", config["dest"], config.get("sha256"), config.get("size")))
         else:

@@ -1,10 +1,11 @@
 """Controller-side downloads: Hugging Face style URLs, mirrors, tokens, resume, sha256 while streaming.
 
 URLs are `{endpoint}/{repo}/resolve/{revision}/{file}`; the endpoint is `--hf-endpoint`, else `HF_ENDPOINT`,
-else https://huggingface.co. `HF_TOKEN` is sent as a Bearer header and never logged or put in an error.
-The resume/verify/rename logic is device_fetch.fetch (the same code runs on the device); this module turns
-its events into `Progress` values and its failures into typed errors. A local path or file:// URL is
-copied with the same verification.
+else https://huggingface.co. `HF_TOKEN` is sent as a Bearer header to that host over https only (never over
+plain http, nor after a redirect to another host), and never logged or put in an error.
+The resume/verify/rename and disk-space logic is device_fetch.fetch (the same code runs on the device); this
+module turns its events into `Progress` values and its failures into typed errors (a full disk is
+UnsuitableDevice, exit 5). A local path or file:// URL is copied with the same checks and verification.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import hashlib
 import os
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from edgekit import errors, paths
+from edgekit.layout import MODELS_DIR
 from edgekit.models import device_fetch
 from edgekit.models.catalog import DEFAULT_ENDPOINT
 
@@ -53,6 +55,7 @@ class Fetched:
     size: int
     downloaded: int       # bytes that crossed the network this time (0 = nothing fetched)
     resumed_from: int
+    warnings: list[str] = field(default_factory=list)    # e.g. HF_TOKEN withheld from a plain-http endpoint
 
 
 def endpoint(explicit: str | None = None) -> str:
@@ -70,11 +73,20 @@ def cache_path(model: str, file: str) -> Path:
     return d / file
 
 
-def translate(e: device_fetch.FetchError, url: str) -> DownloadError:
+def translate(e: device_fetch.FetchError, url: str) -> errors.EdgekitError:
     host = urllib.parse.urlsplit(url).netloc or url
+    if e.kind == "space":
+        return errors.UnsuitableDevice(e.message, hint=f"free at least that much at that path (models edgekit "
+                                                       f"installed on a device are under {MODELS_DIR}), then run "
+                                                       "the same command again")
+    if e.kind == "write":
+        return DownloadError(e.message, hint="check that disk (`dmesg` may say why), then run again")
     if e.kind in ("checksum", "size", "etag"):
         return ChecksumError(e.message, hint="the download was not installed; if the catalog is stale, pass "
                                              "--sha256 with the right value")
+    if "HF_TOKEN was not sent" in e.message:
+        return DownloadError(e.message, hint="use an https:// endpoint (--hf-endpoint or HF_ENDPOINT): HF_TOKEN is "
+                                             "never sent over plain http")
     if "gated" in e.message:
         return DownloadError(e.message, hint="set HF_TOKEN to a token that has access (it is never logged)")
     return DownloadError(e.message, hint=f"check that {host} is reachable (or set HF_ENDPOINT to a mirror), "
@@ -105,9 +117,13 @@ def _fetch_locked(url: str, dest: Path, sha256: str | None, size: int | None,
     if not _is_remote(url):
         return _copy_local(url, dest, sha256, size, on_progress)
 
+    warnings: list[str] = []
+
     def on_event(event: dict) -> None:
         if on_progress and event["event"] == "progress":
             on_progress(Progress(event["done"], event["total"], event["rate"], event["eta"]))
+        elif event["event"] == "warning":
+            warnings.append(event["message"])
 
     try:
         done = device_fetch.fetch(url, str(dest), sha256, size, token(), on_event, timeout)
@@ -115,7 +131,7 @@ def _fetch_locked(url: str, dest: Path, sha256: str | None, size: int | None,
         raise translate(e, url) from None
     except KeyboardInterrupt:
         raise  # the .partial stays for the next run to resume
-    return Fetched(dest, done["sha256"], done["size"], done["downloaded"], done["resumed_from"])
+    return Fetched(dest, done["sha256"], done["size"], done["downloaded"], done["resumed_from"], warnings)
 
 
 def _is_remote(url: str) -> bool:
@@ -130,14 +146,24 @@ def _copy_local(src: str, dest: Path, sha256: str | None, size: int | None,
     partial = Path(str(dest) + ".partial")
     h = hashlib.sha256()
     total, done, start = path.stat().st_size, 0, time.monotonic()
-    with open(path, "rb") as src_fh, open(partial, "wb") as out:
-        while block := src_fh.read(device_fetch.CHUNK):
-            out.write(block)
-            h.update(block)
-            done += len(block)
-            if on_progress:
-                rate = done / max(time.monotonic() - start, 1e-6)
-                on_progress(Progress(done, total, rate, (total - done) / rate if rate else None))
+    old = partial.stat().st_size if partial.is_file() else 0
+
+    def on_read(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            rate = done / max(time.monotonic() - start, 1e-6)
+            on_progress(Progress(done, total, rate, (total - done) / rate if rate else None))
+
+    try:
+        device_fetch.check_space(str(dest), total, reclaim=old)
+        with open(path, "rb", buffering=0) as src_fh:
+            try:
+                done = device_fetch.stream(src_fh.readinto, str(partial), False, h, on_read)
+            except device_fetch.WriteFailed as e:
+                raise device_fetch.write_failed(e.error, str(partial), str(dest), e.written, total) from None
+    except device_fetch.FetchError as e:
+        raise translate(e, str(path)) from None
     digest = h.hexdigest()
     if (size and done != size) or (sha256 and digest != sha256.lower()):
         partial.unlink()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
+import re
 import shlex
 import shutil
 import socket
@@ -108,10 +110,10 @@ class Transport:
         try:
             conn.open()
         except paramiko.BadHostKeyException as e:
+            name = host_key_name(conn.host, conn.port)
             raise ConnectError(
                 f"host key for {t.display} has CHANGED (got {e.key.get_name()} {e.key.get_base64()[:24]}...)",
-                hint="if the device was re-flashed, remove its old line from known_hosts "
-                     f"(ssh-keygen -R {t.host}), then retry with --accept-new-host-key") from None
+                hint=changed_key_hint(name, _files_holding(name, _known_hosts_files(conn.ssh_config)))) from None
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):
                 raise ConnectError(
@@ -206,22 +208,42 @@ class Transport:
     # -- files ------------------------------------------------------------------------------------------
     def put(self, local: str | Path, remote: str, *, sudo: bool = False, mode: str = "0644",
             owner: str = "root", group: str | None = None) -> None:
-        """Copy a file to the device atomically: temp name, then rename into place with mode and owner."""
+        """Copy a file to the device atomically: a fresh temp name (mktemp) in the destination's directory, then
+        rename into place with mode and owner. A name someone else created is never written through, and a
+        directory at `remote` is an error (`mv -T`), not a place to drop the file into."""
         local = str(local)
+        q = shlex.quote
+        template = q(_temp_template(remote))
         if not sudo:
-            tmp = f"{remote}.edgekit-tmp"
-            self._copy(local, tmp)
-            self.run(f"chmod {mode} {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(remote)}")
+            tmp = self.run(f"{_stale_temps_cleanup(remote)}; mktemp {template}").stdout.strip()
+            try:
+                self._copy(local, tmp)
+                self.run(f"chmod {q(mode)} {q(tmp)} && mv -fT {q(tmp)} {q(remote)}")
+            except BaseException:
+                self.run(f"rm -f {q(tmp)}", check=False)
+                raise
             return
         tmp = self.run("mktemp /tmp/edgekit-upload.XXXXXX").stdout.strip()
         try:
             self._copy(local, tmp)
-            q = shlex.quote
-            part = f"{remote}.edgekit-tmp"
-            self.sudo(f"install -m {mode} -o {owner} -g {group or owner} {q(tmp)} {q(part)} "
-                      f"&& mv -f {q(part)} {q(remote)}")
+            self.sudo(f"{_stale_temps_cleanup(remote)}; part=$(mktemp {template}) && "
+                      f"{{ install -m {q(mode)} -o {q(owner)} -g {q(group or owner)} {q(tmp)} \"$part\" && "
+                      f"mv -fT \"$part\" {q(remote)} || {{ rm -f \"$part\"; exit 1; }}; }}")
         finally:
-            self.run(f"rm -f {shlex.quote(tmp)}", check=False)
+            self.run(f"rm -f {q(tmp)}", check=False)
+
+    def put_temp(self, local: str | Path, prefix: str = "edgekit", mode: str = "0600") -> str:
+        """Copy a file to a fresh temp file on the device (mktemp in /tmp, the login user's); -> its path. For
+        scripts run once: a fixed /tmp name could be created first by another local user."""
+        q = shlex.quote
+        tmp = self.run(f"mktemp {q(f'/tmp/{prefix}.XXXXXXXX')}").stdout.strip()
+        try:
+            self._copy(str(local), tmp)
+            self.run(f"chmod {q(mode)} {q(tmp)}")
+        except BaseException:
+            self.run(f"rm -f {q(tmp)}", check=False)
+            raise
+        return tmp
 
     def put_text(self, text: str, remote: str, **kwargs) -> None:
         """Write text to a remote file atomically (see put)."""
@@ -247,6 +269,50 @@ class Transport:
             ctx.get(remote, str(local))
         else:
             shutil.copyfile(remote, local)
+
+
+def _temp_template(remote: str) -> str:
+    """mktemp's template for a temp file next to `remote` (same directory, so the final mv is a rename)."""
+    directory, base = posixpath.split(remote)
+    return posixpath.join(directory or ".", f".{base}.edgekit-XXXXXX")
+
+
+STALE_TEMP_MINUTES = 60
+
+
+def _stale_temps_cleanup(remote: str) -> str:
+    """Remove temp files of earlier puts to the same destination left by killed runs: untouched for an hour (an
+    upload in progress keeps writing to its own). Other users' files in a sticky directory are left alone."""
+    directory, base = posixpath.split(remote)
+    pattern = re.sub(r"([*?\[\\])", r"\\\1", f".{base}.edgekit-") + "??????"
+    return (f"find {shlex.quote(directory or '.')} -maxdepth 1 -type f -name {shlex.quote(pattern)} "
+            f"-mmin +{STALE_TEMP_MINUTES} -delete 2>/dev/null")
+
+
+def host_key_name(host: str, port: int | None) -> str:
+    """The name known_hosts files (OpenSSH's and paramiko's) give a host: `host` on port 22, else `[host]:port`."""
+    return host if port in (None, 22) else f"[{host}]:{port}"
+
+
+def _files_holding(name: str, files: list[Path]) -> list[Path]:
+    """The known_hosts files with a key for `name` (hashed entries too)."""
+    found = []
+    for path in files:
+        try:
+            if paramiko.HostKeys(str(path)).lookup(name):
+                found.append(path)
+        except (OSError, paramiko.SSHException, ValueError):
+            continue
+    return found
+
+
+def changed_key_hint(name: str, files: list[Path]) -> str:
+    """The hint for a changed host key: the exact command that removes the old key from each file holding it
+    (edgekit's own known_hosts when none is found)."""
+    files = files or [paths.known_hosts()]
+    commands = " and ".join(f"`ssh-keygen -f {shlex.quote(str(f))} -R {shlex.quote(name)}`" for f in files)
+    hint = f"if the device was re-flashed, remove its old key with {commands}, then retry with --accept-new-host-key"
+    return hint
 
 
 class _AcceptAndRecord(paramiko.MissingHostKeyPolicy):
