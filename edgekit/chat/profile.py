@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgekit.chat import prompts
+from edgekit.models import catalog
 from edgekit.errors import UsageError
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. 你是一个乐于助人的助手。"
@@ -86,22 +87,12 @@ def profile_for(model: str | None = None, family: str | None = None) -> ChatProf
     if model is None:
         return family_profile(family) if family else ChatProfile(family=None)
     try:
-        from edgekit.models import catalog  # written in parallel (issue 4); wired here and only here
-    except ImportError:
-        catalog = None
-    entry = None
-    if catalog is not None:
-        try:
-            entry = catalog.get(model)
-        except (KeyError, LookupError, UsageError):
-            if not family:
-                raise
-            entry = None
+        entry = catalog.get(model)
+    except (KeyError, LookupError, UsageError):
+        entry = None
     if entry is None:
-        if family:
-            return family_profile(family, model)
-        raise UsageError(f"unknown model {model!r}",
-                         hint="run `edgekit models list` for the catalog, or pass --family llama2|llama3|gemma")
+        # a model by URL (not in the catalog): the server applies the chat template from its own GGUF
+        return family_profile(family, model) if family else ChatProfile(family=None, model=model)
     fam = family or _field(entry, "family")
     base = family_profile(fam, model) if fam in prompts.FAMILIES else ChatProfile(family=None, model=model)
     sampling_entry = _field(entry, "sampling", "sampling_defaults", default={}) or {}

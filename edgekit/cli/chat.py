@@ -15,6 +15,7 @@ from edgekit.chat.modelfile import render_modelfile
 from edgekit.chat.profile import ChatProfile, profile_for
 from edgekit.chat.session import COMMANDS, Conversation, parse_command, read_message, unescape
 from edgekit.cli.app import app
+from edgekit.layout import MODELS_DIR
 from edgekit.console import emit_json, err, error, say
 from edgekit.errors import EdgekitError, UsageError
 
@@ -247,6 +248,6 @@ def modelfile(
     if not path:
         if not profile.gguf_file:
             raise UsageError(f"the catalog does not name a GGUF file for {model!r}",
-                             hint="pass --path /path/to/model.gguf")
-        path = f"/opt/edgekit/models/{model}/{profile.gguf_file}"
+                             hint="pass --path /path/to/model.gguf (catalog names: `edgekit models list`)")
+        path = f"{MODELS_DIR}/{model}/{profile.gguf_file}"
     sys.stdout.write(render_modelfile(profile, path, num_ctx))
