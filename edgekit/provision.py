@@ -242,5 +242,13 @@ def _rollback(transport) -> dict:
         alias = _env(transport).get("LLAMA_ARG_ALIAS")
         controller_state.save(transport.name, {**{k: v for k, v in saved.items() if k != "target"},
                                                "model": alias or saved.get("model")})
+    # the restored state answers? then it is the last healthy state (what a later failed change returns to)
+    env = _env(transport)
+    ctx = Context(transport)
+    key = controller_state.read_api_key(transport.name) if env.get("LLAMA_ARG_API_KEY_FILE") else None
+    loaded, _, _ = wait_healthy(ctx, int(env.get("LLAMA_ARG_PORT") or 8080), env.get("LLAMA_ARG_HOST") or "127.0.0.1",
+                                key, 300)
+    done["healthy_after_s"] = round(loaded, 1)
+    run_steps(ctx, [healthy.RecordHealthy()])
     return done
 

@@ -161,7 +161,7 @@ FIELDS = [
     Field("ctx", "--ctx", None, _int(1, MAX_CTX, optional=True)),
     Field("port", "--port", 8080, _int(1, 65535)),
     Field("host", "--host", "0.0.0.0", normalize_host),
-    Field("api_key", "--no-api-key", True, _bool),
+    Field("api_key", "--no-api-key", True, _bool, ("no_api_key",)),
     Field("parallel", "--parallel", 2, _int(1, 256)),
     Field("threads", "--threads", None, _int(1, 1024, optional=True)),
     Field("cache_type_kv", "--cache-type", None, _choice(CACHE_TYPES), ("cache_type",)),
@@ -216,9 +216,9 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
     values = {f.name: f.default for f in FIELDS}
     sources = {f.name: "default" for f in FIELDS}
     for key, value in (inventory or {}).items():
-        name = ALIASES.get(key, key)
-        if name in ANSIBLE_ONLY or key in ANSIBLE_ONLY:
+        if key in ANSIBLE_ONLY:
             continue
+        name = ALIASES.get(key, key)
         if name not in BY_NAME:
             raise UsageError(f"unknown setting {key!r} ({inventory_source})",
                              hint="inventory settings: " + ", ".join(sorted(BY_NAME)))

@@ -104,6 +104,24 @@ def llama_src() -> Path:
     return path
 
 
+def run_cli_inprocess(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point (`edgekit.cli.main`, its error funnel and exit codes) in this process: for tests that
+    only parse and validate (no device), 10x faster than a subprocess. stdout/stderr as a user sees them."""
+    import contextlib
+    import io
+
+    from edgekit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess(["edgekit", *args], code, out.getvalue(), err.getvalue())
+
+
 def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 600):
     """Run the real `edgekit` entry point in a subprocess (exit codes and stderr exactly as a user sees them)."""
     return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, input=input,

@@ -11,7 +11,7 @@ import pytest
 from edgekit.errors import USAGE, UsageError
 from edgekit.models import catalog
 from edgekit.models.catalog import CatalogError, parse, require_pinned
-from tests.conftest import run_cli
+from tests.conftest import run_cli_inprocess as run_cli
 
 REV = re.compile(r"[0-9a-f]{40}")
 SHA = re.compile(r"[0-9a-f]{64}")

@@ -202,10 +202,11 @@ def uninstall(target: str = Target,
 @app.command()
 def rollback(target: str = Target, identity: Optional[Path] = Identity,
              accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass) -> None:
-    """Switch back to the previous llama.cpp build and server settings (model, ctx), and restart."""
+    """Switch back to the previous llama.cpp build and server settings (model, ctx), restart, check it answers."""
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         done = prov.rollback(t)
     if "build" in done:
         say(f"build: {done['build']['from']} -> {done['build']['to']}")
     if "settings" in done:
         say(f"settings restored: model {done['settings']}")
+    say(f"healthy after {done['healthy_after_s']} s; recorded as the last healthy state")

@@ -27,7 +27,6 @@ Device layout: /opt/edgekit/models/<name>/<file> (verified), `<file>.partial` wh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
@@ -197,10 +196,8 @@ def _device_script(ctx: Context, module: str = "device_fetch.py") -> str:
     path = ctx.state.get(key)
     if path is None:
         source = resources.files("edgekit.models").joinpath(module)
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-        path = f"/tmp/edgekit-{Path(module).stem.replace('_', '-')}-{digest}.py"
-        with resources.as_file(source) as local:
-            ctx.transport.put(local, path)
+        with resources.as_file(source) as local:      # a fresh mktemp name: a fixed one could be planted first
+            path = ctx.transport.put_temp(local, f"edgekit-{Path(module).stem.replace('_', '-')}")
         ctx.state[key] = path
     return path
 
@@ -439,6 +436,8 @@ class FetchModel:
                                                    event["eta"]).text(), event["done"], event["total"])
                 elif event.get("event") == "start":
                     ctx.state["model_fetch_pid"] = event.get("pid")
+                elif event.get("event") == "warning":
+                    ctx.progress(event["message"])
 
             done = run_device_script(ctx, {"mode": "fetch", "url": url, "dest": dest, "sha256": want_sha,
                                            "size": size, "token": download.token()}, on_event)
@@ -463,7 +462,11 @@ class FetchModel:
                 for path in (local, Path(device_fetch.sidecar_path(str(local)))):
                     path.unlink(missing_ok=True)
                 raise _invalid(f"{_redact(url)} (cached as {local})", e.message) from None
+            for warning in got.warnings:
+                ctx.progress(warning)
             self._accept(ctx, lock_name, got.sha256, url, header, got.size)
+            # room for it on the device? (exit 5 with the numbers before anything is copied)
+            run_device_script(ctx, {"mode": "space", "dest": dest, "size": got.size})
             self._prepare_dir(ctx, entry)
             ctx.progress(f"pushing {local.name} to {ctx.transport.name}")
             ctx.transport.put(local, f"{dest}.partial")

@@ -94,6 +94,8 @@ def device_lock(transport, what: str, enabled: bool = True, timeout: float = 20.
         yield
         return
     owner = f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ({what})"
+    if not transport.is_root:
+        transport.sudo("true")      # no sudo, or a wrong password: the transport's own error (exit 3) and hint
     held = _Held(transport, holder_command(owner))
     deadline = time.monotonic() + timeout
     while "@@locked" not in held.output and held.exit_code is None and time.monotonic() < deadline:

@@ -1,0 +1,92 @@
+"""One settings model, validated once before anything connects: every bad value is exit 2, one `error:` line naming
+the setting and where it came from, one `hint:`, no traceback, nothing run on the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import UsageError
+from edgekit.fleet import inventory as inv
+from edgekit.provision import options_for
+from edgekit.settings import is_loopback, normalize_host, resolve
+from tests.conftest import run_cli_inprocess as run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _refused(res, *words: str) -> None:
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), res.stderr
+    assert "Traceback" not in res.stderr and not res.stdout.strip()
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--no-api-key", "--host", "0"], ["only on loopback", "0.0.0.0", "--host (flag)"]),
+    (["--no-api-key", "--host", "::0"], ["only on loopback", "--host (flag)"]),
+    (["--no-api-key", "--host", "0x0"], ["only on loopback"]),
+    (["--no-api-key", "--host", "192.168.1.50"], ["only on loopback"]),
+    (["--host", "127.0.0.1\nLLAMA_ARG_SLOT_SAVE_PATH=/var/lib/x"], ["--host (flag)", "control character"]),
+    (["--ctx", "-5"], ["--ctx (flag)", "out of range"]),
+    (["--parallel", "0"], ["--parallel (flag)"]),
+    (["--parallel", "-3"], ["--parallel (flag)"]),
+    (["--model-url", "http://x:99999/m.gguf", "--allow-unpinned"], ["--model-url (flag)", "out of range"]),
+    (["--cmake-flag", "-DX=1 -DY=2"], ["--cmake-flag (flag)"]),
+    (["--cmake-flag", "-DGGML_RPC=ON"], ["RPC"]),
+    (["--sha256", "abc", "--model-url", "http://127.0.0.1/m.gguf"], ["--sha256 (flag)"]),
+])
+def test_bad_flags_are_refused_before_connecting(args, words):
+    _refused(run_cli("provision", "local", "--dry-run", *args), *words)
+
+
+def test_inventory_whose_hosts_is_a_string(tmp_path):
+    path = tmp_path / "lab.toml"
+    path.write_text('[groups.lab]\nhosts = "orin-1"\n')
+    _refused(run_cli("provision", "@lab", "--inventory", str(path), "--dry-run"), "groups.lab.hosts", "list")
+
+
+@pytest.mark.parametrize("body, words", [
+    ('[hosts.orin-1]\naddress = "127.0.0.1"\nctx = "big"\n', ["ctx (inventory", "host orin-1", "'big'"]),
+    ('[hosts.orin-1]\naddress = "127.0.0.1"\nport = "abc"\n', ["port 'abc'", "host orin-1"]),
+    ('[defaults]\nhost = "0.0.0.0"\nno_api_key = true\n[hosts.orin-1]\naddress = "127.0.0.1"\n',
+     ["only on loopback", "host (inventory"]),
+    ('[hosts.orin-1]\naddress = "127.0.0.1"\n[defaults]\nparallel = 0\n', ["parallel (inventory"]),
+])
+def test_bad_inventory_values_name_the_file_and_host(tmp_path, body, words):
+    path = tmp_path / "lab.toml"
+    path.write_text(body)
+    _refused(run_cli("provision", "orin-1", "--inventory", str(path), "--dry-run"), *words)
+
+
+def test_inventory_port_out_of_range_is_a_setting_error(tmp_path):
+    """`port` in a host's table is the SSH port; a server port of 70000 from [defaults] is refused too."""
+    host = inv.Host("orin-1", settings={"port": 70000}, source="inventory lab.toml, host orin-1")
+    with pytest.raises(UsageError, match=r"port \(inventory lab.toml, host orin-1\)"):
+        options_for({}, host)
+
+
+def test_the_repos_own_ansible_inventory_is_accepted():
+    hosts = inv.load(REPO / "ansible" / "inventory.example.ini").select(["@jetsons"])
+    opts = [options_for({}, h) for h in hosts]
+    assert {o.model.name for o in opts} == {"gemma3-270m"} and {o.service.port for o in opts} == {8080}
+    assert opts[2].model.ctx == 2048 and opts[0].model.sha256 and opts[0].model.source_url
+
+
+def test_flags_win_over_inventory_and_sources_are_named():
+    s = resolve({"ctx": 1024}, {"ctx": "2048", "port": "8181"}, "inventory lab.toml, host a")
+    assert (s.ctx, s.port) == (1024, 8181)
+    assert s.source("ctx") == "flag" and s.source("port") == "inventory lab.toml, host a"
+    assert s.source("parallel") == "default"
+
+
+def test_hosts_are_canonical_and_loopback_is_an_allow_list():
+    assert normalize_host("0") == "0.0.0.0" and normalize_host("0x0") == "0.0.0.0" and normalize_host("127.1") == "127.0.0.1"
+    assert normalize_host("::0") == "::" and normalize_host("orin-1.lab") == "orin-1.lab"
+    assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("localhost")
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.50", "orin-1"))
+    with pytest.raises(ValueError):
+        normalize_host("a b")
