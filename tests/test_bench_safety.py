@@ -27,6 +27,7 @@ from edgekit.bench.workload import Workload
 from edgekit.errors import ConnectError, EdgekitError, RemoteCommandFailed, UsageError
 from edgekit.remote.transport import Result
 from tests.fixtures import captured as cap
+from tests.test_bench import _Handler as _JsonHandler   # log_message (quiet) and _send (JSON) of the bench tests
 
 MODEL = "/opt/edgekit/models/g/g.gguf"
 KEY = "edgekit-service-key-0123456789"
@@ -169,19 +170,8 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
     return path
 
 
-class _FakeLlamaServer(http.server.BaseHTTPRequestHandler):
+class _FakeLlamaServer(_JsonHandler):
     model_path = MODEL
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _authorized(self) -> bool:
         if self.headers.get("Authorization") == f"Bearer {KEY}":

@@ -85,14 +85,19 @@ def test_port_taken_is_refused_before_any_change(served_standin):
     assert "LLAMA_ARG_PORT=8080" in sh(served_standin, "cat /etc/edgekit/llama-server.env")
 
 
+def _by_url(args: list[str]) -> list[str]:
+    """The served stand-in's provision arguments for a model by URL (no catalog name: named by its file)."""
+    i = args.index("--model")
+    return args[:i] + args[i + 2:]
+
+
 def test_unhealthy_change_rolls_back_to_the_last_healthy_state(served_standin, model_server, tmp_path):
     """A model whose header and tensors disagree: it downloads and verifies, then llama-server cannot load it."""
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(tiny_llama_bytes(head_count=5))
     served = model_server.add("edgekit/broken", "broken.gguf", broken)
     url = model_server.endpoint(served_standin.standin.host_address) + served.url_path
-    args = served_standin.provision_args("--json", "--model-url", url, "--sha256", served.sha256, "--force")
-    args[args.index("--model") + 1] = "tiny-llama"
+    args = _by_url(served_standin.provision_args("--json", "--model-url", url, "--sha256", served.sha256, "--force"))
     env_before = sh(served_standin, "cat /etc/edgekit/llama-server.env")
     res = served_standin.cli(*args)
     assert res.returncode == 4, res.stderr
@@ -113,11 +118,11 @@ def test_no_rollback_keeps_the_broken_state_then_rollback_recovers(served_standi
     broken.write_bytes(tiny_llama_bytes(head_count=5))
     served = model_server.add("edgekit/broken", "broken.gguf", broken)
     url = model_server.endpoint(served_standin.standin.host_address) + served.url_path
-    args = served_standin.provision_args("--model-url", url, "--sha256", served.sha256, "--force", "--no-rollback")
-    args[args.index("--model") + 1] = "tiny-llama"
+    args = _by_url(served_standin.provision_args("--model-url", url, "--sha256", served.sha256, "--force",
+                                                 "--no-rollback"))
     res = served_standin.cli(*args)
     assert res.returncode == 4 and "Rolled back" not in res.stderr, res.stderr
-    assert "tiny-llama" in sh(served_standin, "grep LLAMA_ARG_MODEL= /etc/edgekit/llama-server.env")
+    assert "/broken/broken.gguf" in sh(served_standin, "grep LLAMA_ARG_MODEL= /etc/edgekit/llama-server.env")
     sh(served_standin, f"for i in $(seq 30); do systemctl is-failed --quiet {UNIT} && break; sleep 1; done; true")
     res = served_standin.cli("rollback", served_standin.target)           # after a crash loop: reset-failed first
     assert res.returncode == 0, res.stderr
