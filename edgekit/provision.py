@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from edgekit import settings
 from edgekit import state as controller_state
 from edgekit.build.spec import BuildSpec, CURRENT, INSTALL_ROOT, STAMP_NAME
-from edgekit.build.steps import run_build, switch_commands
+from edgekit.build.current import switch_commands
+from edgekit.build.steps import run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.device import read_facts, require_supported
 from edgekit.models.steps import ModelRequest, model_steps, require_pinned

@@ -223,8 +223,8 @@ def built_standin(served_standin):
 
 @pytest.fixture(scope="session")
 def build_pack(built_standin, session_dir) -> Path:
-    """The built stand-in's current build packed (edgekit.build.steps.pack_build) and fetched to the controller."""
-    from edgekit.build.steps import fetch_pack, pack_build
+    """The built stand-in's current build packed (edgekit.build.packs.pack_build) and fetched to the controller."""
+    from edgekit.build.packs import fetch_pack, pack_build
     from edgekit.remote.plan import Context
     from edgekit.remote.target import parse_target
     from edgekit.remote.transport import Transport

@@ -14,7 +14,8 @@ from edgekit.build import spec as S
 from edgekit.build.cmake import SourceInfo, flags_hash, jobs_for, parse_progress, plan_build
 from edgekit.build.source import fetch_commands, find_root, pack_tree, resolve_source, tarball_source
 from edgekit.build.stamp import describe, make_stamp, parse_installed, parse_stamp, stamp_matches
-from edgekit.build.steps import linked_ggml, missing_packages, prune_candidates, switch_commands
+from edgekit.build.current import prune_candidates, switch_commands
+from edgekit.build.steps import linked_ggml, missing_packages
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.cuda import CudaToolkit
 from edgekit.facts.device import derive

@@ -129,7 +129,7 @@ def _stat(text: str, key: str) -> int:
 
 def test_pack_fetch_and_install_on_another_device(dev, standin):
     """Build once, deploy many: pack t-build's current build, fetch it, install it on the plain stand-in."""
-    from edgekit.build.steps import InstallPack, fetch_pack, pack_build
+    from edgekit.build.packs import InstallPack, fetch_pack, pack_build
     from edgekit.remote.plan import Context, run_steps
 
     _, t = dev

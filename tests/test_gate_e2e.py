@@ -10,7 +10,7 @@ import pytest
 
 from edgekit.build.gate import GateRefused
 from edgekit.build.source import sha256_file
-from edgekit.build.steps import InstallPack, fetch_pack, pack_build
+from edgekit.build.packs import InstallPack, fetch_pack, pack_build
 from edgekit.facts.device import read_facts
 from edgekit.models.tiny import tiny_llama_bytes
 from edgekit.remote.plan import Context, run_steps

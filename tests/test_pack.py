@@ -160,7 +160,7 @@ def test_unpack_command_runs_with_local_tar(tmp_path):
 
 
 def test_install_pack_refuses_a_crafted_pack_before_uploading(tmp_path):
-    from edgekit.build.steps import InstallPack
+    from edgekit.build.packs import InstallPack
     from edgekit.remote.plan import Context, run_steps
 
     evil = GOOD + [_member(f"{NAME}//etc/sudoers.d/edgekit", data=b"ALL ALL=(ALL) NOPASSWD: ALL\n")]
@@ -375,7 +375,7 @@ def test_source_url_pinned_by_sha256(served):
 def test_a_real_pack_passes_the_check_and_unpacks_root_owned_without_writable_bits(served_standin, tmp_path):
     """pack_build's output passes check_pack; the device's unpack leaves root-owned files, nothing group/world
     writable, no set-uid bits, even for members packed 0666/0777; the stamp says who built it from what."""
-    from edgekit.build.steps import fetch_pack, pack_build
+    from edgekit.build.packs import fetch_pack, pack_build
     from edgekit.remote.plan import Context
     from edgekit.remote.target import parse_target
     from edgekit.remote.transport import Transport
@@ -408,7 +408,7 @@ def test_a_real_pack_passes_the_check_and_unpacks_root_owned_without_writable_bi
 
 @pytest.mark.e2e
 def test_a_crafted_pack_is_refused_before_anything_reaches_the_device(served_standin, tmp_path):
-    from edgekit.build.steps import InstallPack
+    from edgekit.build.packs import InstallPack
     from edgekit.remote.plan import Context, run_steps
     from edgekit.remote.target import parse_target
     from edgekit.remote.transport import Transport

@@ -7,7 +7,7 @@
 Reads `ctx.state["facts"]` (a DeviceFacts) when present, else reads facts itself. After the steps,
 `ctx.state["build"] = {"prefix": ..., "bin_dir": ..., "current": ..., "stamp": {...} or None (dry run)}`.
 A build that fails leaves the previous `current` untouched; the full log stays on the device.
-Build once, deploy many: `pack_build` / `fetch_pack` / `InstallPack` at the end of this module.
+The gate and the switch of `current`: edgekit.build.current; build once, deploy many: edgekit.build.packs.
 """
 
 from __future__ import annotations
@@ -19,18 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgekit import paths
+from edgekit.build import isa
 from edgekit.build import spec as S
 from edgekit.build.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
-from edgekit.build.pack import checked_unpack_command, unpack_command
+from edgekit.build.current import gate_plan, installed, switch_plan
+from edgekit.build.gate import GateRefused
 from edgekit.build.source import fetch_commands, marker_command, remote_tarball, resolve_source
-from edgekit.build.stamp import BUILT_ON_COMMAND, describe, installed_command, make_stamp, parse_built_on, \
-    parse_installed, parse_stamp, stamp_matches
-from edgekit import layout as L
-from edgekit.build import isa
-from edgekit.build.gate import GateRefused, GateRun, parse_record, read_record_command, record, run_gate, \
-    sandbox_properties
-from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
+from edgekit.build.stamp import BUILT_ON_COMMAND, describe, make_stamp, parse_built_on, stamp_matches
+from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
 from edgekit.facts.device import DeviceFacts, read_facts, require_supported
 from edgekit.remote.lock import work_locked
 from edgekit.remote.plan import Change, Context, Noop, run_steps
@@ -79,10 +75,6 @@ def resolve(ctx: Context, spec: S.BuildSpec) -> Resolved:
         source = resolve_source(spec)
         ctx.state[key] = Resolved(facts, source, plan_build(facts, spec, source))
     return ctx.state[key]
-
-
-def installed(ctx: Context, prefix: str) -> dict:
-    return parse_installed(ctx.transport.run(installed_command(prefix), check=False).stdout)
 
 
 def _built_noop(ctx: Context, r: Resolved) -> Noop | None:
@@ -327,53 +319,6 @@ class LlamaGate:
                                                        if lv.name == p.cpu_level), None)) if auto else None)
 
 
-def gate_run_for(ctx: Context, build_id: str, prefix: str, gpu: bool) -> GateRun:
-    """The gate's commands for one build, with the real unit's sandbox (as rendered for this device)."""
-    from edgekit.service.settings import render_unit
-
-    groups = ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
-    unit = render_unit({"edgekit_private_devices": not gpu, "edgekit_service_groups": groups})
-    props = sandbox_properties(unit)
-    if not ctx.transport.run(f"id -u {q(L.SERVICE_USER)}", check=False).ok:
-        # `edgekit build` before any provision: no service user yet; a transient one has the same rights.
-        props = [p for p in props if not p.startswith(("User=", "Group=", "SupplementaryGroups="))]
-        props.append("DynamicUser=yes")
-    facts = ctx.state.get("facts")
-    threads = max(1, min(4, (facts.cpus if facts else None) or 2))
-    return GateRun(build_id, f"{prefix}/bin", gpu, props, threads)
-
-
-def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: str | None = None,
-              lower=None, what: str = "build") -> Noop | Change:
-    """Noop when this build already passed the gate on this device; else the gate run (raises GateRefused)."""
-    rec = parse_record(ctx.transport.run(read_record_command(prefix), check=False).stdout)
-    if rec and rec.get("ok") and rec.get("build") == build_id:
-        return Noop(f"passed the gate here at {rec.get('at')}: {rec.get('reason')}")
-    run = gate_run_for(ctx, build_id, prefix, gpu)
-
-    def apply(c: Context) -> None:
-        c.progress("gate: starting the new llama-server in the service sandbox")
-        verdict = run_gate(c.transport, run, progress=c.progress)
-        record(c.transport, prefix, verdict, build_id)
-        if verdict.ok:
-            return
-        refused_level = None
-        if verdict.signal == "SIGILL" and cpu_level and lower is not None:
-            c.sudo(f"install -d -m 0755 {q(L.STATE_DIR)} && echo {q(cpu_level + ' SIGILL')} >> {q(L.CPU_REFUSED)}")
-            refused_level = cpu_level
-        current = c.transport.run(f"readlink {q(S.CURRENT)}", check=False).stdout.strip() or "none"
-        message = (f"the new {what} {build_id} failed the gate on {c.transport.name}: {verdict.reason}. "
-                   f"`current` is unchanged ({current.rsplit('/', 1)[-1]}); the {what} and its log are kept "
-                   f"({c.transport.name}:{verdict.log})")
-        hint = verdict.hint
-        if refused_level:
-            hint = f"edgekit records {cpu_level} as unusable here and builds {lower.name} instead"
-        raise GateRefused(message, verdict, refused_level, hint=hint)
-
-    return Change(f"prove {build_id} runs here: its llama-server on a tiny model in the service's sandbox"
-                  + (", every layer on the GPU" if gpu else ""), run.commands(), apply=apply)
-
-
 class LlamaCurrent:
     """`current` points at the build (switched atomically); the previous one kept, older ones pruned."""
 
@@ -387,172 +332,3 @@ class LlamaCurrent:
         return switch_plan(ctx, r.plan.prefix, self.spec.keep)
 
 
-def switch_plan(ctx: Context, prefix: str, keep: int) -> Noop | Change:
-    inst = installed(ctx, prefix)
-    ctx.state["build"] = {"prefix": prefix, "bin_dir": f"{prefix}/bin", "current": S.CURRENT, "stamp": inst["stamp"]}
-    if inst["current"] == prefix and inst["stamp"]:
-        return Noop(f"{describe(inst['stamp'])} already built at {prefix} (current)")
-    if not ctx.dry_run:
-        rec = parse_record(ctx.transport.run(read_record_command(prefix), check=False).stdout)
-        if not (rec and rec.get("ok")):
-            raise UnsuitableDevice(f"{prefix} has not passed the build gate on {ctx.transport.name}: not switching "
-                                   "to it", hint=f"run `edgekit build {ctx.transport.name}` to gate it")
-    commands = switch_commands(prefix, inst["current"]) + [f"prune builds beyond the newest {keep}"]
-
-    def apply(c: Context) -> None:
-        for command in switch_commands(prefix, inst["current"]):
-            c.sudo(command)
-        prune(c, keep)
-        now = installed(c, prefix)
-        c.state["build"]["stamp"] = now["stamp"]
-
-    return Change(f"switch {S.CURRENT} -> {prefix}" + (f" (previous: {inst['current']})" if inst["current"] else ""),
-                  commands, apply=apply)
-
-
-def switch_commands(prefix: str, previous: str | None) -> list[str]:
-    tmp = f"{S.CURRENT}.edgekit-tmp"
-    cmds = []
-    if previous and previous != prefix:
-        prev_tmp = f"{S.INSTALL_ROOT}/previous.edgekit-tmp"
-        cmds.append(f"ln -sfn {q(previous)} {q(prev_tmp)} && mv -T {q(prev_tmp)} {q(S.INSTALL_ROOT + '/previous')}")
-    cmds.append(f"ln -sfn {q(prefix)} {q(tmp)} && mv -T {q(tmp)} {q(S.CURRENT)}")
-    return cmds
-
-
-LIST_BUILDS = (f"cd {S.INSTALL_ROOT} 2>/dev/null && find . -mindepth 1 -maxdepth 1 -type d ! -name '*.partial' "
-               f"-printf '%T@ %f\\n'; echo \"@@current $(readlink current)\"; echo \"@@previous $(readlink previous)\"")
-
-
-def prune_candidates(listing: str, keep: int) -> list[str]:
-    """Pure: installed build dirs to remove, oldest first beyond `keep`; current and previous are never removed."""
-    builds, current, previous = [], None, None
-    for line in listing.splitlines():
-        if line.startswith("@@current "):
-            current = line.split(" ", 1)[1].strip().rsplit("/", 1)[-1] or None
-        elif line.startswith("@@previous "):
-            previous = line.split(" ", 1)[1].strip().rsplit("/", 1)[-1] or None
-        elif line.strip():
-            stamp, _, name = line.strip().partition(" ")
-            try:
-                builds.append((float(stamp), name))
-            except ValueError:
-                continue
-    builds.sort(reverse=True)
-    protected = {current, previous}
-    kept = [n for _, n in builds if n in protected]
-    drop = []
-    for _, name in builds:
-        if name in protected:
-            continue
-        if len(kept) < keep:
-            kept.append(name)
-        else:
-            drop.append(name)
-    return drop
-
-
-def prune(ctx: Context, keep: int) -> list[str]:
-    drop = prune_candidates(ctx.transport.run(LIST_BUILDS, check=False).stdout, keep)
-    for name in drop:
-        ctx.sudo(f"rm -rf {q(S.INSTALL_ROOT + '/' + name)}")
-    return drop
-
-
-# -- build once, deploy many (issue 7) ----------------------------------------------------------------------
-def pack_build(ctx: Context, prefix: str = S.CURRENT) -> dict:
-    """On the device: tar an installed build (with its stamp) into PACK_DIR; -> {'remote', 'sha256', 'stamp'}."""
-    real = ctx.transport.run(f"readlink -f {q(prefix)}").stdout.strip()
-    stamp = parse_stamp(ctx.transport.run(f"cat {q(real)}/{S.STAMP_NAME}", check=False).stdout)
-    if not stamp:
-        raise UsageError(f"no llama.cpp build at {prefix} on {ctx.transport.name}",
-                         hint=f"build one first: `edgekit build {ctx.transport.name}`")
-    name = real.rsplit("/", 1)[-1]
-    remote = f"{S.PACK_DIR}/{name}.tar.gz"
-    ctx.sudo(f"mkdir -p {q(S.PACK_DIR)} && tar -C {q(S.INSTALL_ROOT)} --exclude={L.GATE_NAME} -czf {q(remote)}.partial {q(name)} && "
-             f"mv {q(remote)}.partial {q(remote)}")
-    sha = ctx.transport.run(f"sha256sum {q(remote)}").stdout.split()[0]
-    return {"remote": remote, "name": name, "sha256": sha, "stamp": stamp}
-
-
-def fetch_pack(ctx: Context, pack: dict) -> Path:
-    """Copy a packed build to the controller cache (builds/<name>.tar.gz + .json), verified by sha256."""
-    from edgekit.build.source import sha256_file
-
-    dest = paths.cache() / "builds"
-    dest.mkdir(parents=True, exist_ok=True)
-    local = dest / f"{pack['name']}.tar.gz"
-    if not (local.is_file() and sha256_file(local) == pack["sha256"]):
-        part = local.with_suffix(".partial")
-        ctx.transport.get(pack["remote"], part)
-        if sha256_file(part) != pack["sha256"]:
-            part.unlink(missing_ok=True)
-            raise RemoteCommandFailed(f"get {pack['remote']}", 1, "", message="fetched build does not match its sha256",
-                                      hint="retry the fetch")
-        part.replace(local)
-    (dest / f"{pack['name']}.json").write_text(json.dumps({k: pack[k] for k in ("name", "sha256", "stamp")},
-                                                          indent=2))
-    return local
-
-
-class InstallPack:
-    """A packed build (tarball from fetch_pack) installed at its versioned prefix and made current."""
-
-    name = "llama-install-pack"
-
-    def __init__(self, tarball: str | Path, keep: int = 3):
-        self.tarball = Path(tarball)
-        meta = json.loads(self.tarball.with_name(self.tarball.name.removesuffix(".tar.gz") + ".json").read_text())
-        self.pack_name, self.sha256, self.stamp, self.keep = meta["name"], meta["sha256"], meta["stamp"], keep
-
-    @property
-    def prefix(self) -> str:
-        return f"{S.INSTALL_ROOT}/{self.pack_name}"
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        facts = ctx.state.get("facts")
-        if facts is not None:
-            need = set(self.stamp.get("cpu_requires") or ())
-            lacking = isa.missing(need, facts.cpu_flags)
-            if self.stamp.get("arch") and facts.arch and self.stamp["arch"] != facts.arch:
-                lacking = [f"machine {self.stamp['arch']}"]
-            if lacking:
-                raise UnsuitableDevice(f"the packed build {self.pack_name} needs CPU features this device does not "
-                                       f"advertise: {', '.join(lacking)}",
-                                       hint=f"build on this device: `edgekit build {ctx.transport.name}`")
-        inst = installed(ctx, self.prefix)
-        if inst["server"] and inst["stamp"] and inst["stamp"].get("flags_hash") == self.stamp.get("flags_hash"):
-            gate = gate_plan(ctx, self.prefix, self.pack_name, self.stamp.get("backend") == "cuda", what="pack")
-            if isinstance(gate, Change):
-                return gate
-            return switch_plan(ctx, self.prefix, self.keep)
-        remote = f"{S.PACK_DIR}/{self.pack_name}.tar.gz"
-        part = f"{self.prefix}.partial"
-        gpu = self.stamp.get("backend") == "cuda"
-        run = gate_run_for(ctx, self.pack_name, part, gpu)
-        commands = [f"# upload {self.tarball} -> {remote}", f"echo '{self.sha256}  {remote}' | sha256sum -c",
-                    checked_unpack_command(self.tarball, self.sha256, self.pack_name, remote, part),
-                    *run.commands(), f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
-
-        def apply(c: Context) -> None:
-            c.sudo(f"mkdir -p {q(S.PACK_DIR)}")
-            c.transport.put(self.tarball, remote, sudo=True)
-            c.sudo(f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
-                   hint="the upload was corrupted; retry")
-            c.sudo(unpack_command(remote, part))
-            c.sudo(f"rm -f {q(part)}/{L.GATE_NAME}")
-            verdict = run_gate(c.transport, run, progress=c.progress)
-            if not verdict.ok:
-                c.sudo(f"rm -rf {q(part)}", check=False)
-                raise GateRefused(f"the packed build {self.pack_name} failed the gate on {c.transport.name}: "
-                                  f"{verdict.reason}. Refused: `current` is unchanged (log {c.transport.name}:"
-                                  f"{verdict.log})", verdict,
-                                  hint=f"build on this device instead: `edgekit build {c.transport.name}`")
-            c.sudo(f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}")
-            record(c.transport, self.prefix, verdict, self.pack_name)
-            decision = switch_plan(c, self.prefix, self.keep)
-            if isinstance(decision, Change):
-                decision.apply(c)
-
-        return Change(f"install packed {self.pack_name}, prove it runs here (gate), make it current", commands,
-                      apply=apply)

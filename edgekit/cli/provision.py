@@ -10,18 +10,14 @@ import typer
 from edgekit import lockfile
 from edgekit import provision as prov
 from edgekit import state as controller_state
-from edgekit.build.spec import BuildSpec
 from edgekit.cli.app import app
 from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, become_password,
                                 hosts_for, is_fleet, open_transport, run_on_fleet)
 from edgekit.console import DataTable, StepPrinter, emit_json, err, say
-from edgekit.errors import UsageError
-from edgekit.models.steps import ModelRequest
 from edgekit.remote.plan import Context
 from edgekit.build.stamp import describe as describe_stamp
 from edgekit.service.healthy import describe as describe_healthy
 from edgekit.service.settings import UNIT_NAME
-from edgekit.service.steps import ServiceOptions
 
 Target = typer.Argument(..., help="[user@]host[:port], an ssh_config alias, or `local`.")
 

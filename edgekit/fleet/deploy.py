@@ -15,7 +15,8 @@ from typing import Any
 from edgekit import paths
 from edgekit.build.cmake import plan_build
 from edgekit.build.source import resolve_source
-from edgekit.build.steps import InstallPack, fetch_pack, pack_build, run_build
+from edgekit.build.packs import InstallPack, fetch_pack, pack_build
+from edgekit.build.steps import run_build
 from edgekit.errors import UsageError
 from edgekit.facts.device import read_facts
 from edgekit.fleet.inventory import Host

@@ -99,7 +99,7 @@ class RecordHealthy:
 
 def restore_commands(st: dict) -> list[str]:
     """Pure: the commands that put the recorded healthy state back (build, env, unit), then restart."""
-    from edgekit.build.steps import switch_commands
+    from edgekit.build.current import switch_commands
 
     h = st["healthy"] or {}
     cmds = [f"systemctl reset-failed {L.UNIT_NAME} 2>/dev/null; true"]

@@ -1,0 +1,119 @@
+"""Build once, deploy many: pack an installed build on its builder, fetch it to the controller cache, install it
+on another device (checked member by member, gated there, then made current)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from edgekit import layout as L
+from edgekit import paths
+from edgekit.build import isa
+from edgekit.build import spec as S
+from edgekit.build.current import gate_plan, gate_run_for, installed, record, run_gate, switch_commands, switch_plan
+from edgekit.build.gate import GateRefused
+from edgekit.build.pack import checked_unpack_command, unpack_command
+from edgekit.build.stamp import parse_stamp
+from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
+from edgekit.remote.plan import Change, Context, Noop
+
+q = shlex.quote
+
+
+def pack_build(ctx: Context, prefix: str = S.CURRENT) -> dict:
+    """On the device: tar an installed build (with its stamp) into PACK_DIR; -> {'remote', 'sha256', 'stamp'}."""
+    real = ctx.transport.run(f"readlink -f {q(prefix)}").stdout.strip()
+    stamp = parse_stamp(ctx.transport.run(f"cat {q(real)}/{S.STAMP_NAME}", check=False).stdout)
+    if not stamp:
+        raise UsageError(f"no llama.cpp build at {prefix} on {ctx.transport.name}",
+                         hint=f"build one first: `edgekit build {ctx.transport.name}`")
+    name = real.rsplit("/", 1)[-1]
+    remote = f"{S.PACK_DIR}/{name}.tar.gz"
+    ctx.sudo(f"mkdir -p {q(S.PACK_DIR)} && tar -C {q(S.INSTALL_ROOT)} --exclude={L.GATE_NAME} -czf {q(remote)}.partial {q(name)} && "
+             f"mv {q(remote)}.partial {q(remote)}")
+    sha = ctx.transport.run(f"sha256sum {q(remote)}").stdout.split()[0]
+    return {"remote": remote, "name": name, "sha256": sha, "stamp": stamp}
+
+
+def fetch_pack(ctx: Context, pack: dict) -> Path:
+    """Copy a packed build to the controller cache (builds/<name>.tar.gz + .json), verified by sha256."""
+    from edgekit.build.source import sha256_file
+
+    dest = paths.cache() / "builds"
+    dest.mkdir(parents=True, exist_ok=True)
+    local = dest / f"{pack['name']}.tar.gz"
+    if not (local.is_file() and sha256_file(local) == pack["sha256"]):
+        part = local.with_suffix(".partial")
+        ctx.transport.get(pack["remote"], part)
+        if sha256_file(part) != pack["sha256"]:
+            part.unlink(missing_ok=True)
+            raise RemoteCommandFailed(f"get {pack['remote']}", 1, "", message="fetched build does not match its sha256",
+                                      hint="retry the fetch")
+        part.replace(local)
+    (dest / f"{pack['name']}.json").write_text(json.dumps({k: pack[k] for k in ("name", "sha256", "stamp")},
+                                                          indent=2))
+    return local
+
+
+class InstallPack:
+    """A packed build (tarball from fetch_pack) installed at its versioned prefix and made current."""
+
+    name = "llama-install-pack"
+
+    def __init__(self, tarball: str | Path, keep: int = 3):
+        self.tarball = Path(tarball)
+        meta = json.loads(self.tarball.with_name(self.tarball.name.removesuffix(".tar.gz") + ".json").read_text())
+        self.pack_name, self.sha256, self.stamp, self.keep = meta["name"], meta["sha256"], meta["stamp"], keep
+
+    @property
+    def prefix(self) -> str:
+        return f"{S.INSTALL_ROOT}/{self.pack_name}"
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        facts = ctx.state.get("facts")
+        if facts is not None:
+            need = set(self.stamp.get("cpu_requires") or ())
+            lacking = isa.missing(need, facts.cpu_flags)
+            if self.stamp.get("arch") and facts.arch and self.stamp["arch"] != facts.arch:
+                lacking = [f"machine {self.stamp['arch']}"]
+            if lacking:
+                raise UnsuitableDevice(f"the packed build {self.pack_name} needs CPU features this device does not "
+                                       f"advertise: {', '.join(lacking)}",
+                                       hint=f"build on this device: `edgekit build {ctx.transport.name}`")
+        inst = installed(ctx, self.prefix)
+        if inst["server"] and inst["stamp"] and inst["stamp"].get("flags_hash") == self.stamp.get("flags_hash"):
+            gate = gate_plan(ctx, self.prefix, self.pack_name, self.stamp.get("backend") == "cuda", what="pack")
+            if isinstance(gate, Change):
+                return gate
+            return switch_plan(ctx, self.prefix, self.keep)
+        remote = f"{S.PACK_DIR}/{self.pack_name}.tar.gz"
+        part = f"{self.prefix}.partial"
+        gpu = self.stamp.get("backend") == "cuda"
+        run = gate_run_for(ctx, self.pack_name, part, gpu)
+        commands = [f"# upload {self.tarball} -> {remote}", f"echo '{self.sha256}  {remote}' | sha256sum -c",
+                    checked_unpack_command(self.tarball, self.sha256, self.pack_name, remote, part),
+                    *run.commands(), f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
+
+        def apply(c: Context) -> None:
+            c.sudo(f"mkdir -p {q(S.PACK_DIR)}")
+            c.transport.put(self.tarball, remote, sudo=True)
+            c.sudo(f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
+                   hint="the upload was corrupted; retry")
+            c.sudo(unpack_command(remote, part))
+            c.sudo(f"rm -f {q(part)}/{L.GATE_NAME}")
+            verdict = run_gate(c.transport, run, progress=c.progress)
+            if not verdict.ok:
+                c.sudo(f"rm -rf {q(part)}", check=False)
+                raise GateRefused(f"the packed build {self.pack_name} failed the gate on {c.transport.name}: "
+                                  f"{verdict.reason}. Refused: `current` is unchanged (log {c.transport.name}:"
+                                  f"{verdict.log})", verdict,
+                                  hint=f"build on this device instead: `edgekit build {c.transport.name}`")
+            c.sudo(f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}")
+            record(c.transport, self.prefix, verdict, self.pack_name)
+            decision = switch_plan(c, self.prefix, self.keep)
+            if isinstance(decision, Change):
+                decision.apply(c)
+
+        return Change(f"install packed {self.pack_name}, prove it runs here (gate), make it current", commands,
+                      apply=apply)
