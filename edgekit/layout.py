@@ -28,5 +28,6 @@ LOG_DIR = "/var/log/edgekit"
 UNIT_NAME = "edgekit-llama-server"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}.service"
 SERVICE_USER = "edgekit"
+GPU_GROUPS = ("video", "render")               # the service user joins those the device has (Jetson GPU nodes)
 STAMP_NAME = "build-stamp.json"
 GATE_NAME = "gate.json"                        # the gate's verdict for one build on this device

@@ -172,3 +172,27 @@ def test_run_build_falls_back_one_level_after_sigill(monkeypatch):
     with pytest.raises(GateRefused):
         B.run_build(ctx, S.BuildSpec(cpu_only=True, cpu_level="x86-64-v4"))
     assert planned == ["x86-64-v4"]
+
+
+def test_probe_host_reaches_the_server_where_it_binds():
+    from edgekit.service.steps import probe_host
+
+    assert probe_host("0.0.0.0") == "127.0.0.1" and probe_host("::") == "[::1]" and probe_host("::1") == "[::1]"
+    assert probe_host("192.168.1.50") == "192.168.1.50" and probe_host("127.0.0.1") == "127.0.0.1"
+
+
+def test_commands_quote_device_paths_and_refuse_path_like_versions():
+    import shlex
+
+    from edgekit.build import spec as S
+    from edgekit.build.cmake import BuildPlan
+    from edgekit.build.source import resolve_source
+
+    plan = BuildPlan(version="b1", commit=None, backend="cpu", cuda_arch=None, cuda_version=None, nvcc=None,
+                     defines=["-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN"], flags_hash="h", jobs=2, jobs_note="")
+    argv = shlex.split(plan.configure_command())
+    assert argv[:3] == ["cmake", "-S", plan.src_dir] and argv[-1] == "-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN"
+    assert shlex.split(plan.build_command())[-2:] == ["-j", "2"]
+    for version in ("b1/../../etc", "$(id)", "-rf", "b1;x"):
+        with pytest.raises(UsageError):
+            resolve_source(S.BuildSpec(version=version))

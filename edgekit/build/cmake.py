@@ -88,11 +88,12 @@ class BuildPlan:
                 "CCACHE_COMPILERCHECK": "content", "CCACHE_MAXSIZE": "5G"}
 
     def configure_command(self) -> str:
-        return " ".join(["cmake", "-S", self.src_dir, "-B", self.build_dir, "-G", "Ninja",
-                         *(shlex.quote(d) for d in self.defines)])
+        return " ".join(shlex.quote(a) for a in ["cmake", "-S", self.src_dir, "-B", self.build_dir, "-G", "Ninja",
+                                                 *self.defines])
 
     def build_command(self) -> str:
-        return f"cmake --build {self.build_dir} --target {' '.join(self.targets)} -j {self.jobs}"
+        return " ".join(shlex.quote(str(a)) for a in ["cmake", "--build", self.build_dir, "--target", *self.targets,
+                                                      "-j", self.jobs])
 
     def flags_summary(self) -> str:
         cpu = f"CPU {self.cpu_level or 'native'}"

@@ -27,7 +27,8 @@ def gate_run_for(ctx: Context, build_id: str, prefix: str, gpu: bool) -> GateRun
     """The gate's commands for one build, with the real unit's sandbox (as rendered for this device)."""
     from edgekit.service.settings import render_unit
 
-    groups = ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
+    groups = [g for g in ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
+                      if g in L.GPU_GROUPS]   # only the names asked for reach a command
     unit = render_unit({"edgekit_private_devices": not gpu, "edgekit_service_groups": groups})
     props = sandbox_properties(unit)
     if not ctx.transport.run(f"id -u {q(L.SERVICE_USER)}", check=False).ok:

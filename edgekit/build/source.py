@@ -33,7 +33,7 @@ def resolve_source(build: S.BuildSpec) -> SourceInfo:
     """Identify the source the spec asks for; raise UsageError if it is not a llama.cpp tree."""
     src = build.source
     if not src:
-        if not re.fullmatch(r"[A-Za-z0-9._/-]+", build.version):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", build.version):   # it names device paths
             raise UsageError(f"not a llama.cpp version: {build.version!r}", hint="use a release tag like b11312")
         commit = S.LLAMA_CPP_COMMIT if build.version == S.LLAMA_CPP_VERSION else None
         return SourceInfo("git", build.version, commit, build.version, url=build.repo)

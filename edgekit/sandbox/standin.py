@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -155,7 +156,8 @@ def _unpack(sb: StandIn, tarball: Path) -> None:
     root = sb.dir / "root"
     root.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12G,mode=0755", "tmpfs", str(root)], check=True)
-    subprocess.run(f"zstd -q -d -c {tarball} | tar -C {root} --numeric-owner -xf -", shell=True, check=True)
+    subprocess.run(f"zstd -q -d -c {shlex.quote(str(tarball))} | tar -C {shlex.quote(str(root))} --numeric-owner -xf -",
+                   shell=True, check=True)
     (root / "etc/hostname").write_text(sb.name + "\n")
     with open(root / "etc/hosts", "a") as fh:
         fh.write(f"127.0.1.1 {sb.name}\n{sb.host_address} controller\n")

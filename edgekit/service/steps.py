@@ -13,6 +13,7 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from edgekit import layout as L
 from edgekit import state as controller_state
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
 from edgekit.remote.plan import Change, Context, Noop
@@ -72,7 +73,8 @@ class ServiceUser:
     name = "service user"
 
     def plan(self, ctx: Context):
-        groups_present = ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
+        groups_present = [g for g in ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
+                      if g in L.GPU_GROUPS]   # only the names asked for reach a command
         ctx.state["service_groups"] = groups_present
         have = ctx.transport.run(f"id -nG {USER}", check=False)
         missing = [g for g in groups_present if g not in have.stdout.split()]
