@@ -13,7 +13,7 @@ from edgekit import settings
 from edgekit import state as controller_state
 from edgekit.build.spec import BuildSpec, CURRENT, INSTALL_ROOT, STAMP_NAME
 from edgekit.build.current import switch_commands
-from edgekit.build.steps import run_build
+from edgekit.build.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.device import read_facts, require_supported
 from edgekit.models.steps import ModelRequest, model_steps, require_pinned
@@ -24,7 +24,8 @@ from edgekit.service import probe
 from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
 from edgekit.service import healthy
 from edgekit.settings import Settings
-from edgekit.service.steps import USER, ServiceOptions, pre_build_steps, service_steps, unit_properties, wait_healthy
+from edgekit.service.steps import (USER, PortFree, ServiceOptions, ServiceUser, service_steps, unit_properties,
+                                   wait_healthy)
 
 
 @dataclass
@@ -82,16 +83,17 @@ class Preflight:
 def provision(ctx: Context, opts: ProvisionOptions):
     """Run every step; remember where the server listens on the controller. Returns the step results.
 
-    Order: every check that can run before a change (facts, port, fit) first; the build is gated before
+    Order: every check that can run before a change (facts, port, build plan, fit) first; the build is gated before
     `current` moves; a change that leaves the service unhealthy is rolled back (deploy_steps)."""
     ctx.state["service"] = opts.service
     ctx.state["cuda_arch_override"] = opts.build.cuda_arch
     results: list = []
     try:
         with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
-            results += run_steps(ctx, [Preflight(), *pre_build_steps()])
+            fit, fetch = model_steps(opts.model)
+            results += run_steps(ctx, [Preflight(), PortFree(), BuildPlanned(opts.build), fit, ServiceUser()])
             results += run_build(ctx, opts.build)
-            results += deploy_steps(ctx, opts.service, [*model_steps(opts.model), *service_steps()])
+            results += deploy_steps(ctx, opts.service, [fetch, *service_steps()])
     except EdgekitError as e:
         e.results = results + [r for r in getattr(e, "results", []) if r not in results]  # type: ignore
         raise

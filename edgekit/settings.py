@@ -135,6 +135,8 @@ def _sha256(v):
 def _cmake_flags(v):
     if v is None or v == "":
         return ()
+    if not isinstance(v, (str, list, tuple)):
+        raise ValueError(f"{v!r} is not a list of -DNAME=VALUE")
     items = [v] if isinstance(v, str) else list(v)
     out = []
     for item in items:
@@ -223,7 +225,10 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
             raise UsageError(f"unknown setting {key!r} ({inventory_source})",
                              hint="inventory settings: " + ", ".join(sorted(BY_NAME)))
         if name == "api_key" and key == "no_api_key":
-            value = not _bool(value)
+            try:
+                value = not _bool(value)
+            except ValueError as e:
+                raise UsageError(f"no_api_key ({inventory_source}): {e}", hint="no_api_key = true or false") from None
         values[name], sources[name] = value, inventory_source
     for name, value in flags.items():
         if value is not None and name in BY_NAME:
@@ -231,7 +236,7 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
     for f in FIELDS:
         try:
             values[f.name] = f.check(values[f.name])
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise UsageError(f"{_where(f.name, sources[f.name])}: {e}",
                              hint=_hint(f.name)) from None
     s = Settings(values, sources)

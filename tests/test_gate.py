@@ -80,7 +80,7 @@ def test_sandbox_properties_come_from_the_rendered_unit():
 
 
 SHOW_SIGILL = {"ActiveState": "failed", "Result": "core-dump", "ExecMainCode": "3", "ExecMainStatus": "4"}
-LOG_CUDA_OK = ("ggml_cuda_init: found 1 CUDA devices:\n  Device 0: Orin, compute capability 8.7, VMM: yes\n"
+LOG_CUDA_OK = ("ggml_cuda_init: found 1 CUDA devices (Total VRAM: 7620 MiB):\n  Device 0: Orin, compute capability 8.7, VMM: yes, VRAM: 7620 MiB\n"
                "load_tensors: offloaded 3/3 layers to GPU\nmain: server is listening on unix:///run/x/llama.sock\n")
 
 
@@ -196,3 +196,25 @@ def test_commands_quote_device_paths_and_refuse_path_like_versions():
     for version in ("b1/../../etc", "$(id)", "-rf", "b1;x"):
         with pytest.raises(UsageError):
             resolve_source(S.BuildSpec(version=version))
+
+
+def test_gate_leaves_out_settings_an_older_systemd_refuses():
+    unit = render_unit({"edgekit_private_devices": False, "edgekit_service_groups": ["video"]})
+    assert "ProtectProc=invisible" in sandbox_properties(unit, 252)
+    old = sandbox_properties(unit, 245)                  # JetPack 5 (Ubuntu 20.04)
+    assert "ProtectProc=invisible" not in old and "NoNewPrivileges=yes" in old
+
+
+def test_judge_does_not_blame_vmm_for_every_cuda_failure():
+    log = LOG_CUDA_OK + "CUDA error: out of memory\n"     # the normal device line says "VMM: yes"
+    v = judge({"ActiveState": "failed", "ExecMainCode": "1", "ExecMainStatus": "1"}, False, None, log, gpu=True)
+    assert "ran out of memory" in v.reason and "NO_VMM" not in (v.hint or "")
+
+
+def test_prune_keeps_the_last_healthy_build():
+    from edgekit.build.current import prune_candidates
+
+    listing = "1 b-old\n2 b-healthy\n3 b-mid\n4 b-prev\n5 b-new\n@@current b-new\n@@previous b-prev\n"
+    assert prune_candidates(listing, 3) == ["b-healthy", "b-old"]
+    kept_healthy = prune_candidates(listing, 3, ("b-healthy",))   # protected builds count toward --keep
+    assert "b-healthy" not in kept_healthy and kept_healthy == ["b-mid", "b-old"]

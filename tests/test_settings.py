@@ -90,3 +90,10 @@ def test_hosts_are_canonical_and_loopback_is_an_allow_list():
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.50", "orin-1"))
     with pytest.raises(ValueError):
         normalize_host("a b")
+
+
+@pytest.mark.parametrize("inventory, words", [({"no_api_key": "maybe"}, "no_api_key"),
+                                              ({"cmake_flags": 5}, "cmake_flags")])
+def test_odd_inventory_types_are_usage_errors_not_tracebacks(inventory, words):
+    with pytest.raises(UsageError, match=words):
+        resolve({}, inventory, "inventory lab.toml, host a")

@@ -30,7 +30,8 @@ def gate_run_for(ctx: Context, build_id: str, prefix: str, gpu: bool) -> GateRun
     groups = [g for g in ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
                       if g in L.GPU_GROUPS]   # only the names asked for reach a command
     unit = render_unit({"edgekit_private_devices": not gpu, "edgekit_service_groups": groups})
-    props = sandbox_properties(unit)
+    version = ctx.transport.run("systemctl --version", check=False).stdout.split()
+    props = sandbox_properties(unit, int(version[1]) if len(version) > 1 and version[1].isdigit() else None)
     if not ctx.transport.run(f"id -u {q(L.SERVICE_USER)}", check=False).ok:
         # `edgekit build` before any provision: no service user yet; a transient one has the same rights.
         props = [p for p in props if not p.startswith(("User=", "Group=", "SupplementaryGroups="))]
@@ -108,8 +109,9 @@ LIST_BUILDS = (f"cd {S.INSTALL_ROOT} 2>/dev/null && find . -mindepth 1 -maxdepth
                f"-printf '%T@ %f\\n'; echo \"@@current $(readlink current)\"; echo \"@@previous $(readlink previous)\"")
 
 
-def prune_candidates(listing: str, keep: int) -> list[str]:
-    """Pure: installed build dirs to remove, oldest first beyond `keep`; current and previous are never removed."""
+def prune_candidates(listing: str, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
+    """Pure: installed build dirs to remove, oldest first beyond `keep`; current, previous and `protect` (the last
+    healthy build, which a rollback restores) are never removed."""
     builds, current, previous = [], None, None
     for line in listing.splitlines():
         if line.startswith("@@current "):
@@ -123,7 +125,7 @@ def prune_candidates(listing: str, keep: int) -> list[str]:
             except ValueError:
                 continue
     builds.sort(reverse=True)
-    protected = {current, previous}
+    protected = {current, previous, *protect}
     kept = [n for _, n in builds if n in protected]
     drop = []
     for _, name in builds:
@@ -137,7 +139,14 @@ def prune_candidates(listing: str, keep: int) -> list[str]:
 
 
 def prune(ctx: Context, keep: int) -> list[str]:
-    drop = prune_candidates(ctx.transport.run(LIST_BUILDS, check=False).stdout, keep)
+    import json
+
+    try:
+        healthy = json.loads(ctx.sudo(f"cat {q(L.HEALTHY)}", check=False).stdout or "{}").get("build") or ""
+    except ValueError:
+        healthy = ""
+    drop = prune_candidates(ctx.transport.run(LIST_BUILDS, check=False).stdout, keep,
+                            (healthy.rsplit("/", 1)[-1],) if healthy else ())
     for name in drop:
         ctx.sudo(f"rm -rf {q(S.INSTALL_ROOT + '/' + name)}")
     return drop

@@ -33,6 +33,10 @@ SANDBOX_KEYS = ("User", "Group", "SupplementaryGroups", "UMask", "MemoryMax", "M
                 "PrivateUsers", "KeyringMode", "CapabilityBoundingSet", "AmbientCapabilities",
                 "RestrictAddressFamilies", "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber")
 
+# [Service] settings newer than some Jetson's systemd: a unit file skips an unknown key, systemd-run refuses it.
+# (JetPack 5 / Ubuntu 20.04 has systemd 245.)
+MIN_SYSTEMD = {"ProtectProc": 247}
+
 SIGNAL_WORDS = {
     "SIGILL": "this build uses CPU instructions this machine cannot run",
     "SIGSYS": "a system call was refused by the service's sandbox (SystemCallFilter)",
@@ -46,7 +50,7 @@ SIGNAL_WORDS = {
 LOG_CAUSES = [
     (r"no kernel image is available", "the CUDA code was built for another GPU architecture",
      "rebuild for this GPU: check `edgekit facts` (GPU arch) or pass --cuda-arch"),
-    (r"cuMemAddressReserve|failed to reserve .*virtual|VMM", "CUDA's virtual memory pool could not reserve its "
+    (r"cuMemAddressReserve|failed to reserve .*virtual", "CUDA's virtual memory pool could not reserve its "
      "address space (common on 8 GB Jetsons)", "rebuild with --cmake-flag -DGGML_CUDA_NO_VMM=ON"),
     (r"libcuda\.so[.0-9]*: cannot open shared object file", "the CUDA driver library (libcuda) is missing",
      "install the Jetson's CUDA driver (JetPack: `sudo apt install nvidia-jetpack`)"),
@@ -89,8 +93,9 @@ def unit_name(build_id: str) -> str:
     return "edgekit-gate-" + re.sub(r"[^A-Za-z0-9_.-]", "_", build_id)
 
 
-def sandbox_properties(unit_text: str) -> list[str]:
-    """Pure: the `Key=Value` lines of the rendered unit's [Service] section that the gate applies too."""
+def sandbox_properties(unit_text: str, systemd_version: int | None = None) -> list[str]:
+    """Pure: the `Key=Value` lines of the rendered unit's [Service] section that the gate applies too (those this
+    systemd knows, when its version is given)."""
     props, section = [], None
     for line in unit_text.splitlines():
         line = line.strip()
@@ -99,7 +104,8 @@ def sandbox_properties(unit_text: str) -> list[str]:
             continue
         if section != "[Service]" or not line or line.startswith("#") or "=" not in line:
             continue
-        if line.split("=", 1)[0] in SANDBOX_KEYS:
+        key = line.split("=", 1)[0]
+        if key in SANDBOX_KEYS and (systemd_version is None or systemd_version >= MIN_SYSTEMD.get(key, 0)):
             props.append(line)
     return props
 
@@ -179,7 +185,7 @@ def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str,
         words = SIGNAL_WORDS.get(name, "it was killed by a signal")
         hint = None
         if name == "SIGILL":
-            hint = "edgekit builds for a lower CPU level next (see `edgekit facts`), or pass --cpu-level"
+            hint = "build for a lower CPU level, e.g. --cpu-level x86-64-v3 (the levels: edgekit/build/isa.py)"
         return Verdict(False, f"llama-server died of {name}: {words}", hint, signal=name, gpu=gpu_info)
     for pattern, words, hint in LOG_CAUSES:
         m = re.search(pattern, log)
@@ -231,29 +237,26 @@ def run_gate(transport, run: GateRun, timeout: float = 120.0, progress=lambda te
                    "true", check=False)
     start = time.monotonic()
     started = transport.sudo(run.start_command(), check=False)
-    show, healthy, completion = {}, False, None
-    if started.ok:
-        while time.monotonic() - start < timeout:
-            out = transport.sudo(run.poll_command(), check=False).stdout
-            show = parse_show(out)
-            if "health=200" in out:
-                healthy = True
-                break
-            if show.get("ActiveState") in ("failed", "inactive"):
-                break
-            progress(f"gate: waiting for the test server ({time.monotonic() - start:.0f}s)")
-            time.sleep(0.5)
-        if healthy:
-            completion = transport.sudo(run.completion_command(), check=False).stdout
-    log = transport.sudo(run.stop_command(), check=False).stdout
+    show, healthy, completion, log = {}, False, None, ""
+    try:
+        if started.ok:
+            while time.monotonic() - start < timeout:
+                out = transport.sudo(run.poll_command(), check=False).stdout
+                show = parse_show(out)
+                if "health=200" in out:
+                    healthy = True
+                    break
+                if show.get("ActiveState") in ("failed", "inactive"):
+                    break
+                progress(f"gate: waiting for the test server ({time.monotonic() - start:.0f}s)")
+                time.sleep(0.5)
+            if healthy:
+                completion = transport.sudo(run.completion_command(), check=False).stdout
+    finally:                            # also on Ctrl-C: never leave the test server running
+        log = transport.sudo(run.stop_command(), check=False).stdout
     if not started.ok:
         log = (started.stdout + started.stderr) + log
         show = {"ActiveState": "not started"}
-    else:
-        final = parse_show(transport.sudo(f"systemctl show {q(run.unit)} -p ActiveState -p Result -p ExecMainCode "
-                                          "-p ExecMainStatus", check=False).stdout)
-        if not healthy and final.get("ExecMainCode") not in (None, "", "0"):
-            show = final
     verdict = judge(show, healthy, completion, log, run.gpu)
     verdict.seconds = round(time.monotonic() - start, 2)
     verdict.log = run.log

@@ -89,9 +89,9 @@ def choose(arch: str | None, flags: set[str] | frozenset[str], refused: set[str]
 def lower(arch: str | None, level: Level | None) -> Level | None:
     """The next level down (the fallback after a SIGILL), or None at the bottom."""
     levels = levels_for(arch)
-    if level is None:                       # native failed: the best portable level is the fallback
-        return levels[0] if levels else None
     names = [lv.name for lv in levels]
+    if level is None:
+        return None
     if level.name not in names or names.index(level.name) + 1 >= len(names):
         return None
     return levels[names.index(level.name) + 1]

@@ -84,16 +84,27 @@ class InstallPack:
         inst = installed(ctx, self.prefix)
         if inst["server"] and inst["stamp"] and inst["stamp"].get("flags_hash") == self.stamp.get("flags_hash"):
             gate = gate_plan(ctx, self.prefix, self.pack_name, self.stamp.get("backend") == "cuda", what="pack")
-            if isinstance(gate, Change):
-                return gate
-            return switch_plan(ctx, self.prefix, self.keep)
+            if isinstance(gate, Noop):
+                return switch_plan(ctx, self.prefix, self.keep)
+
+            def gate_then_switch(c: Context) -> None:      # installed earlier but not gated here: gate, then switch
+                gate.apply(c)
+                decision = switch_plan(c, self.prefix, self.keep)
+                if isinstance(decision, Change):
+                    decision.apply(c)
+
+            return Change(gate.summary + ", then make it current",
+                          gate.commands + switch_commands(self.prefix, inst["current"]), apply=gate_then_switch)
         remote = f"{S.PACK_DIR}/{self.pack_name}.tar.gz"
         part = f"{self.prefix}.partial"
         gpu = self.stamp.get("backend") == "cuda"
         run = gate_run_for(ctx, self.pack_name, part, gpu)
-        commands = [f"# upload {self.tarball} -> {remote}", f"echo '{self.sha256}  {remote}' | sha256sum -c",
+        commands = [f"mkdir -p {q(S.PACK_DIR)}", f"upload {self.tarball} -> {remote} (0644 root, sha256 {self.sha256})",
+                    f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
                     checked_unpack_command(self.tarball, self.sha256, self.pack_name, remote, part),
-                    *run.commands(), f"mv {part} {self.prefix}"] + switch_commands(self.prefix, None)
+                    f"rm -f {q(part)}/{L.GATE_NAME}", *run.commands(),
+                    f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}",
+                    f"upload gate.json -> {self.prefix}/{L.GATE_NAME}"] + switch_commands(self.prefix, inst["current"])
 
         def apply(c: Context) -> None:
             c.sudo(f"mkdir -p {q(S.PACK_DIR)}")

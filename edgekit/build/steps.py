@@ -44,15 +44,17 @@ def run_build(ctx: Context, spec: S.BuildSpec) -> list:
     """Run the build steps; when the gate refuses an automatically chosen CPU level (SIGILL), the level is
     recorded on the device (facts then exclude it) and the next lower level is built, until one passes."""
     results: list = []
+    refused: set[str] = set()
     while True:
         try:
             results += run_steps(ctx, build_steps(spec))
             return results
         except GateRefused as e:
             results += getattr(e, "results", [])
-            if not e.cpu_level or spec.cpu_level is not None:
+            if not e.cpu_level or spec.cpu_level is not None or e.cpu_level in refused:
                 e.results = results  # type: ignore[attr-defined]
-                raise
+                raise               # explicit level, no lower level, or the record did not take: never loop
+            refused.add(e.cpu_level)
             ctx.state.pop(("build-resolved", spec), None)
             ctx.state["facts"] = read_facts(ctx.transport, spec.cuda_arch)
             ctx.reporter.progress("llama-gate", f"{e.cpu_level} refused here ({e.verdict.signal}); "
@@ -101,6 +103,19 @@ def _run_logged(ctx: Context, command: str, log: str, env: dict, on_line=None, w
 
 
 # -- steps ----------------------------------------------------------------------------------------------------
+class BuildPlanned:
+    """The build decided from facts alone (source, CUDA or CPU level, disk, jobs): refusals come before changes."""
+
+    name = "build plan"
+
+    def __init__(self, spec: S.BuildSpec):
+        self.spec = spec
+
+    def plan(self, ctx: Context) -> Noop:
+        p = resolve(ctx, self.spec).plan
+        return Noop(f"{p.id}: {p.flags_summary()}, {p.jobs_note}")
+
+
 class BuildDeps:
     """Build tools installed with apt when missing (checked first, so a second run installs nothing)."""
 

@@ -190,6 +190,7 @@ def pull(
 ) -> None:
     """Download a model to a device (verified by sha256, resumable), after checking it fits."""
     from edgekit.models.steps import ModelRequest, model_steps
+    from edgekit.remote.lock import device_lock
     from edgekit.remote.plan import Context, run_steps
 
     request = ModelRequest(name, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint, source_url=source_url,
@@ -197,7 +198,8 @@ def pull(
     steps = model_steps(request)
     with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())
-        results = run_steps(context, steps)
+        with device_lock(t, "models pull", enabled=not dry_run):
+            results = run_steps(context, steps)
     if json_out:
         model = dict(context.state.get("model", {}))
         model.pop("entry", None)

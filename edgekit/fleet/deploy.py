@@ -27,7 +27,7 @@ from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
-from edgekit.service.steps import pre_build_steps, service_steps
+from edgekit.service.steps import PortFree, ServiceUser, service_steps
 
 class Fleet:
     def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
@@ -120,10 +120,11 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
                 results = provision(ctx, o)  # the builder (or a dry run): its own build steps are no-ops / the plan
             else:
                 ctx.state["service"] = o.service
+                fit, fetch = model_steps(o.model)
                 with device_lock(t, "fleet provision", enabled=not dry_run):
-                    results = run_steps(ctx, [Preflight(), *pre_build_steps(),
+                    results = run_steps(ctx, [Preflight(), PortFree(), fit, ServiceUser(),
                                               InstallPack(build["tarball"], o.build.keep)])
-                    results += deploy_steps(ctx, o.service, [*model_steps(o.model), *service_steps()])
+                    results += deploy_steps(ctx, o.service, [fetch, *service_steps()])
                 remember(ctx, o)
         row.result.steps[:] = results
         return f"serving {ctx.state.get('model', {}).get('name')} on :{o.service.port}", None

@@ -207,6 +207,8 @@ class ServiceRunning:
         enabled = show.get("UnitFileState") == "enabled"
         active = show.get("ActiveState") == "active"
         why = sorted(ctx.changed - self.not_triggers)
+        if active and not why and self._stale_binary(ctx, show.get("MainPID") or "0"):
+            why = ["llama-current (the running server is an older build than current)"]
         if active and enabled and not why:
             return Noop(f"{UNIT_NAME} active (PID {show.get('MainPID')}), enabled")
         if not active:
@@ -219,6 +221,15 @@ class ServiceRunning:
         if why or not active:
             commands.append(f"systemctl restart {UNIT_NAME}")
         return Change(summary, commands)
+
+    @staticmethod
+    def _stale_binary(ctx: Context, main_pid: str) -> bool:
+        """`current` moved (edgekit build, a fleet builder) while the service kept the binary it started with."""
+        if not main_pid.isdigit() or main_pid == "0":
+            return False
+        out = ctx.sudo(f"readlink -f /proc/{main_pid}/exe; readlink -f {shlex.quote(L.CURRENT)}/bin/llama-server",
+                       check=False).stdout.split()
+        return len(out) == 2 and out[0] != out[1]
 
 
 def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: float,
@@ -273,11 +284,6 @@ class Healthy:
         ctx.state["smoke_answer"] = answer
         ctx.state["health"] = {"loaded_s": round(loaded, 2), "smoke_s": round(took, 2)}
         return Noop(f"healthy after {loaded:.1f}s; smoke completion in {took:.1f}s: {answer[:60]!r}")
-
-
-def pre_build_steps() -> list:
-    """Checks and the service user, before anything is built or changed (the gate runs as that user)."""
-    return [PortFree(), ServiceUser()]
 
 
 def service_steps() -> list:
