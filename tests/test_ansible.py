@@ -422,10 +422,14 @@ def test_without_a_given_key_the_devices_key_is_kept(molecule):
 @pytest.mark.e2e
 def test_source_path_recognises_edgekits_build_in_check_mode(molecule, llama_src):
     """With no pack and building on the device, the role computes edgekit's prefix and finds the build there."""
+    from edgekit.facts.device import read_facts
+    from edgekit.remote.target import parse_target
+    from edgekit.remote.transport import Transport
+
     m = molecule
-    cpu = plan_build(jetson_facts(), S.BuildSpec(cpu_only=True), SDIST)
-    if m.pack["name"] != cpu.id:
-        pytest.skip(f"the packed build is {m.pack['name']}, not edgekit's default CPU build {cpu.id}")
+    with Transport(parse_target(m.sb.name)) as t:              # edgekit's plan for this stand-in's CPU level
+        cpu = plan_build(read_facts(t), S.BuildSpec(cpu_only=True), SDIST)
+    assert m.pack["name"] == cpu.id, "the pack the role installed is edgekit's own CPU build for this stand-in"
     run = m.run("--check", "-e", json.dumps({"edgekit_build_tarball": "", "edgekit_build_from_source": True,
                                               "edgekit_build_backend": "cpu",
                                               "edgekit_llama_src_archive": str(llama_src),
