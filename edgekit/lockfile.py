@@ -4,7 +4,7 @@ fetched; every later install, on every device, must have the same bytes.
 `check_or_record(kind, name, sha256, source)` records a name seen for the first time and refuses (LockMismatch,
 exit 4, naming both hashes and the lock file) one whose bytes differ from the recorded ones; `check` is the same
 without writing (plans and dry runs). Kinds used: "model" (name "<model>/<file>", as on the device) and
-"llama.cpp" (the build's source). JSON, one object per kind, keys sorted so it diffs well under version control:
+"sources" (a llama.cpp source tarball by URL, named by its URL). JSON, one object per kind, keys sorted so it diffs well under version control:
 
     {"version": 1,
      "model": {"chinese-alpaca-2-1.3b/ggml-model-q4_k.gguf":

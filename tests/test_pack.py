@@ -345,6 +345,9 @@ def test_source_url_is_hashed_and_cached_by_content(served):
     state["body"] = _source_tarball("two")               # the same URL now serves other bytes:
     from edgekit.lockfile import LockMismatch
 
+    from edgekit import lockfile
+
+    lockfile.check_or_record("sources", url, a.digest, url)      # what the build step records on first use
     with pytest.raises(LockMismatch, match="recorded sha256"):   # edgekit.lock recorded the first (fleets agree)
         resolve_source(S.BuildSpec(source=url))
     assert Path(a.local).read_bytes() == first            # content-addressed: the first copy is still that content

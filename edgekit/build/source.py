@@ -41,8 +41,9 @@ def resolve_source(build: S.BuildSpec) -> SourceInfo:
         if src.endswith(".git"):
             return SourceInfo("git", build.version, None, build.version, url=src)
         path, digest = download(src)
-        # the first download of a URL records its sha256 in edgekit.lock; later ones (any host) must match it
-        lockfile.check_or_record("sources", src.split("#", 1)[0], digest, src.split("#", 1)[0])
+        # edgekit.lock: refused here if it recorded other bytes for this URL (read only: planning and dry runs
+        # write nothing); the build step records the first download (LlamaSource)
+        lockfile.check("sources", src.split("#", 1)[0], digest)
         return tarball_source(path, digest=digest, url=src.split("#", 1)[0])
     path = Path(src).expanduser()
     if path.is_dir():

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgekit import lockfile
 from edgekit.build import isa
 from edgekit.build import spec as S
 from edgekit.build.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
@@ -192,6 +193,8 @@ class LlamaSource:
 
     def _apply(self, ctx: Context, r: Resolved) -> None:
         src = r.source
+        if src.kind == "tarball" and src.url:      # a source by URL: its first download is recorded in edgekit.lock
+            lockfile.check_or_record("sources", src.url, src.digest, src.url)
         if src.kind == "tarball":
             remote = remote_tarball(src)
             have = ctx.transport.run(f"sha256sum {q(remote)} 2>/dev/null", check=False).stdout.split()
