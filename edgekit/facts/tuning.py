@@ -1,0 +1,183 @@
+"""Jetson tuning facts: power modes, clock pinning, swap/zram and the boot target.
+
+Pure parsers only; nothing here is wired into the device view yet.
+"""
+
+from __future__ import annotations
+
+import re
+
+from edgekit.facts.base import Fact
+from edgekit.facts.jetson import PowerMode
+
+_POWER_MODEL = re.compile(r"^<\s*POWER_MODEL\s+ID\s*=\s*(\d+)\s+NAME\s*=\s*([^\s>]+)\s*>", re.M)
+_PM_DEFAULT = re.compile(r"^<\s*PM_CONFIG\s+DEFAULT\s*=\s*(\d+)\s*>", re.M)
+
+
+class NvpmodelConf(Fact):
+    """Power modes in /etc/nvpmodel.conf: {'modes': [{'id': 2, 'name': 'MAXN_SUPER'}, ...], 'default': 2}.
+
+    Ids differ per module and JetPack release, so callers look a mode up by name here, never by a fixed id.
+    Commented lines (the file's own format header) are skipped because a header must start the line.
+    """
+
+    name = "nvpmodel_conf"
+    command = "cat /etc/nvpmodel.conf"
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        modes = [{"id": int(m[1]), "name": m[2]} for m in _POWER_MODEL.finditer(output)]
+        if not modes:
+            return None
+        default = _PM_DEFAULT.search(output)
+        return {"modes": modes, "default": int(default[1]) if default else None}
+
+
+class NvpmodelQuery(PowerMode):
+    """`nvpmodel -q`: 'NV Power Mode: 15W' then the mode id -> {'name': '15W', 'id': 0}.
+
+    Same command and parser as jetson.PowerMode (one parser, not two); only the fact name differs.
+    """
+
+    name = "nvpmodel_query"
+
+
+_CPU = re.compile(r"^cpu(\d+):\s*Online=(\d)\s.*?MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)", re.M)
+_UNIT = r"^{}\s+MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)(?:\s+FreqOverride=(\d))?"
+_GPU = re.compile(_UNIT.format("GPU"), re.M)
+_EMC = re.compile(_UNIT.format("EMC"), re.M)
+
+
+class JetsonClocksShow(Fact):
+    """`jetson_clocks --show`: whether CPU, GPU and EMC clocks are pinned (min == max) and their max frequencies.
+
+    CPU frequencies are kHz (cpufreq), GPU and EMC Hz. A unit the output lacks is None, and `pinned` is
+    True only when every unit present is pinned.
+    """
+
+    name = "jetson_clocks"
+    command = "jetson_clocks --show 2>/dev/null || sudo -n jetson_clocks --show"
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        cpus = [m for m in _CPU.finditer(output) if m[2] == "1"]
+        gpu, emc = _GPU.search(output), _EMC.search(output)
+        if not cpus and not gpu and not emc:
+            return None
+        cpu_pinned = all(m[3] == m[4] for m in cpus) if cpus else None
+        gpu_pinned = gpu[1] == gpu[2] if gpu else None
+        emc_pinned = emc[1] == emc[2] if emc else None
+        present = [p for p in (cpu_pinned, gpu_pinned, emc_pinned) if p is not None]
+        mode = PowerMode.parse(output)
+        return {
+            "pinned": all(present),
+            "cpu_pinned": cpu_pinned,
+            "gpu_pinned": gpu_pinned,
+            "emc_pinned": emc_pinned,
+            "cpu_max_khz": max(int(m[4]) for m in cpus) if cpus else None,
+            "gpu_max_hz": int(gpu[2]) if gpu else None,
+            "emc_max_hz": int(emc[2]) if emc else None,
+            "emc_override": (emc[4] == "1") if emc and emc[4] is not None else None,
+            "power_mode": mode["name"] if mode else None,
+        }
+
+
+class Swaps(Fact):
+    """/proc/swaps: [{'path', 'type' ('partition'/'file'), 'size_bytes', 'used_bytes', 'priority', 'zram'}].
+
+    The kernel prints sizes in KiB and escapes spaces in paths as \\040.
+    """
+
+    name = "swaps"
+    command = "cat /proc/swaps"
+
+    @staticmethod
+    def parse(output: str) -> list[dict]:
+        swaps = []
+        for line in output.splitlines():
+            fields = line.split()
+            if len(fields) < 5 or not all(re.fullmatch(r"-?\d+", f) for f in fields[-3:]):
+                continue
+            path = " ".join(fields[:-4]).replace("\\040", " ")
+            swaps.append({
+                "path": path,
+                "type": fields[-4],
+                "size_bytes": int(fields[-3]) * 1024,
+                "used_bytes": int(fields[-2]) * 1024,
+                "priority": int(fields[-1]),
+                "zram": path.rsplit("/", 1)[-1].startswith("zram"),
+            })
+        return swaps
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([BKMGTPE]?)")
+_SIZE_COLUMNS = {"DISKSIZE": "disksize_bytes", "DATA": "data_bytes", "COMPR": "compr_bytes",
+                 "TOTAL": "total_bytes", "MEM-LIMIT": "mem_limit_bytes", "MEM-USED": "mem_used_bytes"}
+_TEXT_COLUMNS = {"NAME": "name", "ALGORITHM": "algorithm", "MOUNTPOINT": "mountpoint"}
+
+
+def _size(cell: str | None) -> int | None:
+    """'2.9G' -> bytes (zramctl's suffixes are powers of 1024; --bytes prints plain integers)."""
+    m = _SIZE.fullmatch(cell or "")
+    if not m:
+        return None
+    return int(float(m[1]) * 1024 ** "BKMGTPE".index(m[2] or "B"))
+
+
+def _columns(header: str, row: str) -> dict[str, str]:
+    """Split a libsmartcols table row by the header's column positions, so an empty cell stays empty.
+
+    Each cell goes to the header word it overlaps most (right-aligned numbers end under their header's end);
+    a cell that overlaps none goes to the nearest header word.
+    """
+    heads = [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", header)]
+    cells: dict[str, str] = {}
+    for m in re.finditer(r"\S+", row):
+        start, end = m.start(), m.end()
+        best = max(heads, key=lambda h: min(end, h[2]) - max(start, h[1]))
+        if min(end, best[2]) - max(start, best[1]) > 0:
+            name = best[0]
+        else:
+            name = min(heads, key=lambda h: min(abs(start - h[1]), abs(end - h[2])))[0]
+        cells[name] = f"{cells[name]} {m.group()}" if name in cells else m.group()
+    return cells
+
+
+class Zramctl(Fact):
+    """`zramctl`: one dict per zram device (name, algorithm, sizes in bytes, streams, mountpoint).
+
+    Reads the default table or the `--bytes --output ...` one; columns the output lacks are None.
+    Human sizes ('2.9G') are rounded by zramctl, so their bytes are approximate.
+    """
+
+    name = "zramctl"
+    command = "zramctl --bytes --output NAME,DISKSIZE,DATA,COMPR,ALGORITHM,TOTAL,STREAMS,MOUNTPOINT"
+
+    @staticmethod
+    def parse(output: str) -> list[dict]:
+        lines = [line for line in output.splitlines() if line.strip()]
+        if not lines or not re.match(r"\s*NAME\s", lines[0] + " "):
+            return []
+        devices = []
+        for row in lines[1:]:
+            cells = _columns(lines[0], row)
+            if not cells.get("NAME", "").startswith("/dev/"):
+                continue
+            device: dict = {key: cells.get(col) for col, key in _TEXT_COLUMNS.items()}
+            device.update({key: _size(cells.get(col)) for col, key in _SIZE_COLUMNS.items()})
+            streams = cells.get("STREAMS")
+            device["streams"] = int(streams) if streams and streams.isdigit() else None
+            devices.append(device)
+        return devices
+
+
+class DefaultTarget(Fact):
+    """`systemctl get-default`: 'graphical', 'multi-user' or another target's name without '.target'."""
+
+    name = "default_target"
+    command = "systemctl get-default"
+
+    @staticmethod
+    def parse(output: str) -> str | None:
+        m = re.search(r"^\s*([\w@:.-]+)\.target\s*$", output, re.M)
+        return m[1] if m else None

@@ -1,0 +1,142 @@
+"""Tuning fact parsers (edgekit/facts/tuning.py) on real captured outputs (tests/fixtures/captured.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.facts.tuning import (
+    DefaultTarget, JetsonClocksShow, NvpmodelConf, NvpmodelQuery, Swaps, Zramctl,
+)
+from tests.fixtures import captured as cap
+
+GARBAGE = ["", "\n\n", "bash: nvpmodel: command not found", "cat: /etc/nvpmodel.conf: No such file or directory",
+           "\x00\xff binary junk"]
+
+
+def test_nvpmodel_conf_nano_jp4_with_a_custom_mode():
+    conf = NvpmodelConf.parse(cap.NVPMODEL_CONF_NANO_JP4_BIRDEDGE)
+    assert conf == {"modes": [{"id": 0, "name": "MAXN"}, {"id": 1, "name": "5W"}, {"id": 2, "name": "BirdEdge"}],
+                    "default": 0}
+
+
+def test_nvpmodel_conf_orin_single_user_mode_and_param_headers_ignored():
+    conf = NvpmodelConf.parse(cap.NVPMODEL_CONF_ORIN_NX_CUSTOM)
+    assert conf == {"modes": [{"id": 0, "name": "MODE_28_1_W"}], "default": 0}
+
+
+def test_nvpmodel_conf_skips_the_commented_format_header():
+    header = "# < POWER_MODEL ID=id_num NAME=mode_name >\n# < PM_CONFIG DEFAULT=default_mode >\n"
+    assert NvpmodelConf.parse(header) is None
+    conf = NvpmodelConf.parse(header + cap.NVPMODEL_CONF_NANO_JP4_BIRDEDGE)
+    assert [m["id"] for m in conf["modes"]] == [0, 1, 2]
+
+
+def test_nvpmodel_conf_without_default_section():
+    body = cap.NVPMODEL_CONF_NANO_JP4_BIRDEDGE.replace("< PM_CONFIG DEFAULT=0 >", "")
+    assert NvpmodelConf.parse(body)["default"] is None
+
+
+def test_nvpmodel_query_thor_jp7():
+    assert NvpmodelQuery.parse(cap.NVPMODEL_Q_THOR_JP7) == {"name": "MAXN", "id": 0}
+    assert NvpmodelQuery.name != "power_mode"
+
+
+def test_jetson_clocks_show_agx_orin_not_pinned():
+    clocks = JetsonClocksShow.parse(cap.JETSON_CLOCKS_SHOW_AGX_ORIN_JP5)
+    assert clocks == {
+        "pinned": False, "cpu_pinned": False, "gpu_pinned": False, "emc_pinned": False,
+        "cpu_max_khz": 2201600, "gpu_max_hz": 1300500000, "emc_max_hz": 3199000000,
+        "emc_override": False, "power_mode": "MAXN",
+    }
+
+
+def test_jetson_clocks_show_only_pinned_when_every_present_unit_is():
+    # No public capture of a pinned `--show` was found; this derives one from the AGX Orin capture by
+    # raising each MinFreq to its MaxFreq, which is what `jetson_clocks` does.
+    text = (cap.JETSON_CLOCKS_SHOW_AGX_ORIN_JP5
+            .replace("MinFreq=729600 MaxFreq=2201600", "MinFreq=2201600 MaxFreq=2201600")
+            .replace("GPU MinFreq=306000000", "GPU MinFreq=1300500000"))
+    clocks = JetsonClocksShow.parse(text)
+    assert clocks["cpu_pinned"] and clocks["gpu_pinned"] and not clocks["emc_pinned"]
+    assert clocks["pinned"] is False
+    text = text.replace("EMC MinFreq=204000000", "EMC MinFreq=3199000000")
+    assert JetsonClocksShow.parse(text)["pinned"] is True
+
+
+def test_jetson_clocks_show_ignores_offline_cpus():
+    text = cap.JETSON_CLOCKS_SHOW_AGX_ORIN_JP5.replace(
+        "cpu11: Online=1 Governor=schedutil MinFreq=729600", "cpu11: Online=0 Governor=schedutil MinFreq=729600")
+    text = text.replace("MinFreq=729600 MaxFreq=2201600", "MinFreq=2201600 MaxFreq=2201600")
+    assert JetsonClocksShow.parse(text)["cpu_pinned"] is True
+
+
+def test_proc_swaps_zram_and_partition():
+    assert Swaps.parse(cap.PROC_SWAPS_ZRAM_AND_PARTITION) == [
+        {"path": "/dev/zram0", "type": "partition", "size_bytes": 2993148 * 1024, "used_bytes": 239872 * 1024,
+         "priority": 100, "zram": True},
+        {"path": "/dev/sda2", "type": "partition", "size_bytes": 976892 * 1024, "used_bytes": 0,
+         "priority": -2, "zram": False},
+    ]
+    only = Swaps.parse(cap.PROC_SWAPS_ZRAM_ONLY)
+    assert [(s["path"], s["zram"], s["used_bytes"]) for s in only] == [("/dev/zram0", True, 7475912 * 1024)]
+
+
+def test_proc_swaps_header_only_means_no_swap():
+    header = cap.PROC_SWAPS_ZRAM_ONLY.splitlines()[0]
+    assert Swaps.parse(header) == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    (cap.ZRAMCTL_DEFAULT_ONE_DEVICE,
+     [("/dev/zram0", "lzo-rle", int(2.9 * 1024**3), int(1.5 * 1024**2), 4, "[SWAP]")]),
+    (cap.ZRAMCTL_DEFAULT_LZ4_8G,
+     [("/dev/zram0", "lz4", 8 * 1024**3, int(2.3 * 1024**3), 12, "[SWAP]")]),
+    (cap.ZRAMCTL_DEFAULT_EMPTY_STREAMS,
+     [("/dev/zram0", "zstd", int(1.9 * 1024**3), 4 * 1024, None, "[SWAP]")]),
+])
+def test_zramctl_default_table(text, expected):
+    got = [(d["name"], d["algorithm"], d["disksize_bytes"], d["data_bytes"], d["streams"], d["mountpoint"])
+           for d in Zramctl.parse(text)]
+    assert got == expected
+
+
+def test_zramctl_empty_streams_cell_does_not_shift_columns():
+    (dev,) = Zramctl.parse(cap.ZRAMCTL_DEFAULT_EMPTY_STREAMS)
+    assert (dev["compr_bytes"], dev["total_bytes"]) == (64, 20 * 1024)
+
+
+def test_zramctl_one_device_per_core():
+    devices = Zramctl.parse(cap.ZRAMCTL_DEFAULT_FOUR_DEVICES)
+    assert [d["name"] for d in devices] == [f"/dev/zram{i}" for i in range(4)]
+    assert {d["algorithm"] for d in devices} == {"lzo"}
+    assert devices[0]["compr_bytes"] == 490 and devices[3]["total_bytes"] == 100 * 1024
+    assert sum(d["disksize_bytes"] for d in devices) == 4 * int(243.9 * 1024**2)
+
+
+def test_zramctl_header_only_means_no_devices():
+    assert Zramctl.parse(cap.ZRAMCTL_DEFAULT_ONE_DEVICE.splitlines()[0]) == []
+
+
+@pytest.mark.parametrize("text, target", [
+    (cap.SYSTEMCTL_GET_DEFAULT_ORIN_NANO_HEADLESS, "multi-user"),
+    (cap.SYSTEMCTL_GET_DEFAULT_UBUNTU_DESKTOP, "graphical"),
+    (cap.SYSTEMCTL_GET_DEFAULT_UBUNTU_DESKTOP + "\n", "graphical"),
+])
+def test_default_target(text, target):
+    assert DefaultTarget.parse(text) == target
+
+
+@pytest.mark.parametrize("text", GARBAGE + ["System has not been booted with systemd as init system (PID 1). Can't operate."])
+def test_empty_or_garbage_input(text):
+    assert NvpmodelConf.parse(text) is None
+    assert NvpmodelQuery.parse(text) is None
+    assert JetsonClocksShow.parse(text) is None
+    assert Swaps.parse(text) == []
+    assert Zramctl.parse(text) == []
+    assert DefaultTarget.parse(text) is None
+
+
+def test_fact_names_are_unique_and_commands_set():
+    facts = [NvpmodelConf, NvpmodelQuery, JetsonClocksShow, Swaps, Zramctl, DefaultTarget]
+    assert len({f.name for f in facts}) == len(facts)
+    assert all(f.command for f in facts)
