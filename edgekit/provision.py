@@ -21,7 +21,7 @@ from edgekit import layout as L
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import probe
-from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH
+from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH, parse_env
 from edgekit.service import healthy
 from edgekit.settings import Settings
 from edgekit.service.steps import (USER, PortFree, ServiceOptions, ServiceUser, service_steps, unit_properties,
@@ -188,8 +188,7 @@ def status(transport) -> dict:
 
 def _env(transport) -> dict[str, str]:
     res = transport.sudo(f"cat {ENV_PATH}", check=False)
-    pairs = (line.split("=", 1) for line in res.stdout.splitlines() if "=" in line and not line.startswith("#"))
-    return dict(pairs) if res.ok else {}
+    return parse_env(res.stdout) if res.ok else {}
 
 
 def uninstall(transport, purge_models: bool = False) -> list[str]:

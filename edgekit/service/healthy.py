@@ -17,6 +17,7 @@ import time
 from edgekit import layout as L
 from edgekit.errors import EdgekitError, RemoteCommandFailed
 from edgekit.remote.plan import Change, Context, Noop
+from edgekit.service.settings import parse_env
 
 q = shlex.quote
 ENV_COPY = f"{L.HEALTHY_DIR}/llama-server.env"
@@ -54,13 +55,6 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def env_value(env_text: str, key: str) -> str | None:
-    for line in env_text.splitlines():
-        if line.startswith(key + "="):
-            return line.split("=", 1)[1]
-    return None
-
-
 def describe(healthy: dict | None) -> str:
     if not healthy:
         return "none recorded"
@@ -81,8 +75,9 @@ class RecordHealthy:
         if h.get("build") == st["current"] and h.get("env_sha256") == sha(st["env"]) \
                 and h.get("unit_sha256") == sha(st["unit"]):
             return Noop(f"already recorded: {describe(h)}")
-        record = {"build": st["current"], "model": env_value(st["env"], "LLAMA_ARG_ALIAS"),
-                  "model_path": env_value(st["env"], "LLAMA_ARG_MODEL"), "env_sha256": sha(st["env"]),
+        env = parse_env(st["env"])
+        record = {"build": st["current"], "model": env.get("LLAMA_ARG_ALIAS"),
+                  "model_path": env.get("LLAMA_ARG_MODEL"), "env_sha256": sha(st["env"]),
                   "unit_sha256": sha(st["unit"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         commands = [f"install -d -m 0700 {q(L.HEALTHY_DIR)}", f"cp -p {q(L.ENV_PATH)} {q(ENV_COPY)}",
                     f"cp -p {q(L.UNIT_PATH)} {q(UNIT_COPY)}"]

@@ -50,6 +50,11 @@ def render(template: str, variables: dict[str, Any]) -> str:
     return _env().get_template(template).render({**DEFAULTS, **variables})
 
 
+def parse_env(text: str) -> dict[str, str]:
+    """Pure: the KEY=VALUE lines of a rendered env file (comments skipped)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
 def render_unit(variables: dict[str, Any]) -> str:
     return render("llama-server.service.j2", variables)
 
