@@ -6,26 +6,31 @@ Also the day-2 operations on the same layout: status, uninstall, rollback.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 
+from edgekit import layout as L
 from edgekit import settings
 from edgekit import state as controller_state
-from edgekit.build.spec import BuildSpec, CURRENT, INSTALL_ROOT, STAMP_NAME
 from edgekit.build.current import switch_commands
+from edgekit.build.spec import BuildSpec
 from edgekit.build.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
-from edgekit.facts.device import read_facts, require_supported
+from edgekit.facts.deployed import Device, FileText, read
+from edgekit.facts.device import require_supported
 from edgekit.models.steps import ModelRequest, model_steps, require_pinned
-from edgekit import layout as L
+from edgekit.remote.command import q
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
-from edgekit.service import probe
-from edgekit.service.settings import ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH, parse_env
-from edgekit.service import healthy
+from edgekit.service import healthy, probe
+from edgekit.service.settings import parse_env
+from edgekit.service.steps import (USER, ApiKey, DaemonReload, EnvFile, Healthy, PortFree, ServiceOptions,
+                                   ServiceRunning, ServiceUser, UnitFile, unit_properties, wait_healthy)
 from edgekit.settings import Settings
-from edgekit.service.steps import (USER, PortFree, ServiceOptions, ServiceUser, service_steps, unit_properties,
-                                   wait_healthy)
+
+
+def service_steps() -> list:
+    """The steps that install and start the service, prove it answers, and record that state."""
+    return [ApiKey(), EnvFile(), UnitFile(), DaemonReload(), ServiceRunning(), Healthy(), healthy.RecordHealthy()]
 
 
 @dataclass
@@ -40,7 +45,7 @@ def options(s: Settings) -> ProvisionOptions:
     With --model-url and no --model, the model is one by URL, named and described by its own file."""
     name, _, quant = s.model.partition(":")
     by_url = bool(s.model_url) and s.source("model") == "default"
-    request = ModelRequest(name=None if by_url else name, quant=None if by_url else (quant or None), ctx=s.ctx,
+    request = ModelRequest(name=None if by_url else name, quant=None if by_url else (quant or None), n_ctx=s.ctx,
                            fetch_on=s.fetch_on, hf_endpoint=s.hf_endpoint, source_url=s.model_url, force=s.force,
                            sha256=s.sha256, kv_type=s.cache_type_kv or "f16", allow_unpinned=s.allow_unpinned,
                            lock_file=s.lock_file)
@@ -49,7 +54,7 @@ def options(s: Settings) -> ProvisionOptions:
         model=request,
         build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
                         extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
-        service=ServiceOptions(port=s.port, host=s.host, api_key=s.api_key, ctx=s.ctx, parallel=s.parallel,
+        service=ServiceOptions(port=s.port, host=s.host, api_key=s.api_key, n_ctx=s.ctx, parallel=s.parallel,
                                threads=s.threads, cache_type_kv=s.cache_type_kv, rollback=s.rollback))
 
 
@@ -64,7 +69,7 @@ class Preflight:
     name = "preflight"
 
     def plan(self, ctx: Context):
-        facts = read_facts(ctx.transport, ctx.state.get("cuda_arch_override"))
+        facts = ctx.fact(Device(ctx.run.cuda_arch_override))
         require_supported(facts)
         if not facts.systemd:
             raise UnsuitableDevice(f"{ctx.transport.name} does not run systemd as PID 1",
@@ -72,8 +77,8 @@ class Preflight:
         if facts.sudo == "none":
             raise UnsuitableDevice(f"{ctx.transport.user} on {ctx.transport.name} cannot use sudo",
                                    hint="log in as a user in the sudo group (e.g. the user made at first boot)")
-        ctx.sudo("true")  # a password that is needed and missing, or wrong, fails here, before any change
-        ctx.state["facts"] = facts
+        ctx.read("true")  # a sudo password that is needed and missing, or wrong, fails here, before any change
+        ctx.run.facts = facts
         j = facts.jetson
         board = f"{j['module'] or j['model']}, L4T R{j['l4t']}" if j else f"{facts.arch}, not a Jetson"
         return Noop(f"{facts.hostname}: {board}; {facts.cpus} CPUs, "
@@ -85,18 +90,14 @@ def provision(ctx: Context, opts: ProvisionOptions):
 
     Order: every check that can run before a change (facts, port, build plan, fit) first; the build is gated before
     `current` moves; a change that leaves the service unhealthy is rolled back (deploy_steps)."""
-    ctx.state["service"] = opts.service
-    ctx.state["cuda_arch_override"] = opts.build.cuda_arch
+    ctx.run.service = opts.service
+    ctx.run.cuda_arch_override = opts.build.cuda_arch
     results: list = []
-    try:
-        with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
-            fit, fetch = model_steps(opts.model)
-            results += run_steps(ctx, [Preflight(), PortFree(), BuildPlanned(opts.build), fit, ServiceUser()])
-            results += run_build(ctx, opts.build)
-            results += deploy_steps(ctx, opts.service, [fetch, *service_steps()])
-    except EdgekitError as e:
-        e.results = results + [r for r in getattr(e, "results", []) if r not in results]  # type: ignore
-        raise
+    with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
+        fit, fetch = model_steps(opts.model)
+        results += run_steps(ctx, [Preflight(), PortFree(), BuildPlanned(opts.build), fit, ServiceUser()])
+        results += run_build(ctx, opts.build)
+        results += deploy_steps(ctx, opts.service, [fetch, *service_steps()])
     remember(ctx, opts)
     return results
 
@@ -110,12 +111,12 @@ def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
     try:
         return run_steps(ctx, steps)
     except EdgekitError as e:
-        failed = next((r for r in reversed(getattr(e, "results", [])) if r.status == "failed"), None)
+        failed = next((r for r in reversed(ctx.results) if r.status == "failed"), None)
         changed = ctx.changed - {"preflight", "port", "service user", "build-deps", "llama-gate"}
         if ctx.dry_run or not opts.rollback or failed is None or failed.step not in ROLLBACK_ON or not changed:
             raise
         target = ctx.transport.name
-        st = healthy.parse_state(ctx.transport.sudo(healthy.state_command(), check=False).stdout)
+        st = ctx.fact(healthy.DeployState())
         if not st["healthy"]:
             e.message += " (no earlier healthy state is recorded on the device, so nothing was rolled back)"
             raise
@@ -139,7 +140,7 @@ def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
         raise healthy.DeployRolledBack(
             f"{failed.step} failed on {target} after this run changed {', '.join(sorted(changed))}: "
             f"{e.message.splitlines()[0]}. Rolled back to the last healthy state ({healthy.describe(record)}); "
-            f"the service answers again. Logs: `edgekit logs {target}` (journalctl -u {UNIT_NAME})",
+            f"the service answers again. Logs: `edgekit logs {target}` (journalctl -u {L.UNIT_NAME})",
             hint="fix the setting or model and provision again; --no-rollback keeps the broken state for debugging"
         ) from None
 
@@ -151,7 +152,7 @@ def remember(ctx: Context, opts: ProvisionOptions) -> None:
     host = ctx.transport.address if opts.service.host in ("0.0.0.0", "::") else opts.service.host
     controller_state.save(ctx.transport.name, {
         "url": f"http://{host}:{opts.service.port}", "host": opts.service.host, "port": opts.service.port,
-        "model": ctx.state["model"]["name"],
+        "model": ctx.run.model.name if ctx.run.model else None,
         "api_key_file": str(controller_state.api_key_path(ctx.transport.name)) if opts.service.api_key else None,
     })
 
@@ -160,14 +161,14 @@ def status(transport) -> dict:
     """The service's state, model, build, uptime, health and slots, read from the device."""
     show = unit_properties(transport)
     env = _env(transport)
-    stamp = transport.run(f"cat {CURRENT}/{STAMP_NAME}", check=False)
-    out = {"unit": UNIT_NAME, "installed": show.get("LoadState") == "loaded", "active": show.get("ActiveState"),
+    stamp = read(transport, FileText(f"{L.CURRENT}/{L.STAMP_NAME}", sudo=False))
+    out = {"unit": L.UNIT_NAME, "installed": show.get("LoadState") == "loaded", "active": show.get("ActiveState"),
            "sub": show.get("SubState"), "pid": int(show.get("MainPID") or 0), "enabled": show.get("UnitFileState"),
            "restarts": int(show.get("NRestarts") or 0), "since": show.get("ActiveEnterTimestamp") or None,
            "model": env.get("LLAMA_ARG_MODEL"), "ctx": env.get("LLAMA_ARG_CTX_SIZE"),
            "listen": f"{env.get('LLAMA_ARG_HOST')}:{env.get('LLAMA_ARG_PORT')}" if env else None,
-           "build": json.loads(stamp.stdout) if stamp.ok else None, "health": None, "slots": None}
-    st = healthy.parse_state(transport.sudo(healthy.state_command(), check=False).stdout)
+           "build": json.loads(stamp) if stamp else None, "health": None, "slots": None}
+    st = read(transport, healthy.DeployState())
     h = st["healthy"]
     out["last_healthy"] = h
     out["state"] = ("no healthy state recorded" if not h else
@@ -187,8 +188,7 @@ def status(transport) -> dict:
 
 
 def _env(transport) -> dict[str, str]:
-    res = transport.sudo(f"cat {ENV_PATH}", check=False)
-    return parse_env(res.stdout) if res.ok else {}
+    return parse_env(read(transport, FileText(L.ENV_PATH)) or "")
 
 
 def uninstall(transport, purge_models: bool = False) -> list[str]:
@@ -198,19 +198,18 @@ def uninstall(transport, purge_models: bool = False) -> list[str]:
 
 
 def _uninstall(transport, purge_models: bool) -> list[str]:
-    q = shlex.quote
     removed = []
-    transport.sudo(f"systemctl disable --now {UNIT_NAME} 2>/dev/null; rm -f {UNIT_PATH} {UNIT_PATH}.previous; "
+    transport.sudo(f"systemctl disable --now {L.UNIT_NAME} 2>/dev/null; rm -f {L.UNIT_PATH} {L.UNIT_PATH}.previous; "
                    "systemctl daemon-reload; systemctl reset-failed 2>/dev/null; true")
-    removed.append(UNIT_PATH)
+    removed.append(L.UNIT_PATH)
     if transport.run(f"id {USER}", check=False).ok:
         transport.sudo(f"userdel {USER}")
         removed.append(f"user {USER}")
-    paths = ["/etc/edgekit", f"/var/lib/{UNIT_NAME}", INSTALL_ROOT, f"{PREFIX}/build", L.GATE_DIR, L.STATE_DIR]
+    paths = [L.ETC_DIR, f"/var/lib/{L.UNIT_NAME}", L.INSTALL_ROOT, L.BUILD_ROOT, L.GATE_DIR, L.STATE_DIR]
     if purge_models:
-        paths.append(MODELS_DIR)
+        paths.append(L.MODELS_DIR)
     transport.sudo("rm -rf " + " ".join(q(p) for p in paths))
-    transport.sudo(f"rmdir {q(PREFIX)} 2>/dev/null; true")
+    transport.sudo(f"rmdir {q(L.PREFIX)} 2>/dev/null; true")
     removed += paths
     controller_state.forget(transport.name)
     return removed
@@ -224,21 +223,21 @@ def rollback(transport) -> dict:
 
 def _rollback(transport) -> dict:
     done = {}
-    links = transport.run(f"readlink -e {CURRENT}; echo @@; readlink -e {INSTALL_ROOT}/previous", check=False)
+    links = transport.run(f"readlink -e {L.CURRENT}; echo @@; readlink -e {L.INSTALL_ROOT}/previous", check=False)
     current, _, previous = (part.strip() for part in links.stdout.partition("@@"))
     if previous and previous != current:
         for command in switch_commands(previous, current):
             transport.sudo(command)
         done["build"] = {"from": current.rsplit("/", 1)[-1], "to": previous.rsplit("/", 1)[-1]}
-    if transport.sudo(f"test -f {ENV_PATH}.previous", check=False).ok:
-        transport.sudo(f"cp -p {ENV_PATH} {ENV_PATH}.rollback && mv -f {ENV_PATH}.previous {ENV_PATH} && "
-                       f"mv -f {ENV_PATH}.rollback {ENV_PATH}.previous")
+    if transport.sudo(f"test -f {L.ENV_PATH}.previous", check=False).ok:
+        transport.sudo(f"cp -p {L.ENV_PATH} {L.ENV_PATH}.rollback && mv -f {L.ENV_PATH}.previous {L.ENV_PATH} && "
+                       f"mv -f {L.ENV_PATH}.rollback {L.ENV_PATH}.previous")
         done["settings"] = _env(transport).get("LLAMA_ARG_MODEL")
     if not done:
         raise UnsuitableDevice(f"nothing to roll back to on {transport.name}: one build and one setting only",
                                hint=f"see `edgekit status {transport.name}`")
     # after a crash loop systemd refuses a restart ("start request repeated too quickly") until this
-    transport.sudo(f"systemctl reset-failed {UNIT_NAME} 2>/dev/null; systemctl restart {UNIT_NAME}")
+    transport.sudo(f"systemctl reset-failed {L.UNIT_NAME} 2>/dev/null; systemctl restart {L.UNIT_NAME}")
     saved = controller_state.load(transport.name)
     if saved and done.get("settings"):
         alias = _env(transport).get("LLAMA_ARG_ALIAS")

@@ -15,7 +15,8 @@ from edgekit.build.cmake import SourceInfo, flags_hash, jobs_for, parse_progress
 from edgekit.build.source import fetch_commands, find_root, pack_tree, resolve_source, tarball_source
 from edgekit.build.stamp import describe, make_stamp, parse_installed, parse_stamp, stamp_matches
 from edgekit.build.current import prune_candidates, switch_commands
-from edgekit.build.steps import linked_ggml, missing_packages
+from edgekit.build.steps import linked_ggml
+from edgekit.facts.deployed import DebPackages
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.cuda import CudaToolkit
 from edgekit.facts.device import derive
@@ -24,7 +25,7 @@ from tests.fixtures import captured as cap
 
 NVCC_12_6 = "@@nvcc /usr/local/cuda-12.6/bin/nvcc\n" + cap.NVCC_VERSION_JP6_CUDA_12_6
 SDIST = SourceInfo("tarball", S.LLAMA_CPP_VERSION, S.LLAMA_CPP_COMMIT, "832db069" * 8,
-                   local="/x/llama_cpp_python-0.3.36.tar.gz", inner="llama_cpp_python-0.3.36/vendor/llama.cpp")
+                   local=f"/x/{S.SDIST_FILE}", inner=S.SDIST_INNER)
 
 
 def jetson_facts(nvcc: str | None = NVCC_12_6, mem_gb: float = 7.4, cpus: int = 6, free_gb: float = 40.0,
@@ -181,9 +182,8 @@ def test_unknown_tarball_gets_a_content_version(tmp_path):
 
 def test_sdist_is_recognised_as_the_pinned_version(llama_src):
     src = resolve_source(S.BuildSpec(source=str(llama_src)))
-    assert (src.version, src.commit, src.inner) == (S.LLAMA_CPP_VERSION, S.LLAMA_CPP_COMMIT,
-                                                    "llama_cpp_python-0.3.36/vendor/llama.cpp")
-    assert src.digest == "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+    assert (src.version, src.commit, src.inner) == (S.LLAMA_CPP_VERSION, S.LLAMA_CPP_COMMIT, S.SDIST_INNER)
+    assert src.digest == S.SDIST_SHA256
 
 
 def test_local_tree_is_validated_and_packed_reproducibly(tmp_path):
@@ -211,9 +211,10 @@ def test_git_source_default_is_the_pinned_tag():
         resolve_source(S.BuildSpec(version="b1; rm -rf /"))
 
 
-def test_missing_packages_from_dpkg_query():
+def test_installed_packages_from_dpkg_query():
     out = "build-essential install ok installed\ncmake deinstall ok config-files\ngit install ok installed\n"
-    assert missing_packages(out, ("build-essential", "cmake", "git", "ccache")) == ["cmake", "ccache"]
+    assert DebPackages.parse(out) == {"build-essential", "git"}
+    assert DebPackages.parse("@@edgekit-missing\n") is None          # no dpkg at all
 
 
 def test_linked_ggml_from_ldd():

@@ -103,8 +103,8 @@ def test_host_settings_under_the_command_line():
     host = inv.Host("orin-1", settings={"model": "llama-3-chinese-8b-instruct-v3:q4_0", "ctx": "2048", "port": 9000},
                     source="inventory lab.toml, host orin-1")
     o = options_for({}, host)
-    assert (o.model.name, o.model.quant, o.model.ctx) == ("llama-3-chinese-8b-instruct-v3", "q4_0", 2048)
-    assert o.service.port == 9000 and o.service.ctx == 2048
+    assert (o.model.name, o.model.quant, o.model.n_ctx) == ("llama-3-chinese-8b-instruct-v3", "q4_0", 2048)
+    assert o.service.port == 9000 and o.service.n_ctx == 2048
     assert options_for({"port": 9100}, host).service.port == 9100          # an explicit flag wins
     with pytest.raises(UsageError, match="unknown setting 'modle' .inventory lab.toml, host x."):
         options_for({}, inv.Host("x", settings={"modle": "typo"}, source="inventory lab.toml, host x"))
@@ -122,7 +122,7 @@ def test_one_failure_does_not_stop_the_others():
             raise ValueError("a bug")
         return "fine", host.name
 
-    results = run_fleet(hosts(4), job, forks=2, live=False)
+    results = run_fleet(hosts(4), job, forks=2)
     assert [r.status for r in results] == ["ok", "failed", "failed", "ok"]
     assert results[1].exit_code == 4 and "ValueError: a bug" in results[2].message
     with pytest.raises(PartialFailure) as e:
@@ -139,7 +139,7 @@ def test_rolling_batches_stop_past_max_fail_percent():
             raise RemoteCommandFailed("x", 1, "")
         return "ok", None
 
-    results = run_fleet(hosts(6), job, forks=2, serial=2, max_fail_percent=40, live=False)
+    results = run_fleet(hosts(6), job, forks=2, serial=2, max_fail_percent=40)
     assert sorted(ran) == ["h0", "h1"]           # 1 of 2 failed: 50% > 40%, later batches never start
     assert [r.status for r in results] == ["failed", "ok"] + ["skipped"] * 4
     with pytest.raises(PartialFailure):
@@ -151,5 +151,39 @@ def test_all_failed_keeps_the_common_exit_code():
         raise RemoteCommandFailed("x", 1, "")
 
     with pytest.raises(Exception) as e:
-        raise_for_failures(run_fleet(hosts(2), job, live=False))
+        raise_for_failures(run_fleet(hosts(2), job))
     assert e.value.exit_code == 4
+
+
+class Recorder:
+    """A FleetReporter that keeps what it was told (the CLI's FleetTable draws the same calls)."""
+
+    def __init__(self):
+        self.updates, self.finished = [], None
+
+    def update(self, title, results):
+        self.updates.append([(r.host, r.status, r.message) for r in results])
+
+    def finish(self, title, results):
+        self.finished = (title, [(r.host, r.status, r.message) for r in results])
+
+
+def test_the_runner_tells_its_reporter_and_draws_nothing(capsys):
+    def job(host, row):
+        row.step_started("build")
+        return "built", None
+
+    reporter = Recorder()
+    run_fleet(hosts(2), job, title="build", reporter=reporter)
+    assert reporter.updates[0] == [("h0", "pending", ""), ("h1", "pending", "")]
+    assert any(("h0", "running", "build...") in rows for rows in reporter.updates)
+    assert reporter.finished == ("build", [("h0", "ok", "built"), ("h1", "ok", "built")])
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_cli_fleet_table_draws_a_row_per_host(capsys):
+    from edgekit.cli.common import FleetTable
+
+    run_fleet(hosts(2), lambda host, row: ("seen", None), title="facts", reporter=FleetTable())
+    err = capsys.readouterr().err
+    assert "facts" in err and all(f"h{i}" in err for i in range(2)) and "seen" in err

@@ -143,14 +143,20 @@ def test_run_build_falls_back_one_level_after_sigill(monkeypatch):
 
     from edgekit.build import spec as S
     from edgekit.build import steps as B
+    from edgekit.build.current import CpuLevelRefused
     from edgekit.build.gate import GateRefused, Verdict
     from edgekit.remote.plan import Context, NullReporter
 
     refused: list[str] = []
     planned: list[str] = []
 
+    recorded: list[str] = []
+
     def fake_run_steps(ctx, steps):
-        facts = ctx.state["facts"]
+        if isinstance(steps[0], CpuLevelRefused):       # the refusal is recorded by its own step
+            recorded.append(steps[0].level)
+            return []
+        facts = ctx.run.facts
         level = isa.choose("x86_64", facts.cpu_flags, set(facts.cpu_refused), steps[0].spec.cpu_level)
         planned.append(level.name)
         if level.name == "x86-64-v4":
@@ -163,12 +169,12 @@ def test_run_build_falls_back_one_level_after_sigill(monkeypatch):
     monkeypatch.setattr(B, "run_steps", fake_run_steps)
     monkeypatch.setattr(B, "read_facts", lambda transport, arch=None: facts())
     ctx = Context(transport=SimpleNamespace(name="vm"), reporter=NullReporter())
-    ctx.state["facts"] = facts()
+    ctx.run.facts = facts()
     assert B.run_build(ctx, S.BuildSpec(cpu_only=True)) == ["ok"]
-    assert planned == ["x86-64-v4", "x86-64-v3"]
+    assert planned == ["x86-64-v4", "x86-64-v3"] and recorded == ["x86-64-v4"]
     refused.clear()
     planned.clear()
-    ctx.state["facts"] = facts()
+    ctx.run.facts = facts()
     with pytest.raises(GateRefused):
         B.run_build(ctx, S.BuildSpec(cpu_only=True, cpu_level="x86-64-v4"))
     assert planned == ["x86-64-v4"]

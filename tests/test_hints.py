@@ -37,6 +37,8 @@ PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "fleet/": INVENTORY,
     "models/download.py": ("models pull", "provision"),
     "models/steps.py": ("models pull", "provision"),
+    "models/request.py": ("models pull", "provision"),
+    "models/fetch.py": ("models pull", "provision"),
     # `models fit` prints require_fit's hint too, but with force_flag=False, which leaves out the --force phrase
     # (test_models_fit_hint_leaves_out_force below runs it)
     "models/fit.py": ("models pull", "provision"),
@@ -68,8 +70,13 @@ def _text(node: ast.AST) -> str:
     if isinstance(node, ast.Constant):
         return node.value if isinstance(node.value, str) else ""
     if isinstance(node, ast.JoinedStr):
-        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        return "".join(v.value if isinstance(v, ast.Constant) else _interpolated(v) for v in node.values)
     return "".join(_text(child) for child in ast.iter_child_nodes(node))
+
+
+def _interpolated(value: ast.FormattedValue) -> str:
+    """An f-string's {value} as {}, except the unit's name (UNIT_NAME, L.UNIT_NAME), which reads as the unit."""
+    return UNIT_NAME if ast.unparse(value.value).split(".")[-1] == "UNIT_NAME" else "{}"
 
 
 def collect_hints() -> list[Hint]:

@@ -3,6 +3,8 @@ match it: the API on its own, concurrent writers, and the model install path wir
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 import multiprocessing
@@ -154,7 +156,7 @@ def test_install_records_then_refuses_other_bytes_on_another_device(tmp_path, mo
     src = tmp_path / "tiny.gguf"
     src.write_bytes(GOOD)
     ctx, models = local_device(tmp_path / "dev1", monkeypatch)
-    dry = run_steps(type(ctx)(ctx.transport, dry_run=True, state=dict(ctx.state)),
+    dry = run_steps(type(ctx)(ctx.transport, dry_run=True, run=copy.copy(ctx.run)),
                     steps.model_steps(_request(src, lock, allow_unpinned=True)))
     assert dry[1].status == "would-change" and any(str(lock) in c for c in dry[1].commands) and not lock.exists()
     run_steps(ctx, steps.model_steps(_request(src, lock, allow_unpinned=True)))

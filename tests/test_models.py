@@ -166,7 +166,7 @@ def local_device(tmp_path, monkeypatch, memory: int = 8 * 2**30):
     models = tmp_path / "device" / "models"
     monkeypatch.setattr(steps, "MODELS_DIR", str(models))
     ctx = Context(LocalDevice(Target("local")))
-    ctx.state["facts"] = SimpleNamespace(memory={"total_bytes": memory})
+    ctx.run.facts = SimpleNamespace(memory={"total_bytes": memory})
     return ctx, models
 
 
@@ -235,11 +235,11 @@ def test_url_model_installs_with_its_own_name_shape_and_template(tmp_path, monke
     results = run_steps(ctx, steps.model_steps(request))
     assert [r.status for r in results] == ["ok", "changed"]
     assert results[0].message.startswith("fits: Acme-Chat-Q8_0:gguf ctx 4096")      # read from the local file
-    model = ctx.state["model"]
-    assert model["name"] == "Acme-Chat-Q8_0" and model["sha256"] == _sha(src) and model["ctx"] == 4096
-    assert model["path"] == f"{models}/Acme-Chat-Q8_0/Acme-Chat-Q8_0.gguf"
-    assert model["entry"]["chat"] is True and model["entry"]["chat_template"] == ""
-    assert model["entry"]["shape"]["block_count"] == 3
+    model = ctx.run.model
+    assert model.name == "Acme-Chat-Q8_0" and model.sha256 == _sha(src) and model.n_ctx == 4096
+    assert model.path == f"{models}/Acme-Chat-Q8_0/Acme-Chat-Q8_0.gguf"
+    assert model.entry["chat"] is True and model.entry["chat_template"] == ""
+    assert model.entry["shape"]["block_count"] == 3
     assert (models / "Acme-Chat-Q8_0" / "Acme-Chat-Q8_0.gguf").read_bytes() == src.read_bytes()
 
 
@@ -257,7 +257,7 @@ def test_url_model_fit_is_read_from_the_fetched_header(tmp_path, monkeypatch, mo
     forced = steps.ModelRequest(None, source_url=request.source_url, sha256=served.sha256, fetch_on="device",
                                 force=True, lock_file=request.lock_file)
     results = run_steps(ctx, steps.model_steps(forced))
-    assert [r.status for r in results] == ["ok", "changed"] and ctx.state["model"]["entry"]["shape"]
+    assert [r.status for r in results] == ["ok", "changed"] and ctx.run.model.entry["shape"]
     again = run_steps(ctx, steps.model_steps(forced))                      # now the header is read on the device
     assert again[0].message.startswith("does NOT fit (--force): big-ctx:gguf")
 
@@ -275,3 +275,9 @@ def test_url_model_without_a_shape_needs_force(tmp_path, monkeypatch):
     assert "--force" in info.value.hint
     forced = steps.ModelRequest(None, source_url=str(src), sha256=_sha(src), fetch_on="controller", force=True)
     assert [r.status for r in run_steps(ctx, steps.model_steps(forced))] == ["ok", "changed"]
+
+
+def test_a_model_reference_is_split_in_one_place():
+    assert catalog.split_ref("gemma3-270m:q4_k_m") == ("gemma3-270m", "q4_k_m")
+    assert catalog.split_ref("gemma3-270m") == ("gemma3-270m", None)
+    assert catalog.split_ref("gemma3-270m:") == ("gemma3-270m", None)

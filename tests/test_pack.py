@@ -205,31 +205,34 @@ def test_app_machine_id_is_what_systemd_derives():
 
 
 def test_the_installed_stamp_records_built_on_and_the_source_sha256():
-    """LlamaInstall writes the stamp with the building host and the source tarball's sha256."""
     from edgekit.build import spec as S
     from edgekit.build.cmake import plan_build
-    from edgekit.build.stamp import BUILT_ON_COMMAND
     from edgekit.build.steps import LlamaInstall, Resolved
-    from edgekit.remote.plan import Context
+    from edgekit.facts.deployed import BuiltOn, InstalledBuild
+    from edgekit.remote.command import Upload
+    from edgekit.remote.run_state import RunState
+    from tests.steps_harness import plan_and_apply
     from tests.test_build import SDIST, jetson_facts
 
     facts = jetson_facts()
     plan = plan_build(facts, S.BuildSpec(), SDIST)
-    written = {}
 
-    def run(command, **kw):
-        out = {BUILT_ON_COMMAND: f"orin\n{MACHINE_ID}\n"}.get(command, "")
+    def answer(command: str) -> str:
         if "--version" in command:
-            out = "version: 11312 (0c1e570)\n"
-        elif command.startswith("ldd"):
-            out = "libggml-base.so => /x\nlibggml-cuda.so => /x\nlibllama.so => /x\n"
-        return Result(command, 0, out, "")
+            return "version: 11312 (0c1e570)\n"
+        return "libggml-base.so => /x\nlibggml-cuda.so => /x\nlibllama.so => /x\n" if command.startswith("ldd") else ""
 
-    transport = SimpleNamespace(name="orin", run=run, sudo=run,
-                                put_text=lambda text, remote, **kw: written.update({remote: json.loads(text)}))
-    step = LlamaInstall(S.BuildSpec())
-    step._apply(Context(transport=transport), Resolved(facts, SDIST, plan))
-    stamp = written[f"{plan.prefix}.partial/{S.STAMP_NAME}"]
+    def run() -> RunState:
+        state = RunState(facts=facts)
+        state.resolved_builds[S.BuildSpec()] = Resolved(facts, SDIST, plan)
+        return state
+
+    given = {InstalledBuild(plan.prefix): {"current": None, "server": False, "stamp": None},
+             BuiltOn(): BuiltOn.parse(f"orin\n{MACHINE_ID}\n")}
+    _, _, ctx = plan_and_apply(LlamaInstall(S.BuildSpec()), given, run=run, answer=answer)
+    upload = next(op for op in ctx.transport.ran if isinstance(op, Upload))
+    stamp = json.loads(upload.data)
+    assert upload.dest == f"{plan.prefix}.partial/{S.STAMP_NAME}"
     assert stamp["built_on"] == {"hostname": "orin", "machine_id": APP_ID}
     assert stamp["source"]["sha256"] == SDIST.digest and stamp["commit"] == S.LLAMA_CPP_COMMIT
 

@@ -73,7 +73,7 @@ def test_the_repos_own_ansible_inventory_is_accepted():
     hosts = inv.load(REPO / "ansible" / "inventory.example.ini").select(["@jetsons"])
     opts = [options_for({}, h) for h in hosts]
     assert {o.model.name for o in opts} == {"gemma3-270m"} and {o.service.port for o in opts} == {8080}
-    assert opts[2].model.ctx == 2048 and opts[0].model.sha256 and opts[0].model.source_url
+    assert opts[2].model.n_ctx == 2048 and opts[0].model.sha256 and opts[0].model.source_url
 
 
 def test_flags_win_over_inventory_and_sources_are_named():
@@ -97,3 +97,12 @@ def test_hosts_are_canonical_and_loopback_is_an_allow_list():
 def test_odd_inventory_types_are_usage_errors_not_tracebacks(inventory, words):
     with pytest.raises(UsageError, match=words):
         resolve({}, inventory, "inventory lab.toml, host a")
+
+
+def test_the_provision_help_shows_edgekits_own_defaults():
+    from edgekit.settings import DEFAULTS
+
+    res = run_cli("provision", "--help")
+    text = " ".join(res.stdout.split())
+    assert f"(default {DEFAULTS['port']})" in text and f"default {DEFAULTS['parallel']})" in text
+    assert f"(default {DEFAULTS['model']})" in text

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import signal
 import time
 from dataclasses import asdict, dataclass, field
 
 from edgekit import layout as L
 from edgekit.errors import UnsuitableDevice
-from edgekit.models.tiny import tiny_llama_bytes, tiny_llama_sha256
-
-q = shlex.quote
+from edgekit.models.tiny import tiny_llama_bytes
+from edgekit.remote.command import Check, Op, Upload, q, sh
 GATE_MODEL = f"{L.GATE_DIR}/tiny-llama.gguf"
 N_PREDICT = 8
 # The real unit's [Service] settings the gate applies too (not ExecStart/Restart/EnvironmentFile/timeouts).
@@ -150,19 +148,29 @@ class GateRun:
         return (f"curl -s --max-time 120 --unix-socket {q(self.socket)} -H 'Content-Type: application/json' "
                 f"-d {q(body)} http://gate/completion")
 
+    def reset_command(self) -> str:
+        return f"systemctl stop {q(self.unit)} 2>/dev/null; systemctl reset-failed {q(self.unit)} 2>/dev/null; true"
+
     def stop_command(self) -> str:
         return (f"mkdir -p {q(L.LOG_DIR)} && journalctl -u {q(self.unit)} -o cat --no-pager > {q(self.log)}; "
                 f"systemctl stop {q(self.unit)} 2>/dev/null; systemctl reset-failed {q(self.unit)} 2>/dev/null; "
                 f"cat {q(self.log)}")
 
-    def commands(self) -> list[str]:
-        return [model_command(), self.start_command(), f"until /health is 200 or the unit stops: "
-                f"{self.poll_command()}", self.completion_command(), self.stop_command()]
+    def ops(self, model_present: bool, record_in: str | None) -> list[Op]:
+        """The gate's operations in the order they run; the verdict goes to `record_in`/gate.json (None: the
+        caller records it, e.g. after moving a pack into place)."""
+        ops: list[Op] = [] if model_present else [
+            sh("install", "-d", "-m", "0755", L.GATE_DIR), Upload(GATE_MODEL, tiny_llama_bytes())]
+        ops += [self.reset_command(), self.start_command(),
+                Check(f"until /health is 200 or the unit stops: {self.poll_command()}"),
+                Check(self.completion_command()), self.stop_command()]
+        if record_in:
+            ops.append(record_upload(record_in))
+        return ops
 
 
-def model_command() -> str:
-    return (f"upload tiny-llama.gguf -> {GATE_MODEL} (0644 root, {len(tiny_llama_bytes())} bytes, "
-            f"sha256 {tiny_llama_sha256()})")
+def record_upload(prefix: str) -> Upload:
+    return Upload(f"{prefix}/{L.GATE_NAME}", made_by_run="the verdict, with this machine's id")
 
 
 def parse_show(text: str) -> dict[str, str]:
@@ -215,46 +223,39 @@ def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str,
     return Verdict(True, f"generated {tokens} tokens{where}", tokens=tokens, gpu=gpu_info)
 
 
-def ensure_model(transport) -> None:
-    """Upload the tiny GGUF unless the device already has these exact bytes."""
-    have = transport.run(f"sha256sum {q(GATE_MODEL)} 2>/dev/null", check=False).stdout.split()
-    if have and have[0] == tiny_llama_sha256():
-        return
-    import tempfile
-    from pathlib import Path
-
-    transport.sudo(f"install -d -m 0755 {q(L.GATE_DIR)}")
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "tiny-llama.gguf"
-        path.write_bytes(tiny_llama_bytes())
-        transport.put(path, GATE_MODEL, sudo=True, mode="0644")
-
-
-def run_gate(transport, run: GateRun, timeout: float = 120.0, progress=lambda text: None) -> Verdict:
-    """Start the build's llama-server in the unit's sandbox, ask for tokens, stop it; the verdict (not raised)."""
-    ensure_model(transport)
-    transport.sudo(f"systemctl stop {q(run.unit)} 2>/dev/null; systemctl reset-failed {q(run.unit)} 2>/dev/null; "
-                   "true", check=False)
+def run_gate(ctx, run: GateRun, ops: list[Op], build_id: str, timeout: float = 120.0) -> Verdict:
+    """Run the gate's ops (GateRun.ops): start the build's llama-server in the unit's sandbox, ask for tokens, stop
+    it (also on Ctrl-C), record the verdict when the ops say where. Returns the verdict (not raised)."""
     start = time.monotonic()
-    started = transport.sudo(run.start_command(), check=False)
-    show, healthy, completion, log = {}, False, None, ""
+    started, show, healthy, completion, log = None, {}, False, None, ""
     try:
-        if started.ok:
-            while time.monotonic() - start < timeout:
-                out = transport.sudo(run.poll_command(), check=False).stdout
-                show = parse_show(out)
-                if "health=200" in out:
-                    healthy = True
+        for op in ops:
+            if op == run.stop_command():
+                break
+            if isinstance(op, Upload) and op.made_by_run:
+                continue
+            if op == run.start_command():
+                started = ctx.do(op, check=False)
+                if not started.ok:
                     break
-                if show.get("ActiveState") in ("failed", "inactive"):
-                    break
-                progress(f"gate: waiting for the test server ({time.monotonic() - start:.0f}s)")
-                time.sleep(0.5)
-            if healthy:
-                completion = transport.sudo(run.completion_command(), check=False).stdout
+            elif isinstance(op, Check) and run.poll_command() in op.text:
+                while time.monotonic() - start < timeout:
+                    out = ctx.read(run.poll_command()).stdout
+                    show = parse_show(out)
+                    if "health=200" in out:
+                        healthy = True
+                        break
+                    if show.get("ActiveState") in ("failed", "inactive"):
+                        break
+                    ctx.progress(f"gate: waiting for the test server ({time.monotonic() - start:.0f}s)")
+                    time.sleep(0.5)
+            elif isinstance(op, Check):
+                completion = ctx.read(op.text).stdout if healthy else None
+            else:
+                ctx.do(op)
     finally:                            # also on Ctrl-C: never leave the test server running
-        log = transport.sudo(run.stop_command(), check=False).stdout
-    if not started.ok:
+        log = ctx.do(run.stop_command(), check=False).stdout
+    if started is not None and not started.ok:
         log = (started.stdout + started.stderr) + log
         show = {"ActiveState": "not started"}
     verdict = judge(show, healthy, completion, log, run.gpu)
@@ -264,16 +265,18 @@ def run_gate(transport, run: GateRun, timeout: float = 120.0, progress=lambda te
         tail = "\n".join(log.strip().splitlines()[-3:])
         if tail:
             verdict.reason += f"; last lines: {tail}"
+    record = next((op for op in ops if isinstance(op, Upload) and op.made_by_run), None)
+    if record is not None:
+        ctx.do(record.with_text(record_text(ctx, verdict, build_id)))
     return verdict
 
 
-def record(transport, prefix: str, verdict: Verdict, build_id: str) -> dict:
-    """Write the verdict next to the build as gate.json (root, 0644), with this device's machine-id."""
-    machine = transport.run("cat /etc/machine-id", check=False).stdout.strip()
+def record_text(ctx, verdict: Verdict, build_id: str) -> str:
+    """gate.json: the verdict with this device's machine-id (a pack's record from elsewhere does not count)."""
+    machine = ctx.read("cat /etc/machine-id", sudo=False).stdout.strip()
     data = {"build": build_id, "machine_id": machine, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **verdict.to_json()}
-    transport.put_text(json.dumps(data, indent=2) + "\n", f"{prefix}/{L.GATE_NAME}", sudo=True)
-    return data
+    return json.dumps(data, indent=2) + "\n"
 
 
 def read_record_command(prefix: str) -> str:

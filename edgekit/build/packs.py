@@ -4,33 +4,33 @@ on another device (checked member by member, gated there, then made current)."""
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 from edgekit import layout as L
 from edgekit import paths
 from edgekit.build import isa
-from edgekit.build import spec as S
-from edgekit.build.current import gate_plan, gate_run_for, installed, record, run_gate, switch_commands, switch_plan
-from edgekit.build.gate import GateRefused
-from edgekit.build.pack import checked_unpack_command, unpack_command
+from edgekit.build.current import gate_ops, gate_plan, gate_run_for, switch_ops, switch_plan
+from edgekit.build.gate import GateRefused, record_text, record_upload, run_gate
+from edgekit.build.pack import checked_unpack_command
 from edgekit.build.stamp import parse_stamp
+from edgekit.digest import sha256_file
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
+from edgekit.facts.deployed import InstalledBuild
+from edgekit.remote.command import Upload, q
 from edgekit.remote.plan import Change, Context, Noop
+from edgekit.remote.run_state import BuildState
 
-q = shlex.quote
 
-
-def pack_build(ctx: Context, prefix: str = S.CURRENT) -> dict:
+def pack_build(ctx: Context, prefix: str = L.CURRENT) -> dict:
     """On the device: tar an installed build (with its stamp) into PACK_DIR; -> {'remote', 'sha256', 'stamp'}."""
     real = ctx.transport.run(f"readlink -f {q(prefix)}").stdout.strip()
-    stamp = parse_stamp(ctx.transport.run(f"cat {q(real)}/{S.STAMP_NAME}", check=False).stdout)
+    stamp = parse_stamp(ctx.transport.run(f"cat {q(real)}/{L.STAMP_NAME}", check=False).stdout)
     if not stamp:
         raise UsageError(f"no llama.cpp build at {prefix} on {ctx.transport.name}",
                          hint=f"build one first: `edgekit build {ctx.transport.name}`")
     name = real.rsplit("/", 1)[-1]
-    remote = f"{S.PACK_DIR}/{name}.tar.gz"
-    ctx.sudo(f"mkdir -p {q(S.PACK_DIR)} && tar -C {q(S.INSTALL_ROOT)} --exclude={L.GATE_NAME} -czf {q(remote)}.partial {q(name)} && "
+    remote = f"{L.PACK_DIR}/{name}.tar.gz"
+    ctx.sudo(f"mkdir -p {q(L.PACK_DIR)} && tar -C {q(L.INSTALL_ROOT)} --exclude={L.GATE_NAME} -czf {q(remote)}.partial {q(name)} && "
              f"mv {q(remote)}.partial {q(remote)}")
     sha = ctx.transport.run(f"sha256sum {q(remote)}").stdout.split()[0]
     return {"remote": remote, "name": name, "sha256": sha, "stamp": stamp}
@@ -38,8 +38,6 @@ def pack_build(ctx: Context, prefix: str = S.CURRENT) -> dict:
 
 def fetch_pack(ctx: Context, pack: dict) -> Path:
     """Copy a packed build to the controller cache (builds/<name>.tar.gz + .json), verified by sha256."""
-    from edgekit.build.source import sha256_file
-
     dest = paths.cache() / "builds"
     dest.mkdir(parents=True, exist_ok=True)
     local = dest / f"{pack['name']}.tar.gz"
@@ -68,10 +66,10 @@ class InstallPack:
 
     @property
     def prefix(self) -> str:
-        return f"{S.INSTALL_ROOT}/{self.pack_name}"
+        return f"{L.INSTALL_ROOT}/{self.pack_name}"
 
     def plan(self, ctx: Context) -> Noop | Change:
-        facts = ctx.state.get("facts")
+        facts = ctx.run.facts
         if facts is not None:
             need = set(self.stamp.get("cpu_requires") or ())
             lacking = isa.missing(need, facts.cpu_flags)
@@ -81,50 +79,50 @@ class InstallPack:
                 raise UnsuitableDevice(f"the packed build {self.pack_name} needs CPU features this device does not "
                                        f"advertise: {', '.join(lacking)}",
                                        hint=f"build on this device: `edgekit build {ctx.transport.name}`")
-        inst = installed(ctx, self.prefix)
+        inst = ctx.fact(InstalledBuild(self.prefix))
+        gpu = self.stamp.get("backend") == "cuda"
         if inst["server"] and inst["stamp"] and inst["stamp"].get("flags_hash") == self.stamp.get("flags_hash"):
-            gate = gate_plan(ctx, self.prefix, self.pack_name, self.stamp.get("backend") == "cuda", what="pack")
+            gate = gate_plan(ctx, self.prefix, self.pack_name, gpu, what="pack")
             if isinstance(gate, Noop):
                 return switch_plan(ctx, self.prefix, self.keep)
+            ops = gate.commands + switch_ops(ctx, self.prefix, self.keep, inst["current"])
 
             def gate_then_switch(c: Context) -> None:      # installed earlier but not gated here: gate, then switch
                 gate.apply(c)
-                decision = switch_plan(c, self.prefix, self.keep)
-                if isinstance(decision, Change):
-                    decision.apply(c)
+                for op in ops[len(gate.commands):]:
+                    c.do(op)
 
-            return Change(gate.summary + ", then make it current",
-                          gate.commands + switch_commands(self.prefix, inst["current"]), apply=gate_then_switch)
-        remote = f"{S.PACK_DIR}/{self.pack_name}.tar.gz"
+            return Change(gate.summary + ", then make it current", ops, apply=gate_then_switch)
+        remote = f"{L.PACK_DIR}/{self.pack_name}.tar.gz"
         part = f"{self.prefix}.partial"
-        gpu = self.stamp.get("backend") == "cuda"
         run = gate_run_for(ctx, self.pack_name, part, gpu)
-        commands = [f"mkdir -p {q(S.PACK_DIR)}", f"upload {self.tarball} -> {remote} (0644 root, sha256 {self.sha256})",
-                    f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
-                    checked_unpack_command(self.tarball, self.sha256, self.pack_name, remote, part),
-                    f"rm -f {q(part)}/{L.GATE_NAME}", *run.commands(),
-                    f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}",
-                    f"upload gate.json -> {self.prefix}/{L.GATE_NAME}"] + switch_commands(self.prefix, inst["current"])
+        gate = gate_ops(ctx, run, None)
+        ops = [f"mkdir -p {q(L.PACK_DIR)}", Upload(remote, local=str(self.tarball), sha256=self.sha256),
+               f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
+               checked_unpack_command(self.tarball, self.sha256, self.pack_name, remote, part),
+               f"rm -f {q(part)}/{L.GATE_NAME}", *gate, f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}",
+               record_upload(self.prefix), *switch_ops(ctx, self.prefix, self.keep, inst["current"])]
+        first_gate, after_gate = ops.index(gate[0]), ops.index(gate[-1]) + 1
 
         def apply(c: Context) -> None:
-            c.sudo(f"mkdir -p {q(S.PACK_DIR)}")
-            c.transport.put(self.tarball, remote, sudo=True)
-            c.sudo(f"echo {q(self.sha256 + '  ' + remote)} | sha256sum -c --quiet",
-                   hint="the upload was corrupted; retry")
-            c.sudo(unpack_command(remote, part))
-            c.sudo(f"rm -f {q(part)}/{L.GATE_NAME}")
-            verdict = run_gate(c.transport, run, progress=c.progress)
+            for op in ops[:first_gate]:
+                c.do(op, **({"hint": "the upload was corrupted; retry"} if "sha256sum -c" in str(op) else {}))
+            verdict = run_gate(c, run, gate, self.pack_name)
             if not verdict.ok:
-                c.sudo(f"rm -rf {q(part)}", check=False)
+                c.read(f"rm -rf {q(part)}")             # the refused pack is not kept
                 raise GateRefused(f"the packed build {self.pack_name} failed the gate on {c.transport.name}: "
                                   f"{verdict.reason}. Refused: `current` is unchanged (log {c.transport.name}:"
                                   f"{verdict.log})", verdict,
                                   hint=f"build on this device instead: `edgekit build {c.transport.name}`")
-            c.sudo(f"rm -rf {q(self.prefix)} && mv {q(part)} {q(self.prefix)}")
-            record(c.transport, self.prefix, verdict, self.pack_name)
-            decision = switch_plan(c, self.prefix, self.keep)
-            if isinstance(decision, Change):
-                decision.apply(c)
+            c.do(ops[after_gate])
+            c.do(ops[after_gate + 1].with_text(record_text(c, verdict, self.pack_name)))
+            for op in ops[after_gate + 2:]:
+                c.do(op)
+            c.run.build = switch_plan_state(c, self.prefix)
 
-        return Change(f"install packed {self.pack_name}, prove it runs here (gate), make it current", commands,
+        return Change(f"install packed {self.pack_name}, prove it runs here (gate), make it current", ops,
                       apply=apply)
+
+
+def switch_plan_state(ctx: Context, prefix: str) -> BuildState:
+    return BuildState(prefix, L.CURRENT, ctx.fact(InstalledBuild(prefix))["stamp"])

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 from typing import Optional
 
 import typer
 from rich import box
 from rich.cells import cell_len
+from rich.console import Console
 
 from edgekit.cli.app import app
-from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Json, open_transport
+from edgekit.cli.common import Json, Login, logs_in
+from edgekit.cli.options import AllowUnpinned, Ctx, DeviceOption, DryRun, FetchOn, Force
 from edgekit.console import DataTable, StepPrinter, emit_json, err, say
 from edgekit.errors import UsageError
+from edgekit.facts.device import read_facts
+from edgekit.models import catalog, fit
+from edgekit.models.steps import ModelRequest, model_steps
+from edgekit.remote.lock import device_lock
+from edgekit.remote.plan import Context, run_steps
 
 models_app = typer.Typer(help="The model catalog: list, show, fit, pull.", no_args_is_help=True,
                          pretty_exceptions_show_locals=False, rich_markup_mode=None)
@@ -32,12 +39,6 @@ def list_models(all_: bool = typer.Option(False, "--all", help="Include the test
     On a terminal: a table. Piped or redirected: one line per model and quant, tab-separated: name, quant,
     default or -, size, family, chat or base, recommended context.
     """
-    import sys
-
-    from rich.console import Console
-
-    from edgekit.models import catalog
-
     entries = catalog.entries(include_test=all_)
     if json_out:
         emit_json([e.to_json() for e in entries])
@@ -84,9 +85,7 @@ def models_table(entries, with_note: bool = True) -> DataTable:
 @models_app.command("show")
 def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2-1.3b"), json_out: bool = Json):
     """Show one catalog entry: files, hashes and pins, chat template, system prompt, sampling."""
-    from edgekit.models import catalog
-
-    e = catalog.get(name.partition(":")[0])
+    e = catalog.get(catalog.split_ref(name)[0])
     if json_out:
         emit_json(e.to_json())
         return
@@ -108,30 +107,25 @@ def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2
 
 
 @models_app.command("fit")
+@logs_in
 def fit_cmd(
     name: Optional[str] = typer.Argument(None, help="NAME[:QUANT] (not needed with --markdown)"),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Device to read memory from."),
-    board: Optional[str] = typer.Option(None, "--board", help="No device: a known board (orin-nano-8gb, orin-nano-4gb, ...)."),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length (default: recommended, capped to fit)."),
+    target: DeviceOption = None,
+    board: Optional[str] = typer.Option(None, "--board", help=f"No device: a known board ({', '.join(fit.BOARDS)})."),
+    ctx: Ctx = None,
     cache_type: str = typer.Option("f16", "--cache-type", help="KV cache type: f16, q8_0, q4_0."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table of every model and quant."),
     json_out: bool = Json,
-    identity: Optional[Path] = Identity,
-    accept_new_host_key: bool = AcceptNewHostKey,
-    ask_become_pass: bool = AskBecomePass,
+    login: Login = Login(),
 ) -> None:
     """Estimate whether a model fits a device's memory (weights + KV cache + compute + OS reserve)."""
-    from edgekit.models import catalog, fit
-
     if (target is None) == (board is None):
         raise UsageError("give exactly one of --target HOST or --board BOARD",
                          hint=f"boards: {', '.join(fit.BOARDS)}")
     if board:
         label, total = fit.board_total(board)
     else:
-        from edgekit.facts.device import read_facts
-
-        with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        with login.open(target) as t:
             facts = read_facts(t)
         total = int((facts.memory or {}).get("total_bytes") or 0)
         label = target
@@ -154,8 +148,6 @@ def fit_cmd(
 
 def fit_markdown(label: str, total: int, kv_type: str = "f16") -> str:
     """A markdown table: every catalog model and quant at its recommended context on one board."""
-    from edgekit.models import catalog, fit
-
     lines = [f"### {label} ({total / 2**30:.2f} GiB RAM, {fit.gib(fit.os_reserve(total))} OS reserve, KV {kv_type})",
              "", "| model | quant | weights | ctx | KV cache | compute+runtime | needs | fits | largest ctx that fits |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -163,7 +155,7 @@ def fit_markdown(label: str, total: int, kv_type: str = "f16") -> str:
         shape = fit.Shape.from_dict(e.shape)
         for q in e.quants.values():
             r = fit.check_entry(e, q, e.recommended_ctx, total, label, kv_type)
-            best = fit.max_ctx(q.size or q.size_approx, shape, q.name, total, kv_type)
+            best = fit.max_ctx(q.best_size, shape, q.name, total, kv_type)
             lines.append(f"| {e.name} | {q.name} | {'~' if r.weights_estimated else ''}{fit.gib(r.weights_bytes)} "
                          f"| {r.ctx} | {fit.gib(r.kv_bytes)} | {fit.gib(r.compute_bytes + r.runtime_bytes)} "
                          f"| {fit.gib(r.need_bytes)} | {'yes' if r.fits else 'no'} | {best or 'none'} |")
@@ -171,37 +163,31 @@ def fit_markdown(label: str, total: int, kv_type: str = "f16") -> str:
 
 
 @models_app.command("pull")
+@logs_in
 def pull(
     name: str = typer.Argument(..., help="NAME[:QUANT]"),
-    target: str = typer.Option(..., "--target", "-t", help="[user@]host[:port] or an ssh_config alias."),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length the fit check assumes."),
-    fetch_on: str = typer.Option("auto", "--fetch-on", help="device, controller, or auto (device when it can reach the source)."),
+    target: DeviceOption = ...,
+    ctx: Ctx = None,
+    fetch_on: FetchOn = "auto",
     hf_endpoint: Optional[str] = typer.Option(None, "--hf-endpoint", help="Hub mirror (default: $HF_ENDPOINT or huggingface.co)."),
     source_url: Optional[str] = typer.Option(None, "--url", help="Fetch from this https:// URL or local file instead."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (overrides the catalog)."),
-    force: bool = typer.Option(False, "--force", help="Install even if the fit check says it will not fit."),
-    allow_unpinned: bool = typer.Option(False, "--allow-unpinned", help="Install a quant that has no pinned commit "
-                                        "and sha256 (checked only against the server's X-Linked-Etag)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change."),
+    force: Force = False,
+    allow_unpinned: AllowUnpinned = False,
+    dry_run: DryRun = False,
     json_out: bool = Json,
-    identity: Optional[Path] = Identity,
-    accept_new_host_key: bool = AcceptNewHostKey,
-    ask_become_pass: bool = AskBecomePass,
+    login: Login = Login(),
 ) -> None:
     """Download a model to a device (verified by sha256, resumable), after checking it fits."""
-    from edgekit.models.steps import ModelRequest, model_steps
-    from edgekit.remote.lock import device_lock
-    from edgekit.remote.plan import Context, run_steps
-
-    request = ModelRequest(name, ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint, source_url=source_url,
-                           force=force, sha256=sha256, allow_unpinned=allow_unpinned)
+    request = ModelRequest(name, n_ctx=ctx, fetch_on=fetch_on, hf_endpoint=hf_endpoint, source_url=source_url,
+                           force=bool(force), sha256=sha256, allow_unpinned=bool(allow_unpinned))
     steps = model_steps(request)
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target) as t:
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())
         with device_lock(t, "models pull", enabled=not dry_run):
             results = run_steps(context, steps)
     if json_out:
-        model = dict(context.state.get("model", {}))
-        model.pop("entry", None)
+        m = context.run.model
+        model = {"name": m.name, "path": m.path, "ctx": m.n_ctx, "sha256": m.sha256, "size": m.size} if m else {}
         emit_json({"results": [r.to_json() for r in results], "model": model,
-                   "transfer": context.state.get("model_transfer")})
+                   "transfer": context.run.model_transfer})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,45 +12,47 @@ from edgekit import lockfile
 from edgekit import provision as prov
 from edgekit import state as controller_state
 from edgekit.cli.app import app
-from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, become_password,
-                                hosts_for, is_fleet, open_transport, run_on_fleet)
-from edgekit.console import DataTable, StepPrinter, emit_json, err, say
-from edgekit.remote.plan import Context
 from edgekit.build.stamp import describe as describe_stamp
+from edgekit.cli.common import Forks, Inventory, Json, Login, fleet_for, hosts_for, is_fleet, logs_in, run_on_fleet
+from edgekit.cli.options import (AllowUnpinned, CmakeFlag, Cpu, CpuLevel, Ctx, CudaArch, DryRun, FetchOn, Force, Jobs,
+                                 LlamaSrc, SkipDeps, Target)
+from edgekit.console import DataTable, StepPrinter, emit_json, err, say
+from edgekit.fleet.deploy import provision_fleet
+from edgekit.fleet.runner import raise_for_failures
+from edgekit.layout import UNIT_NAME
+from edgekit.remote.plan import Context
 from edgekit.service.healthy import describe as describe_healthy
-from edgekit.service.settings import UNIT_NAME
-
-Target = typer.Argument(..., help="[user@]host[:port], an ssh_config alias, or `local`.")
+from edgekit.settings import DEFAULTS
 
 
 @app.command()
+@logs_in
 def provision(
     targets: list[str] = typer.Argument(..., help="Hosts: [user@]host[:port], ssh_config aliases, inventory names, "
                                                   "@group, @all, or `local`."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Catalog name, optionally NAME:QUANT (default chinese-alpaca-2-1.3b)."),
-    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context size (default: the catalog's for this board)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port llama-server listens on (default 8080)."),
-    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 0.0.0.0, with an API key)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name, optionally NAME:QUANT "
+                                        f"(default {DEFAULTS['model']})."),
+    ctx: Ctx = None,
+    port: Optional[int] = typer.Option(None, "--port", help=f"Port llama-server listens on (default {DEFAULTS['port']})."),
+    host: Optional[str] = typer.Option(None, "--host", help=f"Address to bind (default {DEFAULTS['host']}, with an "
+                                       "API key)."),
     no_api_key: Optional[bool] = typer.Option(None, "--no-api-key", help="Serve without a key (loopback --host only)."),
-    llama_src: Optional[str] = typer.Option(None, "--llama-src", help="llama.cpp source tree/tarball/URL to push."),
-    cpu: Optional[bool] = typer.Option(None, "--cpu", help="Build CPU-only (hosts without CUDA)."),
-    cuda_arch: Optional[str] = typer.Option(None, "--cuda-arch", help="Override the GPU arch (87, compute_87)."),
-    cpu_level: Optional[str] = typer.Option(None, "--cpu-level", help="CPU instruction level to build for, e.g. "
-                                            "x86-64-v3 or native (default: the best that passes the gate here)."),
-    cmake_flag: Optional[list[str]] = typer.Option(None, "--cmake-flag", help="Extra cmake definition -DNAME=VALUE "
-                                                   "(repeatable; part of the build key)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs (default: from RAM)."),
-    skip_deps: Optional[bool] = typer.Option(None, "--skip-deps", help="Do not apt-get install missing build tools."),
-    fetch_on: Optional[str] = typer.Option(None, "--fetch-on", help="Who downloads the model: auto, device, controller."),
+    llama_src: LlamaSrc = None,
+    cpu: Cpu = None,
+    cuda_arch: CudaArch = None,
+    cpu_level: CpuLevel = None,
+    cmake_flag: CmakeFlag = None,
+    jobs: Jobs = None,
+    skip_deps: SkipDeps = None,
+    fetch_on: FetchOn = None,
     hf_endpoint: Optional[str] = typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT",
                                               help="Hugging Face mirror (also HF_ENDPOINT)."),
     model_url: Optional[str] = typer.Option(None, "--model-url", help="Fetch the model file from this URL instead."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="The sha256 the --model-url download must have."),
-    allow_unpinned: Optional[bool] = typer.Option(None, "--allow-unpinned", help="Install a model quant that has no "
-                                                  "pinned commit and sha256 (checked only against X-Linked-Etag)."),
-    force: Optional[bool] = typer.Option(None, "--force", help="Install a model even if the fit check says it will not fit."),
-    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (concurrent requests, default 2)."),
+    allow_unpinned: AllowUnpinned = None,
+    force: Force = None,
+    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (concurrent requests, default "
+                                           f"{DEFAULTS['parallel']})."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
     cache_type_kv: Optional[str] = typer.Option(None, "--cache-type", help="KV cache type, e.g. q8_0 or q4_0 (less memory)."),
     lock_file: Optional[str] = typer.Option(None, "--lock-file", help="edgekit.lock: the sha256 of every model, "
@@ -57,17 +60,15 @@ def provision(
                                             "next to the inventory, else in edgekit's state folder)."),
     no_rollback: Optional[bool] = typer.Option(None, "--no-rollback", help="Keep a change that leaves the service "
                                                "unhealthy (for debugging) instead of restoring the last healthy state."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; change nothing."),
+    dry_run: DryRun = False,
     json_out: bool = Json,
-    identity: Optional[Path] = Identity,
-    accept_new_host_key: bool = AcceptNewHostKey,
-    ask_become_pass: bool = AskBecomePass,
     inventory: Optional[Path] = Inventory,
     forks: int = Forks,
     serial: Optional[int] = typer.Option(None, "--serial", help="Rolling: provision this many hosts per batch."),
     max_fail_percent: float = typer.Option(100.0, "--max-fail-percent",
                                            help="Stop later batches once more than this share of hosts failed."),
     build_on: Optional[str] = typer.Option(None, "--build-on", help="Fleet: the host that builds for its kind."),
+    login: Login = Login(),
 ) -> None:
     """Build llama.cpp, fetch a model and run it as a hardened systemd service; idempotent."""
     flags = {"model": model, "ctx": ctx, "port": port, "host": host, "llama_src": llama_src, "cpu": cpu,
@@ -82,19 +83,17 @@ def provision(
     if lock_file is None and inventory_file is not None:
         flags["lock_file"] = str(lockfile.for_inventory(inventory_file))
     opts = {h.name: prov.options_for(flags, h) for h in hosts}       # every host validated before any connects
-    if len(hosts) > 1 or any(t.startswith("@") for t in targets):
-        _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,
-                         max_fail_percent, build_on)
+    if is_fleet(targets, hosts):
+        _provision_fleet(hosts, opts, dry_run, json_out, login, forks, serial, max_fail_percent, build_on)
         return
     target = hosts[0].target
-    identity = identity or (Path(hosts[0].identity) if hosts[0].identity else None)
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target, hosts[0].identity) as t:
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())
         results = prov.provision(context, opts[hosts[0].name])
     changed = [r for r in results if r.status in ("changed", "would-change")]
     if json_out:
         emit_json({"target": target, "dry_run": dry_run, "changed": len(changed),
-                   "steps": [r.to_json() for r in results], "answer": context.state.get("smoke_answer")})
+                   "steps": [r.to_json() for r in results], "answer": context.run.smoke_answer})
     if dry_run:
         say(f"dry run: {len(changed)} step(s) would change {target}; nothing was changed")
         return
@@ -104,19 +103,15 @@ def provision(
     else:
         say((f"{len(changed)} step(s) changed", "yellow"))
     say(f"serving {saved.get('model')} at {saved.get('url')}  (unit {UNIT_NAME})")
-    if context.state.get("api_key_new"):
-        say(f"API key (shown once; kept in {saved.get('api_key_file')}): {context.state['api_key_new']}")
+    if context.run.api_key_new:
+        say(f"API key (shown once; kept in {saved.get('api_key_file')}): {context.run.api_key_new}")
     key = "-H \"Authorization: Bearer $(cat " + saved["api_key_file"] + ")\" " if saved.get("api_key_file") else ""
     say(f"try: curl {saved.get('url')}/v1/chat/completions {key}-H 'Content-Type: application/json' "
         "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"介绍一下北京\"}]}'")
 
 
-def _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new_host_key, forks, serial,
-                     max_fail_percent, build_on) -> None:
-    from edgekit.fleet.deploy import Fleet, provision_fleet
-    from edgekit.fleet.runner import raise_for_failures
-
-    fleet = Fleet(hosts, become_password(ask_become_pass), accept_new_host_key, forks=forks)
+def _provision_fleet(hosts, opts, dry_run, json_out, login: Login, forks, serial, max_fail_percent, build_on) -> None:
+    fleet = fleet_for(hosts, login, forks)
     out = provision_fleet(fleet, opts, dry_run=dry_run, build_on=build_on, serial=serial,
                           max_fail_percent=max_fail_percent)
     builds = {key[1]: {"builder": b["builder"], "seconds": round(b["seconds"], 1),
@@ -133,10 +128,10 @@ def _provision_fleet(hosts, opts, dry_run, json_out, ask_become_pass, accept_new
 
 
 @app.command()
+@logs_in
 def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names, @group, or `local`."),
-           json_out: bool = Json, identity: Optional[Path] = Identity,
-           accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass,
-           inventory: Optional[Path] = Inventory, forks: int = Forks) -> None:
+           json_out: bool = Json, inventory: Optional[Path] = Inventory, forks: int = Forks,
+           login: Login = Login()) -> None:
     """Show the service: state, model, build, uptime, health, slots."""
     hosts = hosts_for(targets, inventory)
     if is_fleet(targets, hosts):
@@ -145,11 +140,10 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
             model = (info["model"] or "-").rsplit("/", 1)[-1]
             return f"{info['active']}, health {info['health']}, {model}", info
 
-        run_on_fleet(hosts, job, title="status", json_out=json_out, forks=forks, ask_become_pass=ask_become_pass,
-                     accept_new_host_key=accept_new_host_key)
+        run_on_fleet(hosts, job, title="status", json_out=json_out, forks=forks, login=login)
         return
     target = hosts[0].target
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target, hosts[0].identity) as t:
         info = prov.status(t)
     if json_out:
         emit_json(info)
@@ -171,35 +165,33 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
 
 
 @app.command()
-def logs(target: str = Target, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+@logs_in
+def logs(target: Target, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
          lines: int = typer.Option(100, "--lines", "-n", help="How many recent lines."),
-         identity: Optional[Path] = Identity, accept_new_host_key: bool = AcceptNewHostKey,
-         ask_become_pass: bool = AskBecomePass) -> None:
+         login: Login = Login()) -> None:
     """Print the service's journal (journalctl)."""
-    import sys
-
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target) as t:
         cmd = f"journalctl -u {UNIT_NAME} -n {int(lines)} --no-pager -o short-iso" + (" -f" if follow else "")
         t.sudo(cmd, on_line=lambda line: print(line, file=sys.stdout, flush=True), check=False)
 
 
 @app.command()
-def uninstall(target: str = Target,
+@logs_in
+def uninstall(target: Target,
               purge_models: bool = typer.Option(False, "--purge-models", help="Also delete downloaded models."),
-              identity: Optional[Path] = Identity, accept_new_host_key: bool = AcceptNewHostKey,
-              ask_become_pass: bool = AskBecomePass) -> None:
+              login: Login = Login()) -> None:
     """Remove the service, its user, settings and builds (models too with --purge-models)."""
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target) as t:
         removed = prov.uninstall(t, purge_models)
     for item in removed:
         say(f"removed {item}")
 
 
 @app.command()
-def rollback(target: str = Target, identity: Optional[Path] = Identity,
-             accept_new_host_key: bool = AcceptNewHostKey, ask_become_pass: bool = AskBecomePass) -> None:
+@logs_in
+def rollback(target: Target, login: Login = Login()) -> None:
     """Switch back to the previous llama.cpp build and server settings (model, ctx), restart, check it answers."""
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target) as t:
         done = prov.rollback(t)
     if "build" in done:
         say(f"build: {done['build']['from']} -> {done['build']['to']}")

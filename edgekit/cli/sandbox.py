@@ -8,16 +8,9 @@ from typing import Optional
 
 import typer
 
-from edgekit import provision as prov
-from edgekit.chat.client import LlamaClient
-from edgekit.chat.endpoint import resolve
-from edgekit.chat.profile import profile_for
 from edgekit.cli.app import app
 from edgekit.cli.common import Json
 from edgekit.console import DataTable, StepPrinter, emit_json, err, say
-from edgekit.remote.plan import Context
-from edgekit.remote.target import parse_target
-from edgekit.remote.transport import Transport
 from edgekit.sandbox import demo as demo_lib
 from edgekit.sandbox import identity, standin
 
@@ -75,32 +68,30 @@ def demo(
                                             help="llama.cpp source tarball/tree (default: llama-cpp-python's sdist)."),
 ) -> None:
     """The main job on a stand-in: boot it, provision llama.cpp + SmolLM2-135M-Instruct as a service, ask it."""
-    def log(message: str) -> None:
-        say((message, "dim"))
-
-    sb = standin.up(name, None, log=log)
-    say(("1/3", "bold"), f" stand-in {sb.name} up at {sb.address} (real systemd and sshd)")
-    opts = demo_lib.demo_options(Path(llama_src) if llama_src else None, log)
-    say(("2/3", "bold"), f" provisioning {sb.name}: build llama.cpp (CPU), gate it, push {demo_lib.MODEL}, "
-        "start the service")
-    with Transport(parse_target(sb.name)) as t:
-        context = Context(t, reporter=StepPrinter("  "))
-        prov.provision(context, opts)
-    endpoint = resolve(sb.name)
-    say(("3/3", "bold"), f" asking {demo_lib.MODEL} at {endpoint.url}: {question}")
-    profile = profile_for(demo_lib.MODEL)
-    messages = [{"role": "system", "content": profile.system_prompt}, {"role": "user", "content": question}]
-    stream = LlamaClient(endpoint).chat(messages, profile.sampling.merged(max_tokens=256),
-                                        stop=list(profile.stop) or None, stream=True)
-    for piece in stream:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    run = demo_lib.run_demo(name, question, Path(llama_src) if llama_src else None, DemoPrinter())
     sys.stdout.write("\n")
-    t = stream.result.timings or {}
-    health = context.state.get("health") or {}
+    t, context = run.answer.timings or {}, run.context
+    health = context.run.health or {}
     say((f"model load {health.get('loaded_s', 0):.1f} s · prompt {t.get('prompt_n', 0)} tokens at "
          f"{t.get('prompt_per_second', 0):.0f} tok/s · generation {t.get('predicted_n', 0)} tokens at "
-         f"{t.get('predicted_per_second', 0):.1f} tok/s · stopped by {stream.result.finish_reason or '?'} "
+         f"{t.get('predicted_per_second', 0):.1f} tok/s · stopped by {run.answer.finish_reason or '?'} "
          f"(2 CPU threads of a stand-in)", "dim"))
     say((f"next: edgekit chat {name} · edgekit bench {name} · edgekit status {name} · "
          f"edgekit sandbox down {name}", "dim"))
+
+
+class DemoPrinter:
+    """Prints the demo as it goes: phases and downloads on stderr, the model's answer on stdout."""
+
+    def __init__(self) -> None:
+        self.steps = StepPrinter("  ")
+
+    def log(self, message: str) -> None:
+        say((message, "dim"))
+
+    def phase(self, number: int, text: str) -> None:
+        say((f"{number}/{demo_lib.PHASES}", "bold"), f" {text}")
+
+    def answer(self, piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()

@@ -18,16 +18,15 @@ from edgekit.build.source import resolve_source
 from edgekit.build.packs import InstallPack, fetch_pack, pack_build
 from edgekit.build.steps import run_build
 from edgekit.errors import UsageError
-from edgekit.facts.device import read_facts
 from edgekit.fleet.inventory import Host
 from edgekit.fleet.runner import HostRow, run_fleet
 from edgekit.models.steps import model_steps
-from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember
+from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember, service_steps
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
-from edgekit.service.steps import PortFree, ServiceUser, service_steps
+from edgekit.service.steps import PortFree, ServiceUser
 
 class Fleet:
     def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
@@ -59,7 +58,7 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
         with fleet.transport(host) as t:
             ctx = Context(t, reporter=row)
             run_steps(ctx, [Preflight()])
-            facts = ctx.state["facts"]
+            facts = ctx.run.facts
         plan = plan_build(facts, opts[host.name].build, source)
         return f"{facts.hostname}: build {plan.id}", {"facts": facts, "key": (facts.arch, plan.id)}
 
@@ -86,7 +85,7 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
         start = time.monotonic()
         with fleet.transport(host) as t:
             ctx = Context(t, dry_run=dry_run, reporter=row)
-            ctx.state["facts"] = reachable[host.name]["facts"]
+            ctx.run.facts = reachable[host.name]["facts"]
             with device_lock(t, "fleet build", enabled=not dry_run):
                 run_build(ctx, opts[host.name].build)
             if dry_run:
@@ -115,11 +114,11 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
         o = opts[host.name]
         with fleet.transport(host) as t:
             ctx = Context(t, dry_run=dry_run, reporter=row)
-            ctx.state["facts"] = info["facts"]
+            ctx.run.facts = info["facts"]
             if build["builder"] == host.name or build["tarball"] is None:
                 results = provision(ctx, o)  # the builder (or a dry run): its own build steps are no-ops / the plan
             else:
-                ctx.state["service"] = o.service
+                ctx.run.service = o.service
                 fit, fetch = model_steps(o.model)
                 with device_lock(t, "fleet provision", enabled=not dry_run):
                     results = run_steps(ctx, [Preflight(), PortFree(), fit, ServiceUser(),
@@ -127,18 +126,7 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
                     results += deploy_steps(ctx, o.service, [fetch, *service_steps()])
                 remember(ctx, o)
         row.result.steps[:] = results
-        return f"serving {ctx.state.get('model', {}).get('name')} on :{o.service.port}", None
+        return f"serving {ctx.run.model.name if ctx.run.model else '?'} on :{o.service.port}", None
 
     deploy = fleet.run(deploy_job, "provision", serial=serial, max_fail_percent=max_fail_percent)
     return {"facts": facts_results, "builds": builds, "build_results": build_results, "deploy": deploy}
-
-
-def facts_fleet(fleet: Fleet) -> list:
-    def job(host: Host, row: HostRow):
-        with fleet.transport(host) as t:
-            f = read_facts(t)
-        j = f.jetson
-        return (f"{f.hostname}: " + (f"{j['module']}, JetPack {j['jetpack']}" if j else f"{f.arch}, not a Jetson"),
-                f)
-
-    return fleet.run(job, "facts")

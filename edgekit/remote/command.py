@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,41 +28,103 @@ def sh(*args: object) -> str:
 
 
 @dataclass(frozen=True)
+class Cmd:
+    """A shell command run as the login user (a plain string op runs as root)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Check:
+    """A read that decides what happens next (a poll, a request): printed in the plan, changes nothing."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return f"check: {self.text}"
+
+
+@dataclass(frozen=True)
+class Local:
+    """Work done on the controller (a download to its cache): printed in the plan, runs no device command."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return f"on the controller: {self.text}"
+
+
+@dataclass(frozen=True)
 class Upload:
-    """A file written to the device: from `text` (rendered, generated) or a controller file `local`."""
+    """A file written to the device: from `text` (rendered, generated) or a controller file `local`, atomically.
+
+    `made_by_run` describes content only the run produces (a verdict with its time): printed instead of size and
+    sha256. `root=False` writes as the login user (into a directory it owns)."""
 
     dest: str
-    text: str | None = None
+    text: str | bytes | None = None
     local: str | None = None
     mode: str = "0644"
     owner: str = "root"
     group: str | None = None
     secret: bool = False
+    made_by_run: str | None = None
+    root: bool = True
+    sha256: str | None = None         # of `local`, when known (saves reading a large file to print the plan)
 
     @property
     def data(self) -> bytes:
-        return self.text.encode() if self.text is not None else Path(self.local or "").read_bytes()
+        if self.text is not None:
+            return self.text.encode() if isinstance(self.text, str) else self.text
+        return Path(self.local or "").read_bytes()
 
     def __str__(self) -> str:
+        owner = self.owner if (self.group or self.owner) == self.owner else f"{self.owner}:{self.group}"
+        if not self.root:
+            owner = "login user"
+        if self.made_by_run:
+            return f"upload → {self.dest} ({self.mode} {owner}, {self.made_by_run})"
         if self.text is not None:
             size, digest = len(self.data), hashlib.sha256(self.data).hexdigest()
         else:
-            size, digest = Path(self.local or "").stat().st_size, sha256_file(self.local or "")
-        owner = self.owner if (self.group or self.owner) == self.owner else f"{self.owner}:{self.group}"
-        what = f"{size} bytes" + ("" if self.secret else f", sha256 {digest[:16]}…")
+            size = Path(self.local or "").stat().st_size if Path(self.local or "").is_file() else None
+            digest = self.sha256 or (sha256_file(self.local or "") if size is not None else "checked on arrival")
+        what = (f"{size} bytes" if size is not None else "size on arrival") + \
+            ("" if self.secret else f", sha256 {digest[:16]}…")
         source = f"{self.local} " if self.local else ""
         return f"upload {source}→ {self.dest} ({self.mode} {owner}, {what})"
 
 
-Op = str | Upload
+    def with_text(self, text: str | bytes) -> "Upload":
+        """The same upload with the content the run produced."""
+        return Upload(self.dest, text, None, self.mode, self.owner, self.group, self.secret, self.made_by_run,
+                      self.root, self.sha256)
 
 
-def run_op(ctx, op: Op, **kwargs) -> None:
-    """Run one operation of a change on the device (as root)."""
+Op = str | Cmd | Upload | Check | Local
+
+
+def device_changes(ops) -> list:
+    """The operations that change the device (what a recording transport sees), in order: not the checks, not
+    the controller's own work."""
+    return [op for op in ops if not isinstance(op, (Check, Local))]
+
+
+def run_op(transport, op: Op, **kwargs):
+    """Run one device operation of a change: a string as root, a Cmd as the login user, an Upload atomically."""
     if isinstance(op, Upload):
-        if op.text is not None:
-            ctx.transport.put_text(op.text, op.dest, sudo=True, mode=op.mode, owner=op.owner, group=op.group)
-        else:
-            ctx.transport.put(op.local, op.dest, sudo=True, mode=op.mode, owner=op.owner, group=op.group)
-    else:
-        ctx.transport.sudo(op, **kwargs)
+        kw = dict(sudo=op.root, mode=op.mode, owner=op.owner, group=op.group) if op.root else dict(mode=op.mode)
+        if op.text is None:
+            return transport.put(op.local, op.dest, **kw)
+        with tempfile.TemporaryDirectory() as d:
+            local = Path(d) / "upload"
+            local.write_bytes(op.data)
+            return transport.put(local, op.dest, **kw)
+    if isinstance(op, Cmd):
+        return transport.run(op.text, **kwargs)
+    if isinstance(op, (Check, Local)):
+        raise TypeError(f"{type(op).__name__} is not run as a change: the step's apply does it")
+    return transport.sudo(op, **kwargs)

@@ -1,9 +1,12 @@
 """Steps and their runner: each step compares desired state with fresh facts and returns changes or a no-op.
 
-A step's `plan(ctx)` is called just before it is applied (never from a stale plan), and returns either
-`Noop(reason)` or `Change(summary, commands, apply)`. `--dry-run` prints the commands; a real run calls
-`apply` (default: run the commands with sudo). Steps that should run only when another step changed
-something (daemon-reload, restart) look at `ctx.changed`, Ansible's handler idea.
+A step's `plan(ctx)` is called just before it is applied (never from a stale plan), reads the device through
+`ctx.fact(...)` (a fact: command + pure parser; tests hand them in with `given`), and returns either
+`Noop(reason)` or `Change(summary, ops, apply)`. The ops (edgekit.remote.command: shell strings, Upload, Cmd,
+Local) are what `--dry-run` prints and what the run executes, in that order: the default apply runs them; a
+custom apply runs each with `ctx.do(op)` and may read (`ctx.read`, `ctx.fact`) in between. Steps that should
+run only when another step changed something (daemon-reload, restart) look at `ctx.changed`, Ansible's
+handler idea. Values later steps need go in `ctx.run` (a typed RunState); every step's result in `ctx.results`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from edgekit.errors import EdgekitError
-from edgekit.remote.transport import Transport
+from edgekit.remote.command import Local, Op, run_op
+from edgekit.remote.run_state import RunState
+from edgekit.remote.transport import Result, Transport
 
 
 @dataclass
@@ -24,9 +29,13 @@ class Noop:
 @dataclass
 class Change:
     summary: str
-    commands: list[str] = field(default_factory=list)
+    commands: list[Op] = field(default_factory=list)     # the operations, in the order they run
     apply: Callable[["Context"], None] | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shown(self) -> list[str]:
+        return [str(op) for op in self.commands]
 
 
 class Step(Protocol):
@@ -69,25 +78,63 @@ class NullReporter:
         pass
 
 
+class Fact(Protocol):
+    """A fact about the device: one command (run as root when `sudo`) and a pure parser of its output."""
+
+    sudo: bool
+
+    @property
+    def command(self) -> str: ...
+
+    def parse(self, output: str) -> Any: ...
+
+
+class FactNotGiven(KeyError):
+    """A step read a fact its test did not hand in (Context(strict=True))."""
+
+
 @dataclass
 class Context:
     transport: Transport
     dry_run: bool = False
     reporter: Reporter = field(default_factory=NullReporter)
     changed: set[str] = field(default_factory=set)
-    state: dict[str, Any] = field(default_factory=dict)   # values steps hand to later steps (facts, paths)
+    run: RunState = field(default_factory=RunState)      # values steps hand to later steps
+    results: list[StepResult] = field(default_factory=list)   # every step's result in this run, in order
+    given: dict[Any, Any] = field(default_factory=dict)  # facts handed in (tests): read instead of the device
+    strict: bool = False                                 # with `given`: a fact not handed in is an error
     current_step: str = ""
 
     def progress(self, text: str, completed: float | None = None, total: float | None = None) -> None:
         self.reporter.progress(self.current_step, text, completed, total)
+
+    def fact(self, fact: Fact) -> Any:
+        """Read one fact from the device now (never cached: a step re-reads just before it changes anything)."""
+        if fact in self.given:
+            return self.given[fact]
+        if self.strict:
+            raise FactNotGiven(fact)
+        if hasattr(fact, "read"):                        # a fact read with edgekit's device-side helper
+            return fact.read(self.transport)
+        res = (self.transport.sudo if fact.sudo else self.transport.run)(fact.command, check=False)
+        return fact.parse(res.stdout)
+
+    def read(self, command: str, sudo: bool = True, **kwargs) -> Result:
+        """A command that changes nothing (a check, a poll); its output is the caller's to judge."""
+        return (self.transport.sudo if sudo else self.transport.run)(command, check=False, **kwargs)
+
+    def do(self, op: Op, **kwargs):
+        """Run one operation of a change (as printed by the dry run)."""
+        return run_op(self.transport, op, **kwargs)
 
     def sudo(self, command: str, **kwargs):
         return self.transport.sudo(command, **kwargs)
 
 
 def run_steps(ctx: Context, steps: list[Step]) -> list[StepResult]:
-    """Plan and apply each step in order; stop at the first failure (re-raised after it is reported)."""
-    results = []
+    """Plan and apply each step in order; stop at the first failure (re-raised after it is reported). Returns
+    this call's results; all of the run's are in ctx.results (also when a step failed)."""
+    results: list[StepResult] = []
     for step in steps:
         ctx.current_step = step.name
         ctx.reporter.step_started(step.name)
@@ -98,23 +145,26 @@ def run_steps(ctx: Context, steps: list[Step]) -> list[StepResult]:
                 result = StepResult(step.name, "ok", decision.reason, time.monotonic() - start)
             elif ctx.dry_run:
                 result = StepResult(step.name, "would-change", decision.summary, time.monotonic() - start,
-                                    decision.commands, decision.detail)
+                                    decision.shown, decision.detail)
                 ctx.changed.add(step.name)
             else:
                 if decision.apply is not None:
                     decision.apply(ctx)
                 else:
-                    for command in decision.commands:
-                        ctx.sudo(command)
+                    for op in decision.commands:
+                        if isinstance(op, Local):
+                            raise TypeError(f"{step.name}: a Local operation needs the step's own apply")
+                        ctx.do(op)
                 ctx.changed.add(step.name)
                 result = StepResult(step.name, "changed", decision.summary, time.monotonic() - start,
-                                    decision.commands, decision.detail)
+                                    decision.shown, decision.detail)
         except EdgekitError as e:
             result = StepResult(step.name, "failed", e.message.splitlines()[0], time.monotonic() - start)
             ctx.reporter.step_finished(result)
             results.append(result)
-            e.results = results  # type: ignore[attr-defined]  (callers may still print what ran)
+            ctx.results.append(result)
             raise
         ctx.reporter.step_finished(result)
         results.append(result)
+        ctx.results.append(result)
     return results

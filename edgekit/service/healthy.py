@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import time
+from dataclasses import dataclass
 
 from edgekit import layout as L
+from edgekit.build.current import switch_commands
 from edgekit.errors import EdgekitError, RemoteCommandFailed
+from edgekit.facts.deployed import read
+from edgekit.remote.command import Upload, q
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service.settings import parse_env
-
-q = shlex.quote
 ENV_COPY = f"{L.HEALTHY_DIR}/llama-server.env"
 UNIT_COPY = f"{L.HEALTHY_DIR}/{L.UNIT_NAME}.service"
 
@@ -51,6 +52,21 @@ def parse_state(output: str) -> dict:
             "healthy": healthy if isinstance(healthy, dict) else None}
 
 
+@dataclass(frozen=True)
+class DeployState:
+    """A fact: where `current` points, the env file and unit as they are, and the recorded healthy state."""
+
+    sudo: bool = True
+
+    @property
+    def command(self) -> str:
+        return state_command()
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        return parse_state(output)
+
+
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -70,7 +86,7 @@ class RecordHealthy:
     def plan(self, ctx: Context):
         if ctx.dry_run:
             return Noop("would record the state once the service is healthy")
-        st = parse_state(ctx.transport.sudo(state_command(), check=False).stdout)
+        st = ctx.fact(DeployState())
         h = st["healthy"] or {}
         if h.get("build") == st["current"] and h.get("env_sha256") == sha(st["env"]) \
                 and h.get("unit_sha256") == sha(st["unit"]):
@@ -79,23 +95,13 @@ class RecordHealthy:
         record = {"build": st["current"], "model": env.get("LLAMA_ARG_ALIAS"),
                   "model_path": env.get("LLAMA_ARG_MODEL"), "env_sha256": sha(st["env"]),
                   "unit_sha256": sha(st["unit"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        commands = [f"install -d -m 0700 {q(L.HEALTHY_DIR)}", f"cp -p {q(L.ENV_PATH)} {q(ENV_COPY)}",
-                    f"cp -p {q(L.UNIT_PATH)} {q(UNIT_COPY)}"]
-
-        def apply(c: Context) -> None:
-            for command in commands:
-                c.sudo(command)
-            c.transport.put_text(json.dumps(record, indent=2) + "\n", L.HEALTHY, sudo=True, mode="0644")
-            c.state["healthy"] = record
-
-        return Change(f"record the healthy state: {describe(record)}",
-                      commands + [f"upload -> {L.HEALTHY} (0644 root): {json.dumps(record)}"], apply)
+        ops = [f"install -d -m 0700 {q(L.HEALTHY_DIR)}", f"cp -p {q(L.ENV_PATH)} {q(ENV_COPY)}",
+               f"cp -p {q(L.UNIT_PATH)} {q(UNIT_COPY)}", Upload(L.HEALTHY, json.dumps(record, indent=2) + "\n")]
+        return Change(f"record the healthy state: {describe(record)}", ops)
 
 
 def restore_commands(st: dict) -> list[str]:
     """Pure: the commands that put the recorded healthy state back (build, env, unit), then restart."""
-    from edgekit.build.current import switch_commands
-
     h = st["healthy"] or {}
     cmds = [f"systemctl reset-failed {L.UNIT_NAME} 2>/dev/null; true"]
     if h.get("build") and h["build"] != st["current"]:
@@ -110,7 +116,7 @@ def restore_commands(st: dict) -> list[str]:
 
 def restore(transport) -> dict:
     """Put the last healthy state back and restart; returns the record restored. Raises when none is recorded."""
-    st = parse_state(transport.sudo(state_command(), check=False).stdout)
+    st = read(transport, DeployState())
     if not st["healthy"]:
         raise RemoteCommandFailed("restore last healthy state", 1, "", message="no healthy state is recorded")
     for command in restore_commands(st):

@@ -1,36 +1,38 @@
 """Steps that install and start the llama-server service, each a no-op when the device already matches.
 
-Reads from ctx.state: "facts" (DeviceFacts), "build" ({"prefix", "bin_dir", "stamp"}), "model" ({"name", "path",
-"entry", "ctx", ...}), "service" (the ServiceOptions). Writes ctx.state["api_key"] and ctx.state["endpoint"].
-daemon-reload and restart run only when the unit, env, build or model changed in this run.
+Reads ctx.run.facts, .build (BuildState), .model (ModelState) and .service (ServiceOptions); writes
+ctx.run.service_groups, .api_key_new, .health and .smoke_answer. daemon-reload and restart run only when the
+unit, env, build or model changed in this run.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import secrets
-import shlex
 import time
 from dataclasses import dataclass
 
 from edgekit import layout as L
 from edgekit import state as controller_state
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
+from edgekit.facts.deployed import (FileOwnerMode, FileText, GpuGroups, PortListener, RunningBinary, UnitState,
+                                    UserGroups, read)
+from edgekit.remote.command import Local, Upload, sh
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service import probe
-from edgekit.service.settings import (API_KEY_PATH, DEFAULTS, ENV_PATH, UNIT_NAME, UNIT_PATH, render_env,
-                                      render_unit, service_variables)
+from edgekit.service.settings import DEFAULTS, render_env, render_unit, service_variables
 
-USER = DEFAULTS["edgekit_service_user"]
+USER = L.SERVICE_USER
 
 
 @dataclass
 class ServiceOptions:
-    port: int = 8080
-    host: str = "0.0.0.0"
+    port: int = DEFAULTS["edgekit_port"]
+    host: str = DEFAULTS["edgekit_host"]
     api_key: bool = True
-    ctx: int | None = None
-    parallel: int = 2
+    n_ctx: int | None = None          # the context window (None: the model's)
+    parallel: int = DEFAULTS["edgekit_parallel"]
     threads: int | None = None
     cache_type_kv: str | None = None
     health_timeout: float = 600.0
@@ -47,45 +49,40 @@ def probe_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _read(ctx: Context, path: str) -> str | None:
-    res = ctx.sudo(f"cat {shlex.quote(path)}", check=False)
-    return res.stdout if res.ok else None
-
-
-def uses_gpu(stamp: dict) -> bool:
+def uses_gpu(stamp: dict | None) -> bool:
     """Whether the installed build offloads to the GPU (its stamp says which ggml backend it was built for)."""
-    return stamp.get("backend") == "cuda"
+    return (stamp or {}).get("backend") == "cuda"
 
 
 def _variables(ctx: Context) -> dict:
-    opts: ServiceOptions = ctx.state["service"]
-    model, build = ctx.state["model"], ctx.state.get("build") or {}
-    entry = model.get("entry") or {}
-    stamp = build.get("stamp") or {}
+    opts, model, build = ctx.run.service, ctx.run.model, ctx.run.build
+    assert opts is not None and model is not None, "the model and service steps set these first"
+    entry = model.entry or {}
     return service_variables(
-        model_name=model["name"], model_path=model["path"], ctx=opts.ctx or model.get("ctx") or 4096,
-        port=opts.port, host=opts.host, gpu=uses_gpu(stamp), api_key=opts.api_key,
+        model_name=model.name, model_path=model.path, ctx=opts.n_ctx or model.n_ctx or 4096,
+        port=opts.port, host=opts.host, gpu=uses_gpu(build.stamp if build else None), api_key=opts.api_key,
         parallel=opts.parallel, threads=opts.threads, chat_template=entry.get("chat_template"),
-        cache_type_kv=opts.cache_type_kv, groups=ctx.state.get("service_groups", []))
+        cache_type_kv=opts.cache_type_kv, groups=ctx.run.service_groups)
 
 
 class ServiceUser:
+    """The system user the service runs as, in the GPU groups the device has."""
+
     name = "service user"
 
     def plan(self, ctx: Context):
-        groups_present = [g for g in ctx.transport.run("getent group video render | cut -d: -f1", check=False).stdout.split()
-                      if g in L.GPU_GROUPS]   # only the names asked for reach a command
-        ctx.state["service_groups"] = groups_present
-        have = ctx.transport.run(f"id -nG {USER}", check=False)
-        missing = [g for g in groups_present if g not in have.stdout.split()]
-        if have.ok and not missing:
+        groups_present = ctx.fact(GpuGroups())
+        ctx.run.service_groups = groups_present
+        have = ctx.fact(UserGroups(USER))
+        missing = [g for g in groups_present if g not in (have or [])]
+        if have is not None and not missing:
             return Noop(f"user {USER} exists" + (f" (groups {', '.join(groups_present)})" if groups_present else ""))
-        commands = [] if have.ok else [
-            f"useradd --system --user-group --no-create-home --home-dir /var/lib/{UNIT_NAME} "
-            f"--shell /usr/sbin/nologin {USER}"]
+        commands = [] if have is not None else [sh(
+            "useradd", "--system", "--user-group", "--no-create-home", "--home-dir", f"/var/lib/{L.UNIT_NAME}",
+            "--shell", "/usr/sbin/nologin", USER)]
         if missing:
-            commands.append(f"usermod -aG {','.join(missing)} {USER}")
-        return Change(f"create system user {USER}" if not have.ok else f"add {USER} to {', '.join(missing)}",
+            commands.append(sh("usermod", "-aG", ",".join(missing), USER))
+        return Change(f"create system user {USER}" if have is None else f"add {USER} to {', '.join(missing)}",
                       commands)
 
 
@@ -95,27 +92,30 @@ class ApiKey:
     name = "api key"
 
     def plan(self, ctx: Context):
-        opts: ServiceOptions = ctx.state["service"]
+        opts = ctx.run.service
         target = ctx.transport.name
         if not opts.api_key:
             return Noop("no API key (--no-api-key): the server answers anyone who can reach "
                         f"{opts.host}:{opts.port}")
-        on_device = ctx.sudo(f"stat -c '%U %a' {API_KEY_PATH}", check=False)
-        if on_device.ok and on_device.stdout.split() == [USER, "600"]:
+        owner_mode = ctx.fact(FileOwnerMode(L.API_KEY_PATH))
+        if owner_mode == (USER, "600"):
             if controller_state.read_api_key(target) is None and not ctx.dry_run:
-                controller_state.save_api_key(target, (_read(ctx, API_KEY_PATH) or "").strip())
-            return Noop(f"{API_KEY_PATH} present (0600, {USER})")
+                controller_state.save_api_key(target, (ctx.fact(FileText(L.API_KEY_PATH)) or "").strip())
+            return Noop(f"{L.API_KEY_PATH} present (0600, {USER})")
+        # a key that is there with the wrong owner or mode is kept (clients may use it); else a new one
+        key = ((ctx.fact(FileText(L.API_KEY_PATH)) or "") if owner_mode else "").strip() \
+            or "ek-" + secrets.token_urlsafe(32)
+        ops = [sh("install", "-d", "-m", "0755", L.ETC_DIR),
+               Upload(L.API_KEY_PATH, key + "\n", mode="0600", owner=USER, group=USER, secret=True),
+               Local(f"keep a copy in {controller_state.api_key_path(target)} (0600)")]
 
         def apply(c: Context) -> None:
-            key = (_read(c, API_KEY_PATH) or "").strip() if on_device.ok else ""
-            key = key or "ek-" + secrets.token_urlsafe(32)
-            c.sudo("install -d -m 0755 /etc/edgekit")
-            c.transport.put_text(key + "\n", API_KEY_PATH, sudo=True, mode="0600", owner=USER, group=USER)
+            c.do(ops[0])
+            c.do(ops[1])
             controller_state.save_api_key(target, key)
-            c.state["api_key_new"] = key
+            c.run.api_key_new = key if not owner_mode else None
 
-        return Change(f"write {API_KEY_PATH} (0600) and keep a copy on the controller",
-                      [f"install -m 0600 -o {USER} <generated key> {API_KEY_PATH}"], apply)
+        return Change(f"write {L.API_KEY_PATH} (0600) and keep a copy on the controller", ops, apply)
 
 
 class _RenderedFile:
@@ -130,25 +130,22 @@ class _RenderedFile:
 
     def plan(self, ctx: Context):
         want = self.content(ctx)
-        have = _read(ctx, self.path)
+        have = ctx.fact(FileText(self.path))
         if have == want:
             return Noop(f"{self.path} up to date")
         path = self.path
-
-        def apply(c: Context) -> None:
-            c.sudo(f"install -d -m 0755 {shlex.quote(path.rsplit('/', 1)[0])}")
-            if have is not None:
-                c.sudo(f"cp -p {shlex.quote(path)} {shlex.quote(path)}.previous")
-            c.transport.put_text(want, path, sudo=True, mode=self.mode)
-
+        ops = [sh("install", "-d", "-m", "0755", path.rsplit("/", 1)[0])]
+        if have is not None:
+            ops.append(sh("cp", "-p", path, f"{path}.previous"))
+        ops.append(Upload(path, want, mode=self.mode))
         verb = "update" if have is not None else "write"
-        return Change(f"{verb} {path}", [f"install -m {self.mode} <rendered {self.name}> {path}"], apply,
-                      detail={"diff": _diff(have or "", want, path)})
+        diff = "".join(difflib.unified_diff((have or "").splitlines(True), want.splitlines(True), path, path))
+        return Change(f"{verb} {path}", ops, detail={"diff": diff})
 
 
 class EnvFile(_RenderedFile):
     name = "server settings"
-    path = ENV_PATH
+    path = L.ENV_PATH
 
     def content(self, ctx: Context) -> str:
         return render_env(_variables(ctx))
@@ -156,7 +153,7 @@ class EnvFile(_RenderedFile):
 
 class UnitFile(_RenderedFile):
     name = "systemd unit"
-    path = UNIT_PATH
+    path = L.UNIT_PATH
 
     def content(self, ctx: Context) -> str:
         return render_unit(_variables(ctx))
@@ -171,27 +168,20 @@ class DaemonReload:
         return Change("systemctl daemon-reload", ["systemctl daemon-reload"])
 
 
-def unit_properties(transport) -> dict[str, str]:
-    """The service's state as systemd reports it (ActiveState, MainPID, UnitFileState, ...)."""
-    res = transport.run(f"systemctl show {UNIT_NAME} -p ActiveState -p SubState -p MainPID -p UnitFileState "
-                        "-p NRestarts -p ActiveEnterTimestamp -p LoadState", check=False)
-    return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
-
-
 class PortFree:
     """The chosen port must be free, or held by this very service."""
 
     name = "port"
 
     def plan(self, ctx: Context):
-        port = ctx.state["service"].port
-        res = ctx.sudo(f"ss -Hltnp 'sport = :{port}'", check=False)
-        if not res.stdout.strip():
+        port = ctx.run.service.port
+        listener = ctx.fact(PortListener(port))
+        if not listener:
             return Noop(f"port {port} is free")
-        main_pid = unit_properties(ctx.transport).get("MainPID", "0")
-        if main_pid != "0" and f"pid={main_pid}," in res.stdout:
-            return Noop(f"port {port} is served by {UNIT_NAME} (PID {main_pid})")
-        user = res.stdout.split("users:")[-1].strip() if "users:" in res.stdout else res.stdout.strip()
+        main_pid = ctx.fact(UnitState()).get("MainPID", "0")
+        if main_pid != "0" and f"pid={main_pid}," in listener:
+            return Noop(f"port {port} is served by {L.UNIT_NAME} (PID {main_pid})")
+        user = listener.split("users:")[-1].strip() if "users:" in listener else listener
         raise UnsuitableDevice(f"port {port} on {ctx.transport.name} is already in use by {user}",
                                hint="choose another with --port, or stop that program")
 
@@ -203,33 +193,27 @@ class ServiceRunning:
     not_triggers = {"service user", DaemonReload.name, "preflight", "build-deps", "port", "llama-gate"}
 
     def plan(self, ctx: Context):
-        show = unit_properties(ctx.transport)
+        show = ctx.fact(UnitState())
         enabled = show.get("UnitFileState") == "enabled"
         active = show.get("ActiveState") == "active"
         why = sorted(ctx.changed - self.not_triggers)
-        if active and not why and self._stale_binary(ctx, show.get("MainPID") or "0"):
-            why = ["llama-current (the running server is an older build than current)"]
+        main_pid = show.get("MainPID") or "0"
+        if active and not why and main_pid.isdigit() and main_pid != "0":
+            running = ctx.fact(RunningBinary(main_pid))   # `current` moved (edgekit build, a fleet builder)?
+            if running and running[0] != running[1]:
+                why = ["llama-current (the running server is an older build than current)"]
         if active and enabled and not why:
-            return Noop(f"{UNIT_NAME} active (PID {show.get('MainPID')}), enabled")
+            return Noop(f"{L.UNIT_NAME} active (PID {main_pid}), enabled")
         if not active:
-            summary = f"start {UNIT_NAME}"
+            summary = f"start {L.UNIT_NAME}"
         elif why:
-            summary = f"restart {UNIT_NAME} ({', '.join(why)} changed)"
+            summary = f"restart {L.UNIT_NAME} ({', '.join(why)} changed)"
         else:
-            summary = f"enable {UNIT_NAME}"
-        commands = [f"systemctl enable {UNIT_NAME}"] if not enabled else []
+            summary = f"enable {L.UNIT_NAME}"
+        commands = [f"systemctl enable {L.UNIT_NAME}"] if not enabled else []
         if why or not active:
-            commands.append(f"systemctl restart {UNIT_NAME}")
+            commands.append(f"systemctl restart {L.UNIT_NAME}")
         return Change(summary, commands)
-
-    @staticmethod
-    def _stale_binary(ctx: Context, main_pid: str) -> bool:
-        """`current` moved (edgekit build, a fleet builder) while the service kept the binary it started with."""
-        if not main_pid.isdigit() or main_pid == "0":
-            return False
-        out = ctx.sudo(f"readlink -f /proc/{main_pid}/exe; readlink -f {shlex.quote(L.CURRENT)}/bin/llama-server",
-                       check=False).stdout.split()
-        return len(out) == 2 and out[0] != out[1]
 
 
 def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: float,
@@ -238,7 +222,7 @@ def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: f
     completion; returns (seconds to healthy, seconds for the completion, the answer)."""
     base = f"http://{probe_host(host)}:{port}"
     start = time.monotonic()
-    restarts0 = int(unit_properties(ctx.transport).get("NRestarts") or 0)
+    restarts0 = int(ctx.fact(UnitState()).get("NRestarts") or 0)
     status, body = 0, ""
     while time.monotonic() - start < timeout:
         status, body = probe.request(ctx.transport, f"{base}/health", timeout=5)
@@ -246,12 +230,12 @@ def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: f
             break
         state = "loading model" if status == 503 else "starting"
         ctx.progress(f"{state} ({time.monotonic() - start:.0f}s)")
-        show = unit_properties(ctx.transport)
+        show = ctx.fact(UnitState())
         restarts = int(show.get("NRestarts") or 0) - restarts0
         if show.get("ActiveState") == "failed" or restarts >= 2:
-            logs = ctx.sudo(f"journalctl -u {UNIT_NAME} -n 25 --no-pager -o cat", check=False).stdout
+            logs = ctx.read(f"journalctl -u {L.UNIT_NAME} -n 25 --no-pager -o cat").stdout
             what = "failed to start" if show.get("ActiveState") == "failed" else f"is crash-looping ({restarts} restarts)"
-            raise RemoteCommandFailed(f"systemctl start {UNIT_NAME}", 1, logs, message=f"{UNIT_NAME} {what}",
+            raise RemoteCommandFailed(f"systemctl start {L.UNIT_NAME}", 1, logs, message=f"{L.UNIT_NAME} {what}",
                                       hint=f"see `edgekit logs {ctx.transport.name}`")
         time.sleep(1)
     if status != 200:
@@ -278,21 +262,14 @@ class Healthy:
     def plan(self, ctx: Context):
         if ctx.dry_run:
             return Noop("would wait for /health and send one chat completion")
-        opts: ServiceOptions = ctx.state["service"]
+        opts = ctx.run.service
         key = controller_state.read_api_key(ctx.transport.name) if opts.api_key else None
         loaded, took, answer = wait_healthy(ctx, opts.port, opts.host, key, opts.health_timeout, opts.smoke_prompt)
-        ctx.state["smoke_answer"] = answer
-        ctx.state["health"] = {"loaded_s": round(loaded, 2), "smoke_s": round(took, 2)}
+        ctx.run.smoke_answer = answer
+        ctx.run.health = {"loaded_s": round(loaded, 2), "smoke_s": round(took, 2)}
         return Noop(f"healthy after {loaded:.1f}s; smoke completion in {took:.1f}s: {answer[:60]!r}")
 
 
-def service_steps() -> list:
-    from edgekit.service.healthy import RecordHealthy
-
-    return [ApiKey(), EnvFile(), UnitFile(), DaemonReload(), ServiceRunning(), Healthy(), RecordHealthy()]
-
-
-def _diff(old: str, new: str, path: str) -> str:
-    import difflib
-
-    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
+def unit_properties(transport) -> dict[str, str]:
+    """The service's state as systemd reports it (ActiveState, MainPID, UnitFileState, ...)."""
+    return read(transport, UnitState())

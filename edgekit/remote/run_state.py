@@ -1,0 +1,51 @@
+"""What one run learns and hands from step to step, typed: facts, the build, the model, the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:                      # annotations only: these modules import the step runner themselves
+    from edgekit.facts.device import DeviceFacts
+    from edgekit.service.steps import ServiceOptions
+
+
+@dataclass
+class BuildState:
+    """The llama.cpp build the service runs: its versioned prefix and stamp (None in a dry run before install)."""
+
+    prefix: str
+    current: str
+    stamp: dict | None = None
+
+    @property
+    def bin_dir(self) -> str:
+        return f"{self.prefix}/bin"
+
+
+@dataclass
+class ModelState:
+    """The model the service serves: its place on the device and, once verified, its sha256 and size."""
+
+    name: str
+    path: str = ""
+    n_ctx: int | None = None              # the context window the service gets
+    entry: dict = field(default_factory=dict)
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass
+class RunState:
+    facts: "DeviceFacts | None" = None
+    cuda_arch_override: str | None = None
+    service: "ServiceOptions | None" = None
+    service_groups: list[str] = field(default_factory=list)
+    build: BuildState | None = None
+    build_seconds: float = 0.0
+    resolved_builds: dict[Any, Any] = field(default_factory=dict)   # BuildSpec -> its resolution, once per run
+    model: ModelState | None = None
+    model_transfer: dict | None = None    # how the model arrived: {"mode", "downloaded", "resumed_from", ...}
+    api_key_new: str | None = None        # a key generated in this run (shown once)
+    health: dict | None = None            # {"loaded_s", "smoke_s"}
+    smoke_answer: str | None = None

@@ -1,0 +1,171 @@
+"""The service steps on fake facts, no SSH: each Noop and Change branch, and what a Change runs equals what the
+dry run printed (tests/steps_harness.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit import layout as L
+from edgekit import state as controller_state
+from edgekit.errors import UnsuitableDevice
+from edgekit.facts.deployed import (FileOwnerMode, FileText, GpuGroups, PortListener, RunningBinary, UnitState,
+                                    UserGroups)
+from edgekit.remote.command import Upload
+from edgekit.remote.plan import Change, Noop
+from edgekit.remote.run_state import BuildState, ModelState, RunState
+from edgekit.service import healthy
+from edgekit.service.settings import render_env, render_unit
+from edgekit.service.steps import (ApiKey, DaemonReload, EnvFile, Healthy, PortFree, ServiceOptions, ServiceRunning,
+                                   ServiceUser, UnitFile, _variables)
+from tests.steps_harness import context, plan_and_apply
+
+ACTIVE = {"ActiveState": "active", "SubState": "running", "MainPID": "4242", "UnitFileState": "enabled",
+          "NRestarts": "0"}
+STOPPED = {"ActiveState": "inactive", "SubState": "dead", "MainPID": "0", "UnitFileState": "disabled"}
+
+
+def run_state(**service) -> RunState:
+    return RunState(service=ServiceOptions(**service),
+                    model=ModelState("smollm2", f"{L.MODELS_DIR}/smollm2/smollm2.gguf", n_ctx=2048,
+                                     entry={"chat_template": "chatml"}),
+                    build=BuildState(f"{L.INSTALL_ROOT}/b1-abc", L.CURRENT, {"backend": "cpu"}),
+                    service_groups=["video"])
+
+
+@pytest.fixture(autouse=True)
+def controller_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path / "home"))
+
+
+def test_service_user_exists_is_a_noop():
+    dry, _, _ = plan_and_apply(ServiceUser(), {GpuGroups(): ["video"], UserGroups(L.SERVICE_USER): ["edgekit", "video"]})
+    assert isinstance(dry, Noop) and "exists (groups video)" in dry.reason
+
+
+def test_service_user_is_created_then_joins_the_gpu_groups():
+    dry, _, ctx = plan_and_apply(ServiceUser(), {GpuGroups(): ["video", "render"], UserGroups(L.SERVICE_USER): None})
+    assert isinstance(dry, Change) and dry.shown[0].startswith("useradd --system")
+    assert ctx.transport.ran == ["useradd --system --user-group --no-create-home --home-dir "
+                                 "/var/lib/edgekit-llama-server --shell /usr/sbin/nologin edgekit",
+                                 "usermod -aG video,render edgekit"]
+    assert ctx.run.service_groups == ["video", "render"]
+
+
+def test_service_user_missing_a_group_is_added_only_to_it():
+    dry, _, ctx = plan_and_apply(ServiceUser(), {GpuGroups(): ["video", "render"],
+                                                 UserGroups(L.SERVICE_USER): ["edgekit", "video"]})
+    assert ctx.transport.ran == ["usermod -aG render edgekit"] and dry.summary == "add edgekit to render"
+
+
+def test_api_key_off_is_a_noop_naming_the_exposure():
+    dry, _, _ = plan_and_apply(ApiKey(), {}, run=lambda: run_state(api_key=False, host="127.0.0.1"))
+    assert isinstance(dry, Noop) and "127.0.0.1:8080" in dry.reason
+
+
+def test_api_key_present_is_a_noop_and_the_controller_gets_its_copy():
+    given = {FileOwnerMode(L.API_KEY_PATH): ("edgekit", "600"), FileText(L.API_KEY_PATH): "ek-abc\n"}
+    _, real, ctx = plan_and_apply(ApiKey(), given, run=run_state)
+    assert isinstance(real, Noop) and controller_state.read_api_key(ctx.transport.name) == "ek-abc"
+
+
+def test_api_key_missing_is_generated_uploaded_secret_and_kept_on_the_controller():
+    dry, _, ctx = plan_and_apply(ApiKey(), {FileOwnerMode(L.API_KEY_PATH): None}, run=run_state)
+    upload = ctx.transport.ran[1]
+    assert isinstance(upload, Upload) and upload.dest == L.API_KEY_PATH and upload.mode == "0600"
+    assert upload.owner == "edgekit" and "sha256" not in str(dry.commands[1])     # a secret: no digest printed
+    key = controller_state.read_api_key(ctx.transport.name)
+    assert upload.data == (key + "\n").encode() and key.startswith("ek-") and ctx.run.api_key_new == key
+
+
+def test_api_key_with_wrong_mode_keeps_the_key_clients_use():
+    given = {FileOwnerMode(L.API_KEY_PATH): ("root", "644"), FileText(L.API_KEY_PATH): "ek-old\n"}
+    _, _, ctx = plan_and_apply(ApiKey(), given, run=run_state)
+    assert ctx.transport.ran[1].data == b"ek-old\n" and ctx.run.api_key_new is None
+
+
+@pytest.mark.parametrize("step,render", [(EnvFile(), render_env), (UnitFile(), render_unit)])
+def test_rendered_file_up_to_date_is_a_noop(step, render):
+    want = render(_variables(context({}, run=run_state())))
+    dry, _, _ = plan_and_apply(step, {FileText(step.path): want}, run=run_state)
+    assert isinstance(dry, Noop) and "up to date" in dry.reason
+
+
+@pytest.mark.parametrize("step", [EnvFile(), UnitFile()])
+def test_rendered_file_changed_keeps_the_previous_and_uploads_as_printed(step):
+    dry, _, ctx = plan_and_apply(step, {FileText(step.path): "old\n"}, run=run_state)
+    assert ctx.transport.ran[1] == f"cp -p {step.path} {step.path}.previous"
+    assert dry.shown[-1].startswith(f"upload → {step.path} (0644 root, ") and "sha256" in dry.shown[-1]
+    assert "-old" in dry.detail["diff"]
+
+
+def test_rendered_file_missing_is_written_without_a_previous():
+    dry, _, ctx = plan_and_apply(EnvFile(), {FileText(L.ENV_PATH): None}, run=run_state)
+    assert dry.summary == f"write {L.ENV_PATH}" and len(ctx.transport.ran) == 2
+    assert b"LLAMA_ARG_CTX_SIZE=2048" in ctx.transport.ran[1].data
+
+
+def test_daemon_reload_only_when_the_unit_changed():
+    assert isinstance(plan_and_apply(DaemonReload(), {})[0], Noop)
+    _, _, ctx = plan_and_apply(DaemonReload(), {}, changed={UnitFile.name})
+    assert ctx.transport.ran == ["systemctl daemon-reload"]
+
+
+def test_port_free_or_held_by_the_service_is_a_noop():
+    assert "is free" in plan_and_apply(PortFree(), {PortListener(8080): ""}, run=run_state)[0].reason
+    held = 'LISTEN 0 512 0.0.0.0:8080 0.0.0.0:* users:(("llama-server",pid=4242,fd=3))'
+    dry = plan_and_apply(PortFree(), {PortListener(8080): held, UnitState(): ACTIVE}, run=run_state)[0]
+    assert "served by edgekit-llama-server (PID 4242)" in dry.reason
+
+
+def test_port_held_by_another_program_is_refused_naming_it():
+    other = 'LISTEN 0 511 *:8080 *:* users:(("nginx",pid=77,fd=6))'
+    with pytest.raises(UnsuitableDevice, match="nginx") as info:
+        plan_and_apply(PortFree(), {PortListener(8080): other, UnitState(): ACTIVE}, run=run_state)
+    assert info.value.exit_code == 5 and "--port" in info.value.hint
+
+
+def test_service_running_and_unchanged_is_a_noop():
+    given = {UnitState(): ACTIVE, RunningBinary("4242"): ("/opt/x/bin/llama-server", "/opt/x/bin/llama-server")}
+    assert isinstance(plan_and_apply(ServiceRunning(), given)[0], Noop)
+
+
+def test_service_stopped_is_enabled_and_started():
+    _, _, ctx = plan_and_apply(ServiceRunning(), {UnitState(): STOPPED})
+    assert ctx.transport.ran == [f"systemctl enable {L.UNIT_NAME}", f"systemctl restart {L.UNIT_NAME}"]
+
+
+def test_service_restarts_when_its_settings_changed_in_this_run():
+    dry, _, ctx = plan_and_apply(ServiceRunning(), {UnitState(): ACTIVE}, changed={"server settings", "port"})
+    assert dry.summary == f"restart {L.UNIT_NAME} (server settings changed)"
+    assert ctx.transport.ran == [f"systemctl restart {L.UNIT_NAME}"]
+
+
+def test_service_restarts_when_current_moved_under_it():
+    given = {UnitState(): ACTIVE, RunningBinary("4242"): ("/opt/a/bin/llama-server", "/opt/b/bin/llama-server")}
+    dry, _, _ = plan_and_apply(ServiceRunning(), given)
+    assert "older build than current" in dry.summary
+
+
+def test_health_is_not_waited_for_in_a_dry_run():
+    dry = Healthy().plan(context({}, dry_run=True, run=run_state()))
+    assert isinstance(dry, Noop) and "would wait" in dry.reason
+
+
+def _deploy_state(record: dict | None, env: str = "A=1\n", unit: str = "[Unit]\n") -> dict:
+    return {"current": f"{L.INSTALL_ROOT}/b1-abc", "env": env, "unit": unit, "healthy": record}
+
+
+def test_record_healthy_noop_when_already_recorded():
+    st = _deploy_state({"build": f"{L.INSTALL_ROOT}/b1-abc", "env_sha256": healthy.sha("A=1\n"),
+                        "unit_sha256": healthy.sha("[Unit]\n"), "model": "m", "at": "t"})
+    step = healthy.RecordHealthy()
+    assert isinstance(plan_and_apply(step, {healthy.DeployState(): st}, run=run_state, after_health=True)[1], Noop)
+
+
+def test_record_healthy_copies_env_and_unit_and_uploads_the_record():
+    st = _deploy_state(None, env="LLAMA_ARG_ALIAS=smollm2\n")
+    _, real, ctx = plan_and_apply(healthy.RecordHealthy(), {healthy.DeployState(): st}, run=run_state,
+                                  after_health=True)
+    assert ctx.transport.ran[0].startswith("install -d -m 0700 /var/lib/edgekit/last-healthy")
+    record = ctx.transport.ran[-1]
+    assert record.dest == L.HEALTHY and b'"model": "smollm2"' in record.data
