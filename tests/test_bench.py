@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from edgekit.bench import limits, llama_bench, report
-from edgekit.bench.client import RequestResult, Server, ServerError
+from edgekit.bench import limits, llama_bench, pinning, report
 from edgekit.bench.runner import CaseRun
+from edgekit.bench.timing import RequestResult
+from edgekit.chat.client import AuthFailed, Endpoint, LlamaClient, ServerLoading, ServerUnreachable
 from edgekit.bench.workload import DEFAULT, QUICK, Case
 from edgekit.errors import ConnectError, UsageError
 from edgekit.facts.device import derive
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_inprocess
 from tests.fixtures import captured as cap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,37 +213,44 @@ def loopback():
     server.server_close()
 
 
+def _client(url: str, api_key: str | None = None) -> LlamaClient:
+    return LlamaClient(Endpoint(url=url, api_key=api_key), timeout=10)
+
+
 def test_wait_ready_reports_loading_progress(loopback):
     _Handler.health = [503, 503, 200]
     seen = []
-    Server(loopback).wait_ready(timeout=30, on_progress=lambda msg, waited: seen.append(msg), poll=0.05)
-    assert seen == ["Loading model", "Loading model"]
+    _client(loopback).wait_ready(timeout=30, on_wait=lambda waited, said: seen.append(said), interval=0.05)
+    assert seen == [f"llama-server at {loopback} is not ready: Loading model"] * 2
 
 
 def test_wait_ready_gives_up_with_a_hint(loopback):
     _Handler.health = [503]
-    with pytest.raises(ServerError) as e:
-        Server(loopback).wait_ready(timeout=0.5, poll=0.05)
-    assert "Loading model" in e.value.message and e.value.hint
+    with pytest.raises(ServerLoading) as e:
+        _client(loopback).wait_ready(timeout=0.5, interval=0.05)
+    assert "Loading model" in e.value.message and "still loading after" in e.value.message and e.value.hint
+    assert "--wait" not in e.value.hint         # bench has no --wait: `edgekit ask/chat` add it themselves
 
 
 def test_wrong_or_missing_api_key(loopback):
     _Handler.health = [200]
-    assert Server(loopback, api_key="sekrit").props() == {"total_slots": 1}
-    with pytest.raises(ConnectError) as e:
-        Server(loopback, api_key="wrong").props()
+    assert _client(loopback, api_key="sekrit").props() == {"total_slots": 1}
+    with pytest.raises(AuthFailed) as e:
+        _client(loopback, api_key="wrong").props()
     assert "rejected the API key" in e.value.message and "--api-key" in e.value.hint and e.value.exit_code == 3
+    assert "Invalid API Key" in e.value.message
     with pytest.raises(ConnectError) as e:
-        Server(loopback).props()
+        _client(loopback).props()
     assert "none was given" in e.value.message
 
 
 def test_unreachable_server():
-    with pytest.raises(ConnectError) as e:
-        Server("http://127.0.0.1:9").wait_ready(timeout=1, connect_grace=0.2, poll=0.05)
+    with pytest.raises(ServerUnreachable) as e:
+        _client("http://127.0.0.1:9").wait_ready(timeout=1, connect_grace=0.2, interval=0.05)
     assert "connection refused" in e.value.message and "systemctl status edgekit-llama-server" in e.value.hint
+    assert e.value.exit_code == 3
     with pytest.raises(UsageError):
-        Server("ftp://x")
+        _client("ftp://x")
 
 
 def test_short_phase_still_gets_the_sample_covering_it():
@@ -262,3 +271,72 @@ def test_server_settings_from_the_edgekit_service_environment():
     assert proc.bench_exe == "/opt/edgekit/llama.cpp/b2-def/bin/llama-bench"
     flagged = llama_bench.parse_server_cmdline(9, "/opt/edgekit/llama.cpp/b2-def", "/x/llama-server\0-t\0002\0", env)
     assert flagged.threads == 2
+
+
+# -- CPU pinning for the bench (commands only; nothing here runs them on a device) ----------------------------
+def test_cpu_lists():
+    assert pinning.parse_cpu_list("0-1,4") == [0, 1, 4] and pinning.cpu_list([4, 0, 1, 1]) == "0,1,4"
+    for bad in ("", "a", "3-1", "1,", "-2"):
+        with pytest.raises(UsageError):
+            pinning.parse_cpu_list(bad)
+    assert pinning.split_cpus([0, 1, 2, 3], [0, 1]) == ([0, 1], [2, 3])
+    with pytest.raises(UsageError):
+        pinning.split_cpus([0, 1], [0, 1])          # nothing left for the client
+    with pytest.raises(UsageError):
+        pinning.split_cpus([0, 1], [5])
+
+
+def test_service_pinned_by_a_runtime_dropin_and_restored():
+    ops = pinning.pin_ops([1, 0])
+    assert ops[0] == "mkdir -p /run/systemd/system/edgekit-llama-server.service.d"
+    upload = ops[1]
+    assert upload.dest == "/run/systemd/system/edgekit-llama-server.service.d/50-edgekit-bench-cpus.conf"
+    assert "[Service]\nCPUAffinity=\nCPUAffinity=0 1\n" in upload.text and upload.mode == "0644"
+    assert ops[2:] == ["systemctl daemon-reload", "systemctl restart edgekit-llama-server.service"]
+    assert pinning.unpin_ops() == [f"rm -f {upload.dest}", "systemctl daemon-reload",
+                                   "systemctl restart edgekit-llama-server.service"]
+
+
+def test_pinned_service_is_restored_when_the_bench_fails():
+    class Recorder:
+        def __init__(self):
+            self.ops = []
+
+        def sudo(self, command, **kwargs):
+            self.ops.append(command)
+
+        def put_text(self, text, dest, **kwargs):
+            self.ops.append(("upload", dest, kwargs.get("sudo")))
+
+    t = Recorder()
+    with pytest.raises(RuntimeError):
+        with pinning.server_pinned(t, [0, 1]):
+            assert t.ops[-1] == "systemctl restart edgekit-llama-server.service"
+            raise RuntimeError("the bench broke")
+    assert t.ops[-3:] == [str(pinning.unpin_ops()[0]), "systemctl daemon-reload",
+                          "systemctl restart edgekit-llama-server.service"]
+    assert ("upload", pinning.DROPIN, True) in t.ops
+
+
+def test_llama_bench_runs_on_the_servers_cpus():
+    proc = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc", "x\0-m\0/m dir/g.gguf\0-t\0002\0")
+    cmd = llama_bench.command(proc, 512, 128, 1, cpus=[0, 1])
+    assert cmd.startswith("taskset -c 0,1 /opt/edgekit/llama.cpp/b1-abc/bin/llama-bench -m '/m dir/g.gguf' ")
+    assert not llama_bench.command(proc, 512, 128, 1).startswith("taskset")
+
+
+def test_client_pinned_restores_this_process():
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no sched_setaffinity here")
+    before = os.sched_getaffinity(0)
+    one = min(before)
+    with pinning.client_pinned([one]):
+        assert os.sched_getaffinity(0) == {one}
+    assert os.sched_getaffinity(0) == before
+
+
+def test_bench_server_cpus_needs_a_target():
+    out = run_cli_inprocess("bench", "--url", "http://127.0.0.1:9", "--server-cpus", "0,1")
+    assert out.returncode == 2 and "--server-cpus" in out.stderr and "TARGET" in out.stderr
+    bad = run_cli_inprocess("bench", "--url", "http://127.0.0.1:9", "--client-cpus", "x")
+    assert bad.returncode == 2 and "CPU list" in bad.stderr

@@ -8,6 +8,7 @@ server produces them.
 
 from __future__ import annotations
 
+import http
 import json
 import socket
 import socketserver
@@ -75,7 +76,7 @@ class Server:
                                        "json": json.loads(body) if body else None})
                 route = outer.routes[path]
                 status, ctype, chunks, chunked = route() if callable(route) else route
-                reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}[status]
+                reason = http.HTTPStatus(status).phrase
                 hdr = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                 if chunked:
                     sock.sendall((hdr + "Transfer-Encoding: chunked\r\n\r\n").encode())

@@ -18,7 +18,7 @@ import typer.main
 import edgekit
 from edgekit.cli import app
 from edgekit.layout import UNIT_NAME
-from tests.conftest import run_cli
+from tests.conftest import run_cli_inprocess as run_cli
 
 PACKAGE = Path(edgekit.__file__).resolve().parent
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
@@ -32,6 +32,7 @@ PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "bench/": ("bench",),
     "build/": ("build", "provision"),
     "chat/": ("chat", "ask"),
+    "chat/client.py": ("ask", "chat", "bench"),
     "chat/profile.py": ("chat", "ask", "modelfile"),
     "chat/prompts.py": ("chat", "ask", "modelfile"),
     "fleet/": INVENTORY,

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from edgekit import layout
+from edgekit.bench.pinning import taskset
 from edgekit.errors import EdgekitError, RemoteCommandFailed
+from edgekit.remote.command import q, sh
+from edgekit.service.steps import unit_properties
 
 SERVER_NAME = "llama-server"
 DEFAULT_PORT = 8080                      # llama-server's own default
@@ -96,7 +98,6 @@ def env_file_environ(text: str) -> str:
 
 
 def _probe_command(pid: int) -> str:
-    q = shlex.quote
     return (f"readlink -f {q(layout.CURRENT)}; echo @@cmdline; cat /proc/{int(pid)}/cmdline; echo; "
             f"echo @@env; cat {q(layout.ENV_PATH)} 2>/dev/null")
 
@@ -113,8 +114,6 @@ def parse_probe(pid: int, text: str) -> ServerProcess:
 
 def find_server(transport) -> ServerProcess:
     """edgekit's llama-server on the device: the unit's main process and the build `current` points to."""
-    from edgekit.service.steps import unit_properties
-
     main_pid = unit_properties(transport).get("MainPID", "").strip()
     if not main_pid.isdigit() or int(main_pid) == 0:
         raise EdgekitError(f"{layout.UNIT_NAME} is not running on {transport.name}",
@@ -149,8 +148,9 @@ def not_served_by(server: ServerProcess, port: int, model_path: Optional[str]) -
     return None
 
 
-def command(server: ServerProcess, pp: int, tg: int, reps: int) -> str:
-    """The llama-bench command line matching the server's model, threads and GPU layers."""
+def command(server: ServerProcess, pp: int, tg: int, reps: int, cpus: Optional[List[int]] = None) -> str:
+    """The llama-bench command line matching the server's model, threads and GPU layers (on `cpus` when given,
+    the ones the server is pinned to)."""
     install_prefix(server.prefix)
     if not server.model:
         raise EdgekitError("cannot tell which model the running llama-server uses (no -m/--model)",
@@ -162,7 +162,7 @@ def command(server: ServerProcess, pp: int, tg: int, reps: int) -> str:
         parts += ["-ngl", str(server.n_gpu_layers)]
     elif server.n_gpu_layers in ("auto", "all"):
         parts += ["-ngl", "99"]
-    return " ".join(shlex.quote(p) for p in parts)
+    return taskset(sh(*parts), cpus)
 
 
 def parse_json(text: str) -> Dict[str, Dict[str, Any]]:
@@ -184,9 +184,10 @@ def parse_json(text: str) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def run(transport, server: ServerProcess, pp: int, tg: int, reps: int, timeout: float = 1800) -> Dict[str, Any]:
+def run(transport, server: ServerProcess, pp: int, tg: int, reps: int, timeout: float = 1800,
+        cpus: Optional[List[int]] = None) -> Dict[str, Any]:
     """Run llama-bench on the device; return {'command', 'results'}."""
-    cmd = command(server, pp, tg, reps)
+    cmd = command(server, pp, tg, reps, cpus)
     try:
         res = transport.run(cmd, timeout=timeout)
     except RemoteCommandFailed as e:

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from edgekit.bench.redact import redact
 from edgekit.errors import UsageError
 from edgekit.telemetry.sample import Sample
 
@@ -130,8 +131,6 @@ def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
 # -- files ----------------------------------------------------------------------------------------------------
 def write_json(result: Dict[str, Any], path: Path) -> Path:
     """Write atomically (temp file in the same folder, then rename), secrets redacted."""
-    from edgekit.bench.redact import redact
-
     result = redact(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
@@ -155,8 +154,6 @@ def load(path: Path) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA or "cases" not in data:
         raise UsageError(f"{path} is not an edgekit bench result (schema {RESULT_SCHEMA})",
                          hint="pass a JSON file written by `edgekit bench`")
-    from edgekit.bench.redact import redact
-
     data = redact(data)         # files written before secrets were redacted are shown without them too
     if "summary" not in data:
         data["summary"] = summarize(data)

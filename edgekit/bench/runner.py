@@ -6,14 +6,26 @@ gets reported and saved. It raises only when the server cannot be used at all (u
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
-import shlex
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from edgekit.bench.client import RequestResult, Server
+from edgekit.bench import limits, pinning, report
+from edgekit.bench import llama_bench as lb
+from edgekit.bench.redact import redact
+from edgekit.bench.timing import RequestResult, timed_completion, timed_completions
 from edgekit.bench.workload import PROMPT_TEXT, Case, Workload
+from edgekit.chat.client import Endpoint, LlamaClient
+from edgekit.errors import UsageError
+from edgekit.facts import device as device_facts
+from edgekit.layout import UNIT_NAME
+from edgekit.remote.command import q
+from edgekit.telemetry.remote import Recorder, Stream
 
 
 @dataclass
@@ -35,7 +47,7 @@ class CaseRun:
                 "batches": [[r.to_json() for r in batch] for batch in self.batches]}
 
 
-def prompt_tokens(server: Server, n: int, salt: int = 0) -> List[int]:
+def prompt_tokens(server: LlamaClient, n: int, salt: int = 0) -> List[int]:
     """Exactly n token ids cut from the fixed text (salt rotates the start so parallel prompts differ)."""
     base = prompt_tokens.cache.get(server.url)  # type: ignore[attr-defined]
     if base is None:
@@ -49,7 +61,7 @@ def prompt_tokens(server: Server, n: int, salt: int = 0) -> List[int]:
 prompt_tokens.cache = {}  # type: ignore[attr-defined]
 
 
-def run_workload(server: Server, workload: Workload, slot_ctx: Optional[int], slots: Optional[int],
+def run_workload(server: LlamaClient, workload: Workload, slot_ctx: Optional[int], slots: Optional[int],
                  on_progress: Callable[[str], None] = lambda text: None,
                  stop: Callable[[], bool] = lambda: False) -> List[CaseRun]:
     """Measure every case of the workload. Cases that do not fit the server's slots are skipped with the reason."""
@@ -74,29 +86,28 @@ def run_workload(server: Server, workload: Workload, slot_ctx: Optional[int], sl
             on_progress(f"{case.name}: {'warm-up' if warm else 'run'} {rep + 1}/{total}")
             if not warm and run.started is None:
                 run.started = time.time()
-            batch = server.complete_many(prompts, workload.gen_tokens, temperature=workload.temperature,
-                                         seed=workload.seed)
+            batch = timed_completions(server, prompts, workload.gen_tokens, temperature=workload.temperature,
+                                      seed=workload.seed)
             if not warm:
                 run.batches.append(batch)
                 run.ended = time.time()
     return runs
 
 
-def side_by_side(server: Server, transport, server_proc, workload: Workload,
-                 on_progress: Callable[[str], None] = lambda text: None) -> Dict[str, Any]:
+def side_by_side(server: LlamaClient, transport, server_proc, workload: Workload,
+                 on_progress: Callable[[str], None] = lambda text: None,
+                 cpus: Optional[List[int]] = None) -> Dict[str, Any]:
     """Served vs llama-bench, interleaved: each round runs llama-bench (pp N, tg M, one repetition each) and then
     the same two measurements through the server (an N-token prompt generating 1 token; a 1-token prompt
     generating M tokens), so both see the same machine state (other load, clocks, heat)."""
-    from edgekit.bench import llama_bench as lb
-
     pp, tg = workload.llama_bench_pp, workload.gen_tokens
     rounds: List[Dict[str, Any]] = []
     started = time.time()
     for i in range(workload.llama_bench_reps):
         on_progress(f"llama-bench side by side: round {i + 1}/{workload.llama_bench_reps}")
-        bench = lb.run(transport, server_proc, pp, tg, 1)
-        served_pp = server.complete(prompt_tokens(server, pp), 1, temperature=workload.temperature, seed=workload.seed)
-        served_tg = server.complete(prompt_tokens(server, 1), tg, temperature=workload.temperature, seed=workload.seed)
+        bench = lb.run(transport, server_proc, pp, tg, 1, cpus=cpus)
+        served_pp = timed_completion(server, prompt_tokens(server, pp), 1, workload.temperature, workload.seed)
+        served_tg = timed_completion(server, prompt_tokens(server, 1), tg, workload.temperature, workload.seed)
         rounds.append({"llama_bench": bench["results"], "command": bench["command"],
                        "served_pp": served_pp.to_json(), "served_tg": served_tg.to_json()})
     return {"rounds": rounds, "pp": pp, "tg": tg, "started": started, "ended": time.time(),
@@ -109,32 +120,45 @@ def side_by_side(server: Server, transport, server_proc, workload: Workload,
 class BenchSettings:
     url: str
     api_key: Optional[str] = None
+    api_key_file: Optional[str] = None       # where the key was read (named in a wrong-key error)
     workload: Workload = field(default_factory=Workload)
     llama_bench: bool = False
     bandwidth_gbs: Optional[float] = None
     out_dir: Optional[str] = None
     telemetry_interval_ms: int = 500
     ready_timeout: float = 600.0
+    server_cpus: Optional[List[int]] = None  # pin the service and llama-bench to these device CPUs for the run
+    client_cpus: Optional[List[int]] = None  # and this process (the client) to these controller CPUs
 
 
 def run_bench(settings: BenchSettings, transport=None,
               on_progress: Callable[[str], None] = lambda text: None, telemetry: bool = True) -> Dict[str, Any]:
     """Run the bench and return the result dict (see report.py). With a transport: device facts, build stamp,
     telemetry during the run and llama-bench. Always returns what was measured; `complete` says if all ran
-    and `errors` says what went wrong."""
-    import datetime
+    and `errors` says what went wrong. With `server_cpus` the service runs pinned during the bench (restarted into
+    it, and out of it afterwards, also on errors)."""
+    if settings.server_cpus and transport is None:
+        raise UsageError("pinning the server's CPUs needs a TARGET (it changes the service over SSH)",
+                         hint="name the device: edgekit bench TARGET")
+    with ExitStack() as pins:
+        if settings.server_cpus:
+            on_progress(f"restarting {UNIT_NAME} on CPUs {pinning.cpu_list(settings.server_cpus)}")
+            pins.enter_context(pinning.server_pinned(transport, settings.server_cpus))
+        pins.enter_context(pinning.client_pinned(settings.client_cpus))
+        return _measure(settings, transport, on_progress, telemetry)
 
-    from edgekit.bench import limits
-    from edgekit.bench import llama_bench as lb
-    from edgekit.bench.report import RESULT_SCHEMA
 
-    server = Server(settings.url, settings.api_key)
-    server.wait_ready(settings.ready_timeout,
-                      on_progress=lambda msg, waited: on_progress(f"waiting for llama-server: {msg} ({waited:.0f}s)"))
+def _measure(settings: BenchSettings, transport, on_progress: Callable[[str], None],
+             telemetry: bool) -> Dict[str, Any]:
+    endpoint = Endpoint(url=settings.url, api_key=settings.api_key, api_key_file=settings.api_key_file,
+                        target=getattr(transport, "name", None))
+    server = LlamaClient(endpoint, timeout=600.0)
+    server.wait_ready(settings.ready_timeout, on_wait=lambda waited, said: on_progress(f"{said} ({waited:.0f}s)"),
+                      interval=1.0, connect_grace=10.0)
     props = server.props()   # also checks the API key
     model = server.model_info()
     result: Dict[str, Any] = {
-        "schema": RESULT_SCHEMA, "started": time.time(),
+        "schema": report.RESULT_SCHEMA, "started": time.time(),
         "started_iso": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "url": server.url, "target": getattr(transport, "name", None), "workload": settings.workload.to_json(),
         "server": {"build_info": props.get("build_info"), "total_slots": props.get("total_slots"),
@@ -144,21 +168,19 @@ def run_bench(settings: BenchSettings, transport=None,
                   "size_bytes": model.get("size"), "n_params": model.get("n_params")},
         "facts": None, "build_stamp": None, "server_process": None, "llama_bench": None, "ceiling": None,
         "telemetry": None, "cases": [], "errors": [], "notes": [], "complete": False,
+        "pinning": {"server_cpus": settings.server_cpus, "client_cpus": settings.client_cpus},
     }
     recorder = None
     server_proc, why_not = None, "no TARGET to look at"
     if transport is not None:
-        from edgekit.facts.device import read_facts
-        from edgekit.telemetry.remote import Recorder
-
         on_progress("reading device facts")
-        facts = read_facts(transport)
+        facts = device_facts.read_facts(transport)
         result["facts"] = facts.to_json()
         service, server_proc, why_not = _edgekit_server(transport, server, props.get("model_path"),
                                                         settings.llama_bench)
         if service is not None:
             result["server_process"] = {"pid": service.pid, "exe": service.exe, "args": service.args}
-            stamp = transport.run(f"cat {shlex.quote(service.stamp_path)}", check=False)
+            stamp = transport.run(f"cat {q(service.stamp_path)}", check=False)
             result["build_stamp"] = _json_or_none(stamp.stdout) if stamp.ok else None
         else:
             result["notes"].append(f"no build stamp or server settings: {why_not}")
@@ -176,7 +198,8 @@ def run_bench(settings: BenchSettings, transport=None,
             elif server_proc is None:
                 result["errors"].append(f"--llama-bench skipped: {why_not}")
             else:
-                result["llama_bench"] = side_by_side(server, transport, server_proc, settings.workload, on_progress)
+                result["llama_bench"] = side_by_side(server, transport, server_proc, settings.workload, on_progress,
+                                                     settings.server_cpus)
         result["complete"] = not any(r.skipped == "interrupted" for r in runs)
     except BaseException as e:
         result["errors"].append(f"{type(e).__name__}: {getattr(e, 'message', e)}")
@@ -187,8 +210,6 @@ def run_bench(settings: BenchSettings, transport=None,
                 stream = recorder.stop()
             except Exception as e:  # the device went away: keep the served numbers
                 result["errors"].append(f"telemetry: {getattr(e, 'message', e)}")
-                from edgekit.telemetry.remote import Stream
-
                 stream = Stream()
             result["telemetry"] = {
                 "source": stream.source.source if stream.source else None,
@@ -211,12 +232,10 @@ def run_bench(settings: BenchSettings, transport=None,
     return result
 
 
-def _edgekit_server(transport, server: Server, model_path: Optional[str], settings_too: bool):
+def _edgekit_server(transport, server: LlamaClient, model_path: Optional[str], settings_too: bool):
     """(process, process with its running settings, why not) for edgekit's service on this device, when it is the
     server at the URL; the running settings (for llama-bench) only when `settings_too`. Never raises: what could
     not be found is said in `why not`."""
-    from edgekit.bench import llama_bench as lb
-
     def reason(e: Exception) -> str:
         message, hint = getattr(e, "message", str(e)), getattr(e, "hint", None)
         return f"{message} ({hint})" if hint else message
@@ -242,11 +261,6 @@ def _edgekit_server(transport, server: Server, model_path: Optional[str], settin
 
 def _finish(result: Dict[str, Any], settings: BenchSettings) -> None:
     """Redact secrets, summarize and save (also for partial runs); paths go into result['files']."""
-    from pathlib import Path
-
-    from edgekit.bench import report
-    from edgekit.bench.redact import redact
-
     redacted = redact(result, [settings.api_key])
     result.clear()
     result.update(redacted)
@@ -268,8 +282,6 @@ def _finish(result: Dict[str, Any], settings: BenchSettings) -> None:
 
 
 def _json_or_none(text: str):
-    import json
-
     try:
         return json.loads(text)
     except ValueError:

@@ -8,36 +8,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from edgekit import state
+from edgekit.chat.client import Endpoint, check_url
 from edgekit.errors import UsageError
 
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    api_key: str | None = None
-    api_key_file: str | None = None
-    model: str | None = None
-    target: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.target or self.url
+__all__ = ["Endpoint", "check_url", "load", "read_key_file", "resolve", "state_path"]
 
 
 def state_path(target: str) -> Path:
     """The file provision wrote for TARGET (edgekit.state owns the naming)."""
     return state.state_path(target)
-
-
-def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"not a server URL: {url!r}", hint="use http://HOST:PORT, e.g. --url http://10.77.1.2:8080")
-    return url.rstrip("/")
 
 
 def read_key_file(path: str | Path) -> str:

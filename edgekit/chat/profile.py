@@ -1,9 +1,10 @@
 """What chat needs to know about a model: family, system prompt, stop strings, sampling defaults.
 
-`profile_for(model, family)` is the one adapter to the model catalog (`edgekit.models.catalog.get(name)`);
-everything else in edgekit.chat takes a ChatProfile. Sampling defaults are the seed's scripts':
-Alpaca-2 chat.sh `--temp 0.5 --top_k 40 --top_p 0.9 --repeat_penalty 1.1`, Llama-3 chat.sh
-`--temp 0.2 --repeat_penalty 1.1`; Gemma uses Google's recommended values.
+`profile_for(model, family)` is the one adapter to the model catalog: a catalog model's settings are read from
+its `edgekit.models.catalog.ModelEntry` (system_prompt, stop, sampling, chat_template, quants). The family
+defaults below are only for models outside the catalog (`--family` with a model by URL); they are the seed's
+scripts': Alpaca-2 chat.sh `--temp 0.5 --top_k 40 --top_p 0.9 --repeat_penalty 1.1` and system prompt,
+Llama-3 chat.sh `--temp 0.2 --repeat_penalty 1.1`; Gemma uses Google's recommended values.
 """
 
 from __future__ import annotations
@@ -70,45 +71,30 @@ def family_profile(family: str, model: str | None = None) -> ChatProfile:
     return ChatProfile(family=family, stop=prompts.STOP[family], sampling=FAMILY_SAMPLING[family], model=model)
 
 
-def _field(entry: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
-        if value is not None:
-            return value
-    return default
+def _catalog_sampling(entry: catalog.ModelEntry) -> dict:
+    """The entry's sampling table (models.toml `sampling = {...}`), as Sampling fields."""
+    known = {"temperature", "top_k", "top_p", "repeat_penalty", "max_tokens", "seed"}
+    return {k: v for k, v in entry.sampling.items() if k in known}
 
 
 def profile_for(model: str | None = None, family: str | None = None) -> ChatProfile:
     """The chat profile of a catalog model (with `family` overriding its family), or a family's defaults.
 
-    With neither, the profile has no family: chat through /v1/chat/completions still works (the server applies
-    its template), `--raw` does not.
+    A catalog model's system prompt, stop strings, sampling, server chat template and GGUF file (its default
+    quantization's) come from its catalog entry. With neither model nor family, the profile has no family: chat
+    through /v1/chat/completions still works (the server applies its template), `--raw` does not.
     """
+    if family is not None:
+        prompts.check_family(family)
     if model is None:
         return family_profile(family) if family else ChatProfile(family=None)
     try:
         entry = catalog.get(model)
-    except (KeyError, LookupError, UsageError):
-        entry = None
-    if entry is None:
+    except UsageError:
         # a model by URL (not in the catalog): the server applies the chat template from its own GGUF
         return family_profile(family, model) if family else ChatProfile(family=None, model=model)
-    fam = family or _field(entry, "family")
+    fam = family or entry.family
     base = family_profile(fam, model) if fam in prompts.FAMILIES else ChatProfile(family=None, model=model)
-    sampling_entry = _field(entry, "sampling", "sampling_defaults", default={}) or {}
-    sampling = base.sampling.merged(**{
-        "temperature": _field(sampling_entry, "temperature", "temp"),
-        "top_k": _field(sampling_entry, "top_k"),
-        "top_p": _field(sampling_entry, "top_p"),
-        "repeat_penalty": _field(sampling_entry, "repeat_penalty"),
-    })
-    gguf_file = None
-    if hasattr(entry, "quant"):
-        try:
-            gguf_file = entry.quant().file      # the default quantization's file name
-        except UsageError:
-            gguf_file = None
-    return replace(base, system_prompt=_field(entry, "system_prompt", default=DEFAULT_SYSTEM_PROMPT),
-                   stop=tuple(_field(entry, "stop", default=base.stop) or ()), sampling=sampling,
-                   gguf_file=gguf_file or _field(entry, "file", "gguf_file"),
-                   chat_template=_field(entry, "chat_template"))
+    return replace(base, system_prompt=entry.system_prompt, stop=entry.stop or base.stop,
+                   sampling=base.sampling.merged(**_catalog_sampling(entry)), gguf_file=entry.quant().file,
+                   chat_template=entry.chat_template or None)

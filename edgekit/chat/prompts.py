@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from edgekit.errors import UsageError
+
 FAMILIES = ("llama2", "llama3", "gemma")
 
 BOS = {"llama2": "<s>", "llama3": "<|begin_of_text|>", "gemma": "<bos>"}
@@ -46,8 +48,6 @@ class Turn:
 
 
 def check_family(family: str | None) -> str:
-    from edgekit.errors import UsageError
-
     if family not in FAMILIES:
         raise UsageError(f"unknown prompt family {family!r}",
                          hint=f"use one of: {', '.join(FAMILIES)} (--family), or a model from `edgekit models list`")

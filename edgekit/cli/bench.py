@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.status import Status
 
 from edgekit.bench import report
+from edgekit.bench.pinning import parse_cpu_list
 from edgekit.bench.redact import redact
 from edgekit.bench.runner import BenchSettings, run_bench
 from edgekit.bench.workload import DEFAULT, QUICK
@@ -19,6 +20,7 @@ from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_t
 from edgekit.console import DataTable, emit_json, err, note, plain, say, warning
 from edgekit.errors import ConnectError, PartialFailure, UsageError
 from edgekit.layout import API_KEY_PATH
+from edgekit.remote.command import q
 
 
 @app.command()
@@ -36,6 +38,12 @@ def bench(
     bandwidth: Optional[float] = typer.Option(None, "--bandwidth", min=0.1,
                                               help="Memory bandwidth in GB/s (for boards edgekit does not know)."),
     no_telemetry: bool = typer.Option(False, "--no-telemetry", help="Do not sample the device during the run."),
+    server_cpus: Optional[str] = typer.Option(
+        None, "--server-cpus", help="Pin llama-server (restarted) and llama-bench to these device CPUs for the run, "
+                                    "e.g. 0,1; restored after."),
+    client_cpus: Optional[str] = typer.Option(
+        None, "--client-cpus", help="Run the bench client on these CPUs of this machine, e.g. 2,3 (on a stand-in: "
+                                    "other cores than --server-cpus)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     identity: Optional[Path] = Identity,
     accept_new_host_key: bool = AcceptNewHostKey,
@@ -52,11 +60,16 @@ def bench(
     if target is None and url is None:
         raise UsageError("nothing to benchmark", hint="give a TARGET (device over SSH) or --url http://HOST:PORT")
     settings = BenchSettings(url=url or "", api_key=api_key, workload=QUICK if quick else DEFAULT,
-                             llama_bench=llama_bench, bandwidth_gbs=bandwidth, out_dir=str(out))
+                             llama_bench=llama_bench, bandwidth_gbs=bandwidth, out_dir=str(out),
+                             server_cpus=parse_cpu_list(server_cpus) if server_cpus else None,
+                             client_cpus=parse_cpu_list(client_cpus) if client_cpus else None)
     if target is None:
         if llama_bench:
             raise UsageError("--llama-bench runs on the device and needs a TARGET", hint="edgekit bench HOST --url URL "
                              "--llama-bench")
+        if server_cpus:
+            raise UsageError("--server-cpus changes the service on the device and needs a TARGET",
+                             hint="edgekit bench HOST --url URL --server-cpus 0,1")
         result = _run(settings, None)
     else:
         with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
@@ -65,9 +78,12 @@ def bench(
                 settings.url = saved.get("url") or f"http://{t.address}:{port}"
             if settings.api_key is None:
                 settings.api_key = controller_state.read_api_key(t.name)
+                if settings.api_key is not None:
+                    settings.api_key_file = str(controller_state.api_key_path(t.name))
             if settings.api_key is None:
                 settings.api_key = _device_api_key(t)
-            result = _run(settings, None if no_telemetry and not llama_bench else t, telemetry=not no_telemetry)
+            needs_device = llama_bench or server_cpus or not no_telemetry
+            result = _run(settings, t if needs_device else None, telemetry=not no_telemetry)
     _render(redact(result, [settings.api_key]), json_out)
     failed = sum(c["failed"] for c in result["summary"]["cases"])
     if failed or not result["complete"]:
@@ -78,7 +94,7 @@ def bench(
 
 def _device_api_key(t) -> Optional[str]:
     """The service's API key from the device (a root-only file, read with the transport's sudo); None without one."""
-    path = shlex.quote(API_KEY_PATH)
+    path = q(API_KEY_PATH)
     if not t.run(f"test -e {path}", check=False).ok:
         return None
     try:
@@ -90,8 +106,6 @@ def _device_api_key(t) -> Optional[str]:
 
 
 def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
-    from rich.status import Status
-
     status = Status(plain("starting"), console=err)
     status.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 
 from edgekit.chat import endpoint as endpoints
-from edgekit.chat.client import Completion, LlamaClient
+from edgekit.chat.client import Completion, LlamaClient, ServerLoading
 from edgekit.chat.modelfile import render_modelfile
 from edgekit.chat.profile import ChatProfile, profile_for
 from edgekit.chat.session import COMMANDS, Conversation, parse_command, read_message, unescape
@@ -55,7 +56,11 @@ def _connect(target: Optional[str], url: Optional[str], api_key: Optional[str], 
             say((f"{ep.label}: {message}; waiting up to {wait:.0f}s ...", "dim"))
             shown["done"] = True
 
-    client.wait_ready(wait, on_wait=loading)
+    try:
+        client.wait_ready(wait, on_wait=loading)
+    except ServerLoading as e:
+        raise ServerLoading(e.message, hint="the model is still loading: try again in a moment, or wait longer "
+                                            "with --wait SECONDS") from None
     return client, profile
 
 
@@ -242,8 +247,6 @@ def modelfile(
     """Print an Ollama Modelfile for a model's GGUF, with the template of its prompt family."""
     profile = profile_for(model, family)
     if system is not None:
-        from dataclasses import replace
-
         profile = replace(profile, system_prompt=system)
     if not path:
         if not profile.gguf_file:

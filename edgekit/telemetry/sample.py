@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
-SOURCES = ("jtop", "tegrastats", "procfs")
 NOT_MEASURED = {"pmic"}
 
 

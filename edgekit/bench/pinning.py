@@ -1,0 +1,109 @@
+"""Keep the measuring off the measured cores: llama-server and llama-bench on one CPU set, the bench client on
+the others.
+
+On a stand-in (or `local`) the bench client's threads run on the same cores as the server's, so every request
+the client parses costs the server time. For the bench, the service gets a runtime systemd drop-in
+(`CPUAffinity=`, under /run so a reboot drops it even if a run is killed) and is restarted; afterwards the
+drop-in is removed and the service restarted again. llama-bench runs under `taskset -c` on the same CPUs, and
+the client process (on the controller) is limited to the other CPUs with sched_setaffinity.
+
+Everything here that builds commands is pure; `server_pinned` and `client_pinned` apply them.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from edgekit.errors import UsageError
+from edgekit.layout import UNIT_NAME
+from edgekit.remote.command import Op, Upload, q, sh
+
+DROPIN_DIR = f"/run/systemd/system/{UNIT_NAME}.service.d"
+DROPIN = f"{DROPIN_DIR}/50-edgekit-bench-cpus.conf"
+
+
+def parse_cpu_list(text: str) -> List[int]:
+    """Pure: a CPU list as taskset and /sys/devices/system/cpu/online write it ("0-1,4") -> [0, 1, 4]."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
+            raise UsageError(f"not a CPU list: {text!r}", hint="write CPUs as 0,1 or 0-3 (as taskset -c does)")
+        cpus.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return sorted(cpus)
+
+
+def cpu_list(cpus: Iterable[int]) -> str:
+    """Pure: [0, 1, 4] -> "0,1,4"."""
+    return ",".join(str(int(c)) for c in sorted(set(cpus)))
+
+
+def split_cpus(online: Sequence[int], server: Sequence[int]) -> Tuple[List[int], List[int]]:
+    """Pure: (server CPUs, client CPUs = the other online ones). Refuses a split that leaves either side empty."""
+    server_set, online_set = set(server), set(online)
+    if not server_set or not server_set <= online_set:
+        raise UsageError(f"server CPUs {cpu_list(server)} are not among the online CPUs {cpu_list(online)}",
+                         hint="pick server CPUs from the online ones")
+    client = sorted(online_set - server_set)
+    if not client:
+        raise UsageError(f"server CPUs {cpu_list(server)} leave no CPU for the bench client",
+                         hint="leave at least one online CPU to the client")
+    return sorted(server_set), client
+
+
+def dropin_text(cpus: Sequence[int]) -> str:
+    """Pure: the runtime drop-in pinning the service (CPUAffinity takes a space-separated list)."""
+    return ("# edgekit bench: llama-server on these CPUs for the run; removed when the bench ends\n"
+            "[Service]\nCPUAffinity=\n"        # the empty assignment drops the unit's own (assignments merge)
+            f"CPUAffinity={' '.join(str(c) for c in sorted(set(cpus)))}\n")
+
+
+def pin_ops(cpus: Sequence[int]) -> List[Op]:
+    """Pure: what pins the service to `cpus` (run as root; printed as they run)."""
+    return [sh("mkdir", "-p", DROPIN_DIR), Upload(dest=DROPIN, text=dropin_text(cpus), mode="0644"),
+            "systemctl daemon-reload", sh("systemctl", "restart", f"{UNIT_NAME}.service")]
+
+
+def unpin_ops() -> List[Op]:
+    """Pure: what restores the service's own affinity (the drop-in gone, the service restarted)."""
+    return [sh("rm", "-f", DROPIN), "systemctl daemon-reload", sh("systemctl", "restart", f"{UNIT_NAME}.service")]
+
+
+def taskset(command: str, cpus: Optional[Sequence[int]]) -> str:
+    """Pure: `command` (a quoted command line) run on `cpus` only; unchanged without cpus."""
+    return f"taskset -c {q(cpu_list(cpus))} {command}" if cpus else command
+
+
+def _apply(transport, op: Op) -> None:
+    if isinstance(op, Upload):
+        transport.put_text(op.text or "", op.dest, sudo=True, mode=op.mode, owner=op.owner)
+    else:
+        transport.sudo(op)
+
+
+@contextmanager
+def server_pinned(transport, cpus: Sequence[int]) -> Iterator[None]:
+    """The service runs on `cpus` inside the block (restarted into it), and as before after it, also on errors."""
+    try:
+        for op in pin_ops(cpus):
+            _apply(transport, op)
+        yield
+    finally:
+        for op in unpin_ops():
+            _apply(transport, op)
+
+
+@contextmanager
+def client_pinned(cpus: Optional[Sequence[int]]) -> Iterator[None]:
+    """This process (the bench client and its threads made inside the block) on `cpus`; restored after."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
