@@ -22,10 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgekit.build.spec import SDIST_FILE
 from edgekit.sandbox import standin
 
 CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test"))
-SDIST = CACHE / "src" / "llama_cpp_python-0.3.36.tar.gz"
+SDIST = CACHE / "src" / SDIST_FILE
 MODEL = CACHE / "gemma3-270m-q4_k_m.gguf"
 
 

@@ -11,7 +11,7 @@ set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
 ARCH=${ARCH:-90}
 CARRY=.device-carry
-SRC=$CARRY/llama.cpp-b11312-trimmed.tar.gz
+SRC=$(ls "$CARRY"/llama.cpp-*-trimmed.tar.gz 2>/dev/null | tail -n1)   # written by gpu_build_prepare.sh
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-500}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_build.txt") 2>&1
@@ -20,7 +20,7 @@ echo "== machine"; date -u; nproc; free -g | head -2; df -h /opt 2>/dev/null | t
 nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv | tee "$OUT/gpu.csv"
 ls -l /usr/local/cuda/bin/nvcc && /usr/local/cuda/bin/nvcc --version | tail -2
 for tool in cmake ninja ccache git g++; do printf '%-7s %s\n' "$tool" "$(command -v $tool || echo MISSING)"; done
-[ -f "$SRC" ] || { echo "missing $SRC: run benchmarks/gpu_build_prepare.sh on the controller"; exit 2; }
+[ -f "$SRC" ] || { echo "missing $CARRY/llama.cpp-*-trimmed.tar.gz: run benchmarks/gpu_build_prepare.sh on the controller"; exit 2; }
 
 echo "== python"
 PY=python3

@@ -32,7 +32,7 @@ from edgekit.build.source import resolve_source  # noqa: E402
 from edgekit.facts.base import gather  # noqa: E402
 from edgekit.facts.device import ALL_FACTS, derive  # noqa: E402
 
-SDIST = Path("/var/cache/edgekit/test/src/llama_cpp_python-0.3.36.tar.gz")
+SDIST = Path("/var/cache/edgekit/test/src") / S.SDIST_FILE
 MODEL = Path("/var/cache/edgekit/test/gemma3-270m-q4_k_m.gguf")
 
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Optional, Union
 
 from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -84,8 +85,6 @@ class StepPrinter:
         pass
 
     def progress(self, step: str, text: str, completed: float | None = None, total: float | None = None) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
         if self._progress is None:
             self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                       TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-OK = 0
 UNEXPECTED = 1
 USAGE = 2
 CONNECT = 3

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgekit.errors import UsageError
+from edgekit.facts.cuda import parse_arch_override
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 FETCH_ON = ("auto", "device", "controller")
@@ -108,8 +110,6 @@ def is_loopback(host: str) -> bool:
 
 
 def _url(v):
-    import urllib.parse
-
     v = _text(what="a URL")(v)
     if v is None:
         return None
@@ -149,8 +149,6 @@ def _cmake_flags(v):
 
 
 def _cuda_arch(v):
-    from edgekit.facts.cuda import parse_arch_override
-
     v = _text(what="a CUDA architecture")(v)
     if v is not None:
         parse_arch_override(v)                                  # raises ValueError
@@ -184,6 +182,7 @@ FIELDS = [
     Field("lock_file", "--lock-file", None, _text()),
 ]
 BY_NAME = {f.name: f for f in FIELDS}
+DEFAULTS = {f.name: f.default for f in FIELDS}   # edgekit's defaults (the CLI's help and `sandbox demo` read them)
 ALIASES = {a: f.name for f in FIELDS for a in f.aliases}
 # Ansible-role variables an inventory may carry that only the role uses (edgekit builds, packs and derives them).
 ANSIBLE_ONLY = {"build_tarball", "build_from_source", "model_file", "model_path", "chat_template", "api_key",

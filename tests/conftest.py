@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.build import spec
+
 pytest_plugins = ["modelserver", "served"]  # tests/modelserver.py: Hub-like nginx `model_server`; tests/served.py: `served_standin`
 
-LLAMA_SDIST = "llama_cpp_python-0.3.36.tar.gz"
-LLAMA_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+LLAMA_SDIST = spec.SDIST_FILE               # the pin lives in edgekit/build/spec.py
+LLAMA_SDIST_SHA256 = spec.SDIST_SHA256
 TEST_CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test"))
 
 
@@ -98,7 +100,7 @@ def llama_src() -> Path:
     if not path.is_file():
         dest.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
-                        "llama-cpp-python==0.3.36", "-d", str(dest)], check=True)
+                        f"{spec.SDIST_PACKAGE}=={spec.SDIST_VERSION}", "-d", str(dest)], check=True)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert digest == LLAMA_SDIST_SHA256, f"{path} has sha256 {digest}, expected {LLAMA_SDIST_SHA256}"
     return path

@@ -210,7 +210,7 @@ def gemma_file() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama_file(llama_src, tmp_path_factory) -> Path:
-    """The synthetic 2-layer llama GGUF (edgekit.models.synthetic), written once per session."""
-    from edgekit.models import synthetic
+    """The synthetic 2-layer llama GGUF (tests/synthetic.py), written once per session."""
+    from tests import synthetic
 
     return synthetic.tiny_llama_from_sdist(llama_src, tmp_path_factory.mktemp("tiny") / "tiny-llama-f32.gguf")

@@ -246,7 +246,7 @@ def test_switch_is_atomic_and_records_previous():
 
 
 def test_cli_refuses_a_source_that_is_not_llama_cpp(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import run_cli_inprocess as run_cli
 
     bad = _tar(tmp_path / "not-llama.tar.gz", {"x/CMakeLists.txt": "project(x)"})
     res = run_cli("build", "local", "--cpu", "--dry-run", "--llama-src", str(bad))

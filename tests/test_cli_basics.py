@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from edgekit.errors import UsageError
 from edgekit.remote.target import parse_target
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_inprocess
 
 
 def test_help_lists_commands():
@@ -19,7 +20,7 @@ def test_help_lists_commands():
 
 
 def test_facts_help():
-    res = run_cli("facts", "--help")
+    res = run_cli_inprocess("facts", "--help")
     assert res.returncode == 0
     assert "--json" in res.stdout and "--accept-new-host-key" in res.stdout
 
@@ -54,14 +55,14 @@ def test_bad_targets_are_usage_errors(bad):
 
 
 def test_bad_target_exit_code_and_hint():
-    res = run_cli("facts", "host:99999")
+    res = run_cli_inprocess("facts", "host:99999")
     assert res.returncode == 2
     assert "error:" in res.stderr and "hint:" in res.stderr
 
 
 def test_unreachable_host_is_exit_3_with_hint():
     # 127.0.0.1 port 1: nothing listens there, the connection is refused at once.
-    res = run_cli("facts", "nobody@127.0.0.1:1")
+    res = run_cli_inprocess("facts", "nobody@127.0.0.1:1")
     assert res.returncode == 3, res.stderr
     assert "cannot connect to nobody@127.0.0.1:1" in res.stderr
     assert "hint:" in res.stderr
@@ -69,6 +70,54 @@ def test_unreachable_host_is_exit_3_with_hint():
 
 
 def test_missing_identity_file_is_usage_error(tmp_path):
-    res = run_cli("facts", "nobody@127.0.0.1:1", "-i", str(tmp_path / "nope"))
+    res = run_cli_inprocess("facts", "nobody@127.0.0.1:1", "-i", str(tmp_path / "nope"))
     assert res.returncode == 2
     assert "identity file not found" in res.stderr
+
+
+def test_the_demo_runs_in_the_library_and_only_the_cli_prints(monkeypatch, capsys):
+    """sandbox/demo.py orchestrates and prints nothing; it tells its reporter (the CLI's DemoPrinter prints)."""
+    from types import SimpleNamespace
+
+    from edgekit.sandbox import demo
+
+    class FakeTransport:
+        def __init__(self, target):
+            self.target = target
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class FakeStream:
+        result = SimpleNamespace(timings={}, finish_reason="stop")
+
+        def __iter__(self):
+            return iter(["A GPU ", "computes."])
+
+    sb = SimpleNamespace(name="demo", address="10.77.1.2")
+    monkeypatch.setattr(demo.standin, "up", lambda name, jetson, log: sb)
+    monkeypatch.setattr(demo, "demo_options", lambda src, log: log("cached") or "opts")
+    monkeypatch.setattr(demo, "Transport", FakeTransport)
+    monkeypatch.setattr(demo.prov, "provision", lambda context, opts: [])
+    monkeypatch.setattr(demo, "resolve", lambda name: SimpleNamespace(url="http://10.77.1.2:8080"))
+    monkeypatch.setattr(demo, "LlamaClient", lambda endpoint: SimpleNamespace(chat=lambda *a, **k: FakeStream()))
+    told = []
+    reporter = SimpleNamespace(steps=None, log=lambda m: told.append(("log", m)),
+                               phase=lambda n, text: told.append((n, text)), answer=lambda p: told.append(("answer", p)))
+    run = demo.run_demo("demo", "what does a GPU do?", None, reporter)
+    assert capsys.readouterr() == ("", "")
+    assert [t[0] for t in told] == [1, "log", 2, 3, "answer", "answer"] and run.answer.finish_reason == "stop"
+    assert told[3][1] == f"asking {demo.MODEL} at http://10.77.1.2:8080: what does a GPU do?"
+
+
+def test_login_options_are_one_value(monkeypatch):
+    from edgekit.cli import common
+
+    opened = []
+    monkeypatch.setattr(common, "open_transport", lambda *args: opened.append(args))
+    common.Login(None, True, False).open("orin-1", "/keys/orin")
+    common.Login(Path("/keys/mine"), False, True).open("orin-1", "/keys/orin")
+    assert opened == [("orin-1", Path("/keys/orin"), True, False), ("orin-1", Path("/keys/mine"), False, True)]

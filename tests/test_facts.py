@@ -174,3 +174,42 @@ def test_gather_splits_sections_even_without_trailing_newlines():
 def test_every_fact_has_a_unique_name():
     names = [f.name for f in ALL_FACTS]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("board", boards.BOARDS, ids=lambda b: b.slug)
+def test_each_board_is_its_module_and_its_identity_says_so(board):
+    # the one board table: its module, and the identity a stand-in plants for it reads back as that module
+    module = boards.module(board.part)
+    assert board.name == module.name.removesuffix(" (developer kit)")
+    if board.release:
+        assert boards.module_for(list(board.dt_compatible), board.dt_model) == module
+        assert JetsonRelease.parse(board.release)["l4t"].count(".") == 2
+
+
+def test_board_slugs_and_their_older_aliases():
+    from edgekit.models import fit
+    from edgekit.sandbox import identity
+
+    assert [b.slug for b in boards.BOARDS if b.ram_bytes] == list(fit.BOARDS)
+    assert fit.board_total("agx-orin") == ("Jetson AGX Orin 64GB", 62795 * 2**20)
+    assert identity.profile("agx-orin").slug == "agx-orin-64gb" and identity.profile("nano").slug == "nano-4gb"
+    assert identity.profile("orin-nx-16gb") is None          # no captured identity files for it
+    assert boards.board("nosuch") is None and set(identity.PROFILES) <= {b.slug for b in boards.BOARDS}
+
+
+def test_planted_identity_reads_back_through_the_facts(tmp_path):
+    from edgekit.sandbox import identity
+
+    (tmp_path / "etc").mkdir()
+    identity.plant(tmp_path, tmp_path / "fw", "orin-nano-4gb")
+    dt = tmp_path / "fw" / "devicetree" / "base"
+    module = boards.module_for(DeviceCompatible.parse((dt / "compatible").read_text()),
+                               DeviceModel.parse((dt / "model").read_text()))
+    assert module.name == "Jetson Orin Nano 4GB"
+    assert JetsonRelease.parse((tmp_path / "etc/nv_tegra_release").read_text())["l4t"] == "36.4.3"
+
+
+def test_meminfo_is_read_by_the_telemetry_parser():
+    # one /proc/meminfo parser (telemetry.procfs, also on the device); the fact turns its kB into bytes
+    assert MemInfo.parse("MemTotal: 1000 kB\nMemFree: 10 kB\nHugePages_Total: 0\n") == {
+        "total_bytes": 1024000, "available_bytes": 10240, "swap_total_bytes": 0, "swap_free_bytes": 0}

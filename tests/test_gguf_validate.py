@@ -1,5 +1,5 @@
-"""A GGUF is checked before it is installed: pure checks on crafted files, the script the device runs, and the
-model steps on this machine as the device (controller path and device path)."""
+"""A GGUF is checked before it is installed: pure checks on crafted files, the helper's check the device runs, and
+the model steps on this machine as the device (controller path and device path)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.device.events import parse_event
 from edgekit.errors import REMOTE
-from edgekit.models import device_fetch, gguf_header, steps
+from edgekit.models import gguf_header, steps
 from edgekit.models.gguf_header import GGUFError, check, check_file, read_header
 from edgekit.models.tiny import _ARR, _F32, _I32, _STR, _U32, _kv, _s, tiny_llama_bytes
+from edgekit.remote import helper
 from edgekit.remote.plan import Change, run_steps
 from tests.test_models import local_device, write_gguf_with_template
 
@@ -140,7 +142,7 @@ def test_check_file_errors_are_typed(tmp_path):
         check_file(tmp_path / "missing.gguf")
 
 
-# -- the script the device runs: stdlib only -------------------------------------------------------------------
+# -- on the device: the helper's `gguf`, stdlib only ----------------------------------------------------------
 
 def _interpreters() -> list[str]:
     found = [sys.executable]
@@ -152,20 +154,20 @@ def _interpreters() -> list[str]:
 
 
 @pytest.mark.parametrize("python", _interpreters())
-def test_device_script_runs_with_the_standard_library_alone(python, tmp_path):
-    script = tmp_path / "isolated" / "edgekit-gguf-header.py"
-    script.parent.mkdir()
-    shutil.copyfile(gguf_header.__file__, script)
+def test_the_device_check_runs_with_the_standard_library_alone(python, tmp_path):
+    pyz = tmp_path / "isolated" / "helper.pyz"
+    pyz.parent.mkdir()
+    pyz.write_bytes(helper.build())
     good, bad = tmp_path / "good.gguf", tmp_path / "bad.gguf"
     good.write_bytes(GOOD)
     bad.write_bytes(GOOD[:-100])
 
     def run(path):
         # -I -S: no site-packages, no PYTHONPATH, no current directory: what a bare device has
-        p = subprocess.run([python, "-I", "-S", str(script), str(path)], capture_output=True, text=True,
-                           cwd=tmp_path / "isolated")
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith(gguf_header.PREFIX)]
-        return p.returncode, json.loads(lines[-1][len(gguf_header.PREFIX):]), p.stderr
+        p = subprocess.run([python, "-I", "-S", str(pyz), "gguf", str(path)], capture_output=True, text=True,
+                           cwd=pyz.parent)
+        events = [e for e in map(parse_event, p.stdout.splitlines()) if e is not None]
+        return p.returncode, events[-1], p.stderr
 
     rc, event, err = run(good)
     assert rc == 0 and event["event"] == "gguf" and event["tensor_count"] == 20, err
@@ -174,10 +176,6 @@ def test_device_script_runs_with_the_standard_library_alone(python, tmp_path):
     assert rc == 3 and event == {"event": "error", "kind": "gguf", "message": event["message"]}
     assert "past the end of the file" in event["message"]
     assert run(tmp_path / "nope.gguf")[:2] == (0, {"event": "missing", "path": str(tmp_path / "nope.gguf")})
-
-
-def test_device_script_speaks_the_device_fetch_protocol():
-    assert gguf_header.PREFIX == device_fetch.PREFIX
 
 
 # -- the model steps refuse an invalid file, on both paths, and leave nothing behind ----------------------------

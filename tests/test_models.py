@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_inprocess as run_cli
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.models import catalog, fit, steps
 from edgekit.models.gguf_header import GGUFError, read_header, read_header_file

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from edgekit import errors
-from edgekit.models import device_fetch, download
+from edgekit.device import files
+from edgekit.device.events import parse_event
+from edgekit.models import download
+from edgekit.remote import helper
 
 from tests.modelserver import GEMMA_SHA
-
-DEVICE_FETCH = Path(device_fetch.__file__)
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_download_verifies_against_x_linked_etag(model_server, small_file, tmp_p
     assert got.sha256 == served.sha256 and got.size == served.size and got.downloaded == served.size
     assert (tmp_path / "out" / "blob.gguf").read_bytes() == small_file.read_bytes()
     assert not (tmp_path / "out" / "blob.gguf.partial").exists()
-    assert device_fetch.verified_sha256(str(tmp_path / "out" / "blob.gguf")) == served.sha256
+    assert files.verified_sha256(str(tmp_path / "out" / "blob.gguf")) == served.sha256
     # a second fetch finds the verified file (sidecar: size+mtime) and transfers nothing
     before = model_server.bytes_sent(served.url_path)
     again = download.fetch(url, tmp_path / "out" / "blob.gguf", sha256=served.sha256)
@@ -75,7 +76,7 @@ def test_corrupt_partial_is_detected_and_never_installed(model_server, small_fil
 def test_truncated_file_is_detected(model_server, small_file, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(small_file.read_bytes()[:2_000_000])
-    full_sha = device_fetch.hash_file(str(small_file)).hexdigest()
+    full_sha = files.hash_file(str(small_file)).hexdigest()
     served = model_server.add("acme/small-gguf", "cut.gguf", cut, etag=full_sha, size=small_file.stat().st_size)
     dest = tmp_path / "dl" / "cut.gguf"
     with pytest.raises(download.ChecksumError, match="expected"):
@@ -253,13 +254,18 @@ def _free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def run_device_fetch(config: dict, token: str | None = None) -> tuple[int, list[dict]]:
-    """Run device_fetch.py the way the device does (a python3 process, JSON events on stdout)."""
-    argv = [sys.executable, str(DEVICE_FETCH), json.dumps(config)] + (["--token-stdin"] if token else [])
+@pytest.fixture(scope="module")
+def helper_pyz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("helper") / "helper.pyz"
+    path.write_bytes(helper.build())
+    return path
+
+
+def run_device_fetch(pyz: Path, config: dict, token: str | None = None) -> tuple[int, list[dict]]:
+    """Run the helper's fetch the way the device does (a python3 process, JSON events on stdout)."""
+    argv = [sys.executable, str(pyz), "fetch", json.dumps(config)] + (["--token-stdin"] if token else [])
     r = subprocess.run(argv, input=(token + "\n") if token else None, capture_output=True, text=True, timeout=120)
-    events = [json.loads(line[len(device_fetch.PREFIX):]) for line in r.stdout.splitlines()
-              if line.startswith(device_fetch.PREFIX)]
-    return r.returncode, events
+    return r.returncode, [e for e in map(parse_event, r.stdout.splitlines()) if e is not None]
 
 
 # -- disk space ------------------------------------------------------------------------------------------------
@@ -306,31 +312,32 @@ def test_disk_full_mid_download_stops_at_once_and_frees_the_disk(small_disk):
     assert server.sent < 96 << 20, f"the client read on after the disk was full ({server.sent >> 20} MiB sent)"
 
 
-def test_device_side_refuses_a_model_bigger_than_the_disk(model_server, gemma_file, small_disk):
-    """device_fetch.py as it runs on the device: an error event of kind "space", and translate() makes it exit 5."""
+def test_device_side_refuses_a_model_bigger_than_the_disk(model_server, gemma_file, small_disk, helper_pyz):
+    """The helper's fetch as it runs on the device: an error event of kind "space", and translate() makes it exit 5."""
     disk = small_disk(100)
     served = model_server.add("acme/big-device", gemma_file.name, gemma_file)
     dest = disk / "gemma3-270m" / "gemma.gguf"
     url = f"{model_server.endpoint()}{served.url_path}"
-    code, events = run_device_fetch({"mode": "fetch", "url": url, "dest": str(dest), "sha256": GEMMA_SHA,
-                                     "size": served.size})
+    code, events = run_device_fetch(helper_pyz, {"mode": "fetch", "url": url, "dest": str(dest),
+                                                 "sha256": GEMMA_SHA, "size": served.size})
     assert code == 3 and events[-1]["event"] == "error" and events[-1]["kind"] == "space"
     assert re.search(GEMMA_NEED + re.escape(str(dest.parent)), events[-1]["message"]), events[-1]
-    err = download.translate(device_fetch.FetchError(events[-1]["kind"], events[-1]["message"]), url)
+    err = download.translate(files.FetchError(events[-1]["kind"], events[-1]["message"]), url)
     assert isinstance(err, errors.UnsuitableDevice) and err.exit_code == 5
     assert list(disk.iterdir()) == []            # refused before anything was made, even the directory
     # the same check for a push from the controller cache (mode "space")
-    code, events = run_device_fetch({"mode": "space", "dest": str(dest), "size": served.size})
+    code, events = run_device_fetch(helper_pyz, {"mode": "space", "dest": str(dest), "size": served.size})
     assert code == 3 and events[-1]["kind"] == "space"
-    code, events = run_device_fetch({"mode": "space", "dest": str(dest), "size": 10 << 20})
-    assert code == 0 and events[-1]["event"] == "space" and events[-1]["need"] == (10 << 20) + device_fetch.MARGIN
+    code, events = run_device_fetch(helper_pyz, {"mode": "space", "dest": str(dest), "size": 10 << 20})
+    assert code == 0 and events[-1]["event"] == "space" and events[-1]["need"] == (10 << 20) + files.MARGIN
 
 
-def test_device_side_disk_full_mid_download(small_disk):
+def test_device_side_disk_full_mid_download(small_disk, helper_pyz):
     disk = small_disk(16)
     dest = disk / "m.gguf"
     with LocalServer({"/m.gguf": endless(256 << 20)}) as server:
-        code, events = run_device_fetch({"mode": "fetch", "url": server.url("/m.gguf"), "dest": str(dest)})
+        code, events = run_device_fetch(helper_pyz, {"mode": "fetch", "url": server.url("/m.gguf"),
+                                                     "dest": str(dest)})
     assert code == 3 and events[-1]["kind"] == "space" and "the disk filled up" in events[-1]["message"]
     assert list(disk.iterdir()) == [] and server.sent < 96 << 20
 
@@ -380,7 +387,7 @@ def test_token_dropped_on_redirect_to_another_host(tls_cert, monkeypatch, tmp_pa
     assert got.size == len(data) and got.warnings == []    # dropped for the host change: nothing to warn about
 
 
-def test_token_not_sent_to_a_plain_http_endpoint(monkeypatch, tmp_path):
+def test_token_not_sent_to_a_plain_http_endpoint(monkeypatch, tmp_path, helper_pyz):
     """HF_ENDPOINT=http://...: the token stays home; a warning says so, and a 401 names the reason and the fix."""
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value_123")
     data = os.urandom(50_000)
@@ -392,8 +399,8 @@ def test_token_not_sent_to_a_plain_http_endpoint(monkeypatch, tmp_path):
         with pytest.raises(download.DownloadError) as info:
             download.fetch(f"{download.endpoint()}/gated.gguf", tmp_path / "gated.gguf")
         # the device side reports the same as an event
-        code, events = run_device_fetch({"mode": "fetch", "url": mirror.url("/pub.gguf"),
-                                         "dest": str(tmp_path / "dev.gguf")}, token="hf_secret_value_123")
+        code, events = run_device_fetch(helper_pyz, {"mode": "fetch", "url": mirror.url("/pub.gguf"),
+                                                     "dest": str(tmp_path / "dev.gguf")}, token="hf_secret_value_123")
     assert all(r["authorization"] is None for r in mirror.requests)
     assert "HTTP 401" in info.value.message and "HF_TOKEN was not sent" in info.value.message
     assert "https://" in info.value.hint and "--hf-endpoint" in info.value.hint

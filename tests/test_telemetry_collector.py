@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.telemetry.collector import build_agent, choose_source, parse_nvpmodel, server_rss_mb
+from edgekit.telemetry.collector import build_agent, choose_source, read_power_mode, server_rss_mb
 from edgekit.telemetry.remote import SourceInfo, Stream
 from tests.fixtures import captured as cap
 
@@ -119,10 +119,15 @@ def test_stream_feed_tolerates_noise_and_moves_clock():
     assert sample.time == 97.5 and stream.noise == ["Warning: something on stderr"]
 
 
-def test_parse_nvpmodel():
-    assert parse_nvpmodel("NV Power Mode: MAXN_SUPER\n2\n") == "MAXN_SUPER"
-    assert parse_nvpmodel(cap.JETSON_CLOCKS_SHOW_AGX_ORIN_JP5) == "MAXN"
-    assert parse_nvpmodel("") is None
+def test_power_mode_is_read_with_the_facts_parser(tmp_path, monkeypatch):
+    # the agent parses `nvpmodel -q` with edgekit.facts.jetson.PowerMode (shipped in the zipapp), not a copy
+    nvpmodel = tmp_path / "nvpmodel"
+    nvpmodel.write_text("#!/bin/sh\nprintf 'NV Power Mode: MAXN_SUPER\\n2\\n'\n")
+    nvpmodel.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert read_power_mode() == "MAXN_SUPER"
+    nvpmodel.write_text("#!/bin/sh\necho 'nvpmodel: not supported'\n")
+    assert read_power_mode() is None
 
 
 def test_agent_bytes_are_reproducible():
@@ -135,4 +140,5 @@ def test_agent_bytes_are_reproducible():
     names = zipfile.ZipFile(io.BytesIO(blob)).infolist()
     assert {i.date_time for i in names} == {(1980, 1, 1, 0, 0, 0)}
     assert {i.filename for i in names} >= {"__main__.py", "edgekit/telemetry/collector.py",
-                                           "edgekit/telemetry/tegrastats.py", "edgekit/telemetry/jtop.py"}
+                                           "edgekit/telemetry/tegrastats.py", "edgekit/telemetry/jtop.py",
+                                           "edgekit/facts/jetson.py", "edgekit/facts/base.py"}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.facts.tuning import (
-    DefaultTarget, JetsonClocksShow, NvpmodelConf, NvpmodelQuery, Swaps, Zramctl,
-)
+from edgekit.facts.jetson import PowerMode
+from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, NvpmodelConf, Swaps, Zramctl
 from tests.fixtures import captured as cap
 
 GARBAGE = ["", "\n\n", "bash: nvpmodel: command not found", "cat: /etc/nvpmodel.conf: No such file or directory",
@@ -37,8 +36,7 @@ def test_nvpmodel_conf_without_default_section():
 
 
 def test_nvpmodel_query_thor_jp7():
-    assert NvpmodelQuery.parse(cap.NVPMODEL_Q_THOR_JP7) == {"name": "MAXN", "id": 0}
-    assert NvpmodelQuery.name != "power_mode"
+    assert PowerMode.parse(cap.NVPMODEL_Q_THOR_JP7) == {"name": "MAXN", "id": 0}
 
 
 def test_jetson_clocks_show_agx_orin_not_pinned():
@@ -129,7 +127,7 @@ def test_default_target(text, target):
 @pytest.mark.parametrize("text", GARBAGE + ["System has not been booted with systemd as init system (PID 1). Can't operate."])
 def test_empty_or_garbage_input(text):
     assert NvpmodelConf.parse(text) is None
-    assert NvpmodelQuery.parse(text) is None
+    assert PowerMode.parse(text) is None
     assert JetsonClocksShow.parse(text) is None
     assert Swaps.parse(text) == []
     assert Zramctl.parse(text) == []
@@ -137,6 +135,6 @@ def test_empty_or_garbage_input(text):
 
 
 def test_fact_names_are_unique_and_commands_set():
-    facts = [NvpmodelConf, NvpmodelQuery, JetsonClocksShow, Swaps, Zramctl, DefaultTarget]
+    facts = [NvpmodelConf, PowerMode, JetsonClocksShow, Swaps, Zramctl, DefaultTarget]
     assert len({f.name for f in facts}) == len(facts)
     assert all(f.command for f in facts)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 
 from edgekit.build import isa
@@ -13,6 +12,7 @@ from edgekit.build import spec as S
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.cuda import parse_arch_override
 from edgekit.facts.device import DeviceFacts
+from edgekit.remote.command import sh
 
 # Flags that never change what is built, only where it is described from (kept out of the flags hash).
 _UNHASHED = ("CMAKE_CUDA_COMPILER", "LLAMA_BUILD_COMMIT", "LLAMA_BUILD_NUMBER")
@@ -53,33 +53,14 @@ class BuildPlan:
     cpu_requires: list[str] = field(default_factory=list)   # CPU flags a device must advertise to run it
     arch: str | None = None             # the device's machine (uname -m)
 
-    @property
-    def id(self) -> str:
-        return f"{self.version}-{self.flags_hash}"
-
-    @property
-    def prefix(self) -> str:
-        return f"{S.INSTALL_ROOT}/{self.id}"
-
-    @property
-    def bin_dir(self) -> str:
-        return f"{self.prefix}/bin"
-
-    @property
-    def work_dir(self) -> str:
-        return f"{S.BUILD_ROOT}/{self.id}"
-
-    @property
-    def src_dir(self) -> str:
-        return f"{self.work_dir}/src"
-
-    @property
-    def build_dir(self) -> str:
-        return f"{self.work_dir}/build"
-
-    @property
-    def log(self) -> str:
-        return f"{S.LOG_DIR}/build-{self.id}.log"
+    # Where the build lives on the device: installed under INSTALL_ROOT, built under BUILD_ROOT, by its id.
+    id = property(lambda p: f"{p.version}-{p.flags_hash}", doc="<version>-<flags hash>: names every path below")
+    prefix = property(lambda p: f"{S.INSTALL_ROOT}/{p.id}", doc="the install directory (`current` points here)")
+    bin_dir = property(lambda p: f"{p.prefix}/bin")
+    work_dir = property(lambda p: f"{S.BUILD_ROOT}/{p.id}", doc="source and build tree (removed after install)")
+    src_dir = property(lambda p: f"{p.work_dir}/src")
+    build_dir = property(lambda p: f"{p.work_dir}/build")
+    log = property(lambda p: f"{S.LOG_DIR}/build-{p.id}.log")
 
     @property
     def env(self) -> dict[str, str]:
@@ -88,12 +69,10 @@ class BuildPlan:
                 "CCACHE_COMPILERCHECK": "content", "CCACHE_MAXSIZE": "5G"}
 
     def configure_command(self) -> str:
-        return " ".join(shlex.quote(a) for a in ["cmake", "-S", self.src_dir, "-B", self.build_dir, "-G", "Ninja",
-                                                 *self.defines])
+        return sh("cmake", "-S", self.src_dir, "-B", self.build_dir, "-G", "Ninja", *self.defines)
 
     def build_command(self) -> str:
-        return " ".join(shlex.quote(str(a)) for a in ["cmake", "--build", self.build_dir, "--target", *self.targets,
-                                                      "-j", self.jobs])
+        return sh("cmake", "--build", self.build_dir, "--target", *self.targets, "-j", self.jobs)
 
     def flags_summary(self) -> str:
         cpu = f"CPU {self.cpu_level or 'native'}"

@@ -9,14 +9,14 @@ the archive, then a mode fix).
 
 from __future__ import annotations
 
-import hashlib
-import shlex
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from edgekit.digest import sha256_file
 from edgekit.errors import UsageError
+from edgekit.remote.command import q
 
 _MAX_LINK_HOPS = 40       # like the kernel's symlink limit: a loop is refused, not followed forever
 _SHOWN = 8                # problems named in the error
@@ -127,11 +127,7 @@ def check_pack(path: str | Path, sha256: str | None = None, top: str | None = No
     """Read a pack on the controller: its sha256 must be `sha256` (what the device will verify after upload) and
     its members pass check_members; raise UnsafePack naming the problems."""
     path = Path(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     if sha256 is not None and digest != sha256:
         raise UnsafePack(f"{path} does not match the sha256 in its metadata ({digest[:12]}… != {sha256[:12]}…)",
                          hint="fetch the pack again; do not edit a pack by hand")
@@ -153,7 +149,6 @@ def check_pack(path: str | Path, sha256: str | None = None, top: str | None = No
 def unpack_command(tarball: str, dest: str) -> str:
     """Device command (as root): unpack a checked pack into a fresh `dest`, owned by root, with no set-uid bits and
     nothing group- or world-writable."""
-    q = shlex.quote
     return (f"rm -rf {q(dest)} && mkdir -p {q(dest)} && tar -xzf {q(tarball)} -C {q(dest)} --strip-components=1 "
             f"--no-same-owner --no-same-permissions && chmod -R u+rwX,go+rX,go-w,a-st {q(dest)}")
 

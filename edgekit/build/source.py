@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import tarfile
 import tempfile
@@ -20,7 +19,9 @@ from pathlib import Path
 from edgekit import lockfile, paths
 from edgekit.build import spec as S
 from edgekit.build.cmake import SourceInfo
+from edgekit.digest import sha256_file  # noqa: F401  (also imported from here by build/packs.py, test_gate_e2e.py)
 from edgekit.errors import UsageError
+from edgekit.remote.command import q
 
 # What makes a tree llama.cpp (relative to its root).
 MARKERS = ("CMakeLists.txt", "ggml/CMakeLists.txt", "include/llama.h", "tools/server/CMakeLists.txt")
@@ -53,14 +54,6 @@ def resolve_source(build: S.BuildSpec) -> SourceInfo:
     raise UsageError(f"llama.cpp source not found: {src}",
                      hint="pass a llama.cpp source directory, a .tar.gz of one (e.g. the llama-cpp-python sdist), "
                           "or an http(s) URL to --llama-src")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_root(names: list[str]) -> str | None:
@@ -207,7 +200,6 @@ def remote_tarball(source: SourceInfo) -> str:
 
 def fetch_commands(source: SourceInfo, src_dir: str) -> list[str]:
     """Device commands (as root) that leave the llama.cpp tree at src_dir, atomically (temp dir, then mv)."""
-    q = shlex.quote
     part = f"{src_dir}.partial"
     if source.kind == "git":
         get = (f"git clone --quiet --depth 1 --branch {q(source.digest)} {q(source.url or S.LLAMA_CPP_REPO)} "
@@ -233,7 +225,6 @@ def verify_commit_command(source: SourceInfo, clone: str) -> str | None:
     expected = (source.commit or "").lower()
     if not re.fullmatch(r"[0-9a-f]{7,40}", expected):
         return None
-    q = shlex.quote
     what = f"{source.digest} of {source.url or S.LLAMA_CPP_REPO}"
     said = q(f"edgekit: {what} is commit ") + '"$got"' + q(f", not the pinned {expected}: refusing to build it")
     return (f"got=$(git -C {q(clone)} rev-parse HEAD) && case \"$got\" in {expected}*) ;; *) "
@@ -241,4 +232,4 @@ def verify_commit_command(source: SourceInfo, clone: str) -> str | None:
 
 
 def marker_command(src_dir: str) -> str:
-    return f"cat {shlex.quote(src_dir)}/.edgekit-source 2>/dev/null || true"
+    return f"cat {q(src_dir)}/.edgekit-source 2>/dev/null || true"

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The pinned llama.cpp release. b11312 is commit 0c1e570, the one llama-cpp-python 0.3.36 vendors, so the
-# default git clone and the sdist the tests push build the same code.
+# The pinned llama.cpp release. b11312 is commit 0c1e570, the one the llama-cpp-python sdist below vendors, so
+# the default git clone and the sdist the tests and `sandbox demo` push build the same code.
 LLAMA_CPP_VERSION = "b11312"
 LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 LLAMA_CPP_REPO = "https://github.com/ggml-org/llama.cpp"
 
+# The llama-cpp-python sdist pinned by sha256 (PyPI): llama.cpp's source for `sandbox demo`, the tests and the
+# benchmarks (the ONE place; shell scripts read it with `python3 -c`).
+SDIST_PACKAGE = "llama-cpp-python"
+SDIST_VERSION = "0.3.36"
+SDIST_FILE = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+SDIST_INNER = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp"
+
 # Source archives edgekit recognises without a .git: sha256 -> (version, commit, path of llama.cpp inside).
-KNOWN_SOURCES = {
-    "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e":
-        (LLAMA_CPP_VERSION, LLAMA_CPP_COMMIT, "llama_cpp_python-0.3.36/vendor/llama.cpp"),
-}
+KNOWN_SOURCES = {SDIST_SHA256: (LLAMA_CPP_VERSION, LLAMA_CPP_COMMIT, SDIST_INNER)}
 # llama-cpp-python sdists by version, for trees unpacked from one (no sha256 of a tree to match).
-SDIST_VENDORED = {"0.3.36": (LLAMA_CPP_VERSION, LLAMA_CPP_COMMIT)}
+SDIST_VENDORED = {SDIST_VERSION: (LLAMA_CPP_VERSION, LLAMA_CPP_COMMIT)}
 
 TARGETS = ("llama-server", "llama-bench", "llama-cli")
 

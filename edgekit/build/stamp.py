@@ -6,11 +6,11 @@ import hashlib
 import hmac
 import json
 import re
-import shlex
 import uuid
 
 from edgekit.build import spec as S
 from edgekit.build.cmake import BuildPlan, SourceInfo
+from edgekit.remote.command import q
 
 STAMP_FORMAT = 1
 # machine-id(5) asks that the raw id not leave the machine; a stamp travels with its pack, so it records the
@@ -72,7 +72,6 @@ def stamp_matches(stamp: dict | None, plan: BuildPlan) -> bool:
 
 # A fact: the stamp of one prefix, whether its llama-server is there, and where `current` points.
 def installed_command(prefix: str) -> str:
-    q = shlex.quote
     return (f"echo \"@@current $(readlink {q(S.CURRENT)} 2>/dev/null)\"; "
             f"if [ -x {q(prefix)}/bin/llama-server ]; then echo @@server yes; fi; "
             f"echo @@stamp; cat {q(prefix)}/{S.STAMP_NAME} 2>/dev/null")

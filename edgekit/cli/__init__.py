@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         # `click.exceptions` never match; TyperException is the public base of the bundled click's exceptions.
         sys.exit(_report_usage(e, sys.argv[1:] if argv is None else argv))
     # typer.Exit (--help, --version, Ctrl-C inside a command: 130) comes back as a return value in this mode
-    code = code if isinstance(code, int) else errors.OK
+    code = code if isinstance(code, int) else 0
     if code == errors.INTERRUPTED:
         say(("interrupted", "red"))
     sys.exit(code)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+
 import typer
 
 app = typer.Typer(
@@ -16,8 +19,6 @@ app = typer.Typer(
 
 def version() -> str:
     """edgekit's installed version (the package metadata), or `unknown` when run from a tree that is not installed."""
-    from importlib.metadata import PackageNotFoundError, version as dist_version
-
     try:
         return dist_version("edgekit")
     except PackageNotFoundError:

@@ -8,23 +8,22 @@ from typing import Optional
 import typer
 
 from edgekit.cli.app import app
-from edgekit.cli.common import (AcceptNewHostKey, AskBecomePass, Forks, Identity, Inventory, Json, hosts_for,
-                                is_fleet, open_transport, run_on_fleet)
+from edgekit.cli.common import Forks, Inventory, Json, Login, hosts_for, is_fleet, logs_in, run_on_fleet
+from edgekit.cli.options import CudaArch
 from edgekit.console import DataTable, emit_json, err
 from edgekit.facts.device import DeviceFacts, read_facts
 
 
 @app.command()
+@logs_in
 def facts(
     targets: list[str] = typer.Argument(..., help="[user@]host[:port], ssh_config aliases, inventory names, @group, "
                                                   "or `local`."),
     json_out: bool = Json,
-    cuda_arch: Optional[str] = typer.Option(None, "--cuda-arch", help="Override the GPU arch, e.g. 87 or compute_87."),
-    identity: Optional[Path] = Identity,
-    accept_new_host_key: bool = AcceptNewHostKey,
-    ask_become_pass: bool = AskBecomePass,
+    cuda_arch: CudaArch = None,
     inventory: Optional[Path] = Inventory,
     forks: int = Forks,
+    login: Login = Login(),
 ) -> None:
     """Show what edgekit finds on a device: board, L4T/JetPack, CUDA, GPU arch, memory, disk, tools."""
     hosts = hosts_for(targets, inventory)
@@ -35,12 +34,11 @@ def facts(
             return (f"{f.hostname}: " + (f"{j['module']}, JetPack {j['jetpack']}" if j else f"{f.arch}, not a Jetson")
                     + f", {(f.memory or {}).get('total_bytes', 0) / 2**30:.1f} GiB", f)
 
-        run_on_fleet(hosts, job, title="facts", json_out=json_out, forks=forks, ask_become_pass=ask_become_pass,
-                     accept_new_host_key=accept_new_host_key, to_json=lambda f: f.to_json())
+        run_on_fleet(hosts, job, title="facts", json_out=json_out, forks=forks, login=login,
+                     to_json=lambda f: f.to_json())
         return
     target = hosts[0].target
-    identity = identity or (Path(hosts[0].identity) if hosts[0].identity else None)
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target, hosts[0].identity) as t:
         found = read_facts(t, cuda_arch)
     if json_out:
         emit_json(found.to_json())

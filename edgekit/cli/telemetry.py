@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.live import Live
 
 from edgekit.cli.app import app
-from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
+from edgekit.cli.common import Login, logs_in
+from edgekit.cli.options import Target
 from edgekit.console import DataTable, err, say
 from edgekit.telemetry import prometheus
 from edgekit.telemetry.remote import SourceInfo, stream
@@ -45,16 +45,15 @@ def sample_table(target: str, s: Sample, source: Optional[SourceInfo]) -> DataTa
 
 
 @app.command()
+@logs_in
 def telemetry(
-    target: str = typer.Argument(..., help="[user@]host[:port], an ssh_config alias, or `local`."),
+    target: Target,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON line per sample on stdout."),
     interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between samples."),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds."),
     prom: bool = typer.Option(False, "--prometheus",
                               help="Print one sample in Prometheus text format and exit (node_exporter textfile)."),
-    identity: Optional[Path] = Identity,
-    accept_new_host_key: bool = AcceptNewHostKey,
-    ask_become_pass: bool = AskBecomePass,
+    login: Login = Login(),
 ) -> None:
     """Show GPU/CPU load, memory, temperatures and power of a device, live (jtop > tegrastats > /proc)."""
     state: dict = {"source": None, "live": None}
@@ -78,7 +77,7 @@ def telemetry(
                 state["live"].start()
             state["live"].update(sample_table(target, item, state["source"]), refresh=True)
 
-    with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+    with login.open(target) as t:
         try:
             result = stream(t, on_item, interval_ms=int(interval * 1000), duration=duration,
                             count=1 if prom else None)

@@ -1,7 +1,10 @@
-"""What edgekit knows about Jetson modules and L4T releases (data, no I/O).
+"""What edgekit knows about Jetson modules, boards and L4T releases (data, no I/O).
 
-Sources: NVIDIA's Jetson module data sheets (memory bandwidth), the CUDA GPU compute capability table, and
-the L4T/JetPack release notes.
+Sources: NVIDIA's Jetson module data sheets (memory bandwidth), the CUDA GPU compute capability table, the
+L4T/JetPack release notes, and captured output of real boards (tests/fixtures/captured.py).
+
+`BOARDS` is the one table of boards users name by slug: `edgekit models fit --board SLUG` reads its RAM and
+`edgekit sandbox up --jetson SLUG` plants its identity files.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ MODULES: list[Module] = [
     Module("p3834", "Jetson AGX Thor", "thor", "tegra264", "11.0", 128, 273.0),
 ]
 
+def module(part: str) -> Module:
+    """The module with this exact part number (KeyError when unknown)."""
+    found = next((m for m in MODULES if m.part == part), None)
+    if found is None:
+        raise KeyError(part)
+    return found
+
+
 # SoC -> compute capability, for boards whose module part number is unknown.
 SOC_COMPUTE = {"tegra234": "8.7", "tegra194": "7.2", "tegra186": "6.2", "tegra210": "5.3", "tegra264": "11.0"}
 MIN_COMPUTE = (7, 2)  # llama.cpp's CUDA backend and current JetPacks: Xavier (sm_72) and newer
@@ -83,14 +94,70 @@ def module_for(compatible: list[str], model: str | None = None) -> Module | None
     """Find the module from device-tree compatible strings (most specific first), else from the model name."""
     for entry in compatible:
         for piece in entry.replace("nvidia,", "").split("+"):
-            for module in MODULES:
-                if piece == module.part or piece.startswith(module.part + "-"):
-                    return module
+            for m in MODULES:
+                if piece == m.part or piece.startswith(m.part + "-"):
+                    return m
     text = (model or "").lower()
     guesses = [("orin nano", "p3767-0005"), ("orin nx", "p3767-0000"), ("agx orin", "p3701-0005"),
                ("xavier nx", "p3668-0001"), ("agx xavier", "p2888-0001"), ("jetson nano", "p3448-0000"),
                ("tx2", "p3310"), ("thor", "p3834")]
     for needle, part in guesses:
         if needle in text:
-            return next(m for m in MODULES if m.part == part)
+            return module(part)
     return None
+
+
+MiB = 2**20
+# First lines of /etc/nv_tegra_release, one per L4T release a board below was captured on.
+_R36_4_3 = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+            "DATE: Wed Jan  8 01:49:37 UTC 2025")
+_R35_4_1 = ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+            "DATE: Tue Aug  1 19:57:35 UTC 2023")
+_R35_5_0 = ("# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64, "
+            "DATE: Tue Feb 20 04:46:31 UTC 2024")
+_R32_7_4 = ("# R32 (release), REVISION: 7.4, GCID: 33514132, BOARD: t210ref, EABI: aarch64, "
+            "DATE: Fri Jun  9 04:25:08 UTC 2023")
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board users name by its slug: its module, the RAM its kernel reports, and its identity files."""
+
+    slug: str
+    part: str                            # Module.part of the board's module
+    ram_bytes: int | None = None         # total RAM as the kernel reports it on a real one (None: not captured)
+    release: str | None = None           # /etc/nv_tegra_release's first line (None: no stand-in identity)
+    dt_model: str = ""                   # /proc/device-tree/model
+    dt_compatible: tuple[str, ...] = ()  # /proc/device-tree/compatible, most specific first
+
+    @property
+    def name(self) -> str:
+        """The product name ('Jetson Orin Nano 8GB'), without the module table's carrier-board note."""
+        return module(self.part).name.removesuffix(" (developer kit)")
+
+
+BOARDS: list[Board] = [
+    # RAM: tegrastats "RAM 6185/7620MB" on an Orin Nano 8GB developer kit, JetPack 6 (TEGRASTATS_ORIN_NANO_JP6_*)
+    Board("orin-nano-8gb", "p3767-0005", 7620 * MiB, _R36_4_3, "NVIDIA Jetson Orin Nano Developer Kit",
+          ("nvidia,p3768-0000+p3767-0005", "nvidia,p3767-0005", "nvidia,tegra234")),
+    # RAM: jtop memory RAM tot 3688892 kB on an Orin Nano 4GB, JetPack 6.2 (JTOP_MEMORY_ORIN_NANO_4GB_JP6)
+    Board("orin-nano-4gb", "p3767-0004", 3688892 * 1024, _R36_4_3, "NVIDIA Jetson Orin Nano Developer Kit",
+          ("nvidia,p3768-0000+p3767-0004", "nvidia,p3767-0004", "nvidia,tegra234")),
+    # RAM: tegrastats "RAM 6334/15388MB" on an Orin NX 16GB, JetPack 5 (TEGRASTATS_ORIN_NX_16GB_JP5)
+    Board("orin-nx-16gb", "p3767-0000", 15388 * MiB),
+    # RAM: tegrastats "RAM 1282/62795MB" on an AGX Orin 64GB, JetPack 5 (TEGRASTATS_AGX_ORIN_64GB_JP5_IDLE)
+    Board("agx-orin-64gb", "p3701-0005", 62795 * MiB, _R35_4_1, "Jetson AGX Orin Developer Kit",
+          ("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005", "nvidia,tegra234")),
+    Board("xavier-nx-8gb", "p3668-0001", None, _R35_5_0, "NVIDIA Jetson Xavier NX Developer Kit",
+          ("nvidia,p3509-0000+p3668-0001", "nvidia,p3668-0001", "nvidia,tegra194")),
+    Board("nano-4gb", "p3448-0000", None, _R32_7_4, "NVIDIA Jetson Nano Developer Kit",
+          ("nvidia,p3449-0000-b00+p3448-0000-b00", "nvidia,jetson-nano", "nvidia,tegra210")),
+]
+# Slugs accepted before the tables were one (`sandbox up --jetson agx-orin` keeps working).
+BOARD_ALIASES = {"agx-orin": "agx-orin-64gb", "xavier-nx": "xavier-nx-8gb", "nano": "nano-4gb"}
+
+
+def board(slug: str) -> Board | None:
+    """The board a slug (or an older alias of one) names; None when unknown."""
+    slug = BOARD_ALIASES.get(slug, slug)
+    return next((b for b in BOARDS if b.slug == slug), None)

@@ -58,7 +58,7 @@ def derive(target: str, raw: dict[str, Any], arch_override: str | None = None) -
         module = boards.module_for(compatible, model)
         total_gb = memory.get("total_bytes", 0) / 2**30
         if module and module.part == "p3767-0005" and not compatible and 0 < total_gb < 6:
-            module = next(m for m in boards.MODULES if m.part == "p3767-0004")
+            module = boards.module("p3767-0004")
         soc = module.soc if module else next((c.split(",")[1] for c in compatible if "tegra" in c), None)
         cc = module.compute_capability if module else boards.SOC_COMPUTE.get(soc or "")
         l4t = release["l4t"] if release else None

@@ -1,4 +1,7 @@
-"""Jetson identity facts: device-tree model and compatible, L4T release, power mode, jtop service."""
+"""Jetson identity facts: device-tree model and compatible, L4T release, power mode, jtop service.
+
+The telemetry agent carries this module (and base.py) to the device: Python 3.8's standard library only.
+"""
 
 from __future__ import annotations
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from edgekit.build.isa import parse_cpuinfo
 from edgekit.facts.base import Fact
 from edgekit.layout import CPU_REFUSED
 from edgekit.layout import PREFIX as INSTALL_PREFIX
+from edgekit.telemetry.procfs import parse_meminfo
 
 
 class OsRelease(Fact):
@@ -27,22 +26,24 @@ class OsRelease(Fact):
                 "pretty_name": fields.get("PRETTY_NAME")}
 
 
-class Hostname(Fact):
+class _Word(Fact):
+    """A fact whose command prints one word: the word, or None when it printed nothing."""
+
+    @staticmethod
+    def parse(output: str) -> str | None:
+        return output.strip() or None
+
+
+class Hostname(_Word):
     name = "hostname"
     command = "hostname"
 
-    @staticmethod
-    def parse(output: str) -> str | None:
-        return output.strip() or None
 
+class Arch(_Word):
+    """The machine as `uname -m` names it: aarch64 on a Jetson, x86_64 on most stand-ins."""
 
-class Arch(Fact):
     name = "arch"
     command = "uname -m"
-
-    @staticmethod
-    def parse(output: str) -> str | None:
-        return output.strip() or None
 
 
 class CpuCount(Fact):
@@ -51,7 +52,7 @@ class CpuCount(Fact):
 
     @staticmethod
     def parse(output: str) -> int | None:
-        return int(output.strip()) if output.strip().isdigit() else None
+        return int(output) if output.strip().isdigit() else None
 
 
 class CpuInfo(Fact):
@@ -85,15 +86,12 @@ class MemInfo(Fact):
 
     @staticmethod
     def parse(output: str) -> dict | None:
-        kib = {}
-        for line in output.splitlines():
-            m = re.match(r"^(\w+):\s+(\d+)\s*kB", line)
-            if m:
-                kib[m[1]] = int(m[2]) * 1024
+        kib = parse_meminfo(output)
         if "MemTotal" not in kib:
             return None
-        return {"total_bytes": kib["MemTotal"], "available_bytes": kib.get("MemAvailable", kib.get("MemFree", 0)),
-                "swap_total_bytes": kib.get("SwapTotal", 0), "swap_free_bytes": kib.get("SwapFree", 0)}
+        return {"total_bytes": kib["MemTotal"] * 1024,
+                "available_bytes": kib.get("MemAvailable", kib.get("MemFree", 0)) * 1024,
+                "swap_total_bytes": kib.get("SwapTotal", 0) * 1024, "swap_free_bytes": kib.get("SwapFree", 0) * 1024}
 
 
 class DiskSpace(Fact):

@@ -1,6 +1,7 @@
 """Jetson tuning facts: power modes, clock pinning, swap/zram and the boot target.
 
-Pure parsers only; nothing here is wired into the device view yet.
+Pure parsers only; nothing here is wired into the device view yet. The mode in use (`nvpmodel -q`) is
+edgekit.facts.jetson.PowerMode, already read with every device's facts.
 """
 
 from __future__ import annotations
@@ -31,15 +32,6 @@ class NvpmodelConf(Fact):
             return None
         default = _PM_DEFAULT.search(output)
         return {"modes": modes, "default": int(default[1]) if default else None}
-
-
-class NvpmodelQuery(PowerMode):
-    """`nvpmodel -q`: 'NV Power Mode: 15W' then the mode id -> {'name': '15W', 'id': 0}.
-
-    Same command and parser as jetson.PowerMode (one parser, not two); only the fact name differs.
-    """
-
-    name = "nvpmodel_query"
 
 
 _CPU = re.compile(r"^cpu(\d+):\s*Online=(\d)\s.*?MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)", re.M)

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import UsageError
+from edgekit.remote.target import format_target
 
 CONNECTION_KEYS = {"address", "user", "port", "identity"}
 
 
 @dataclass
 class Host:
+    """An inventory host: how to reach it (address, user, port, identity) and its own settings."""
+
     name: str
     address: str | None = None
     user: str | None = None
@@ -44,12 +47,7 @@ class Host:
         """The target string for the transport: [user@]address[:port], or the name (an ssh_config alias)."""
         if self.raw is not None:
             return self.raw
-        text = self.address or self.name
-        if ":" in text and not text.startswith("["):
-            text = f"[{text}]"
-        if self.user:
-            text = f"{self.user}@{text}"
-        return f"{text}:{self.port}" if self.port else text
+        return format_target(self.address or self.name, self.user, self.port)
 
 
 @dataclass

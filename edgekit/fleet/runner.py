@@ -1,6 +1,7 @@
-"""Run one job on many hosts at once: bounded parallelism, rolling batches, a live row per host, a summary.
+"""Run one job on many hosts at once: bounded parallelism, rolling batches, a result per host, a summary.
 
 One host failing never stops the others (unless --max-fail-percent is exceeded, which stops later batches).
+Nothing here draws: a FleetReporter the caller passes in (the CLI's live table) is told whenever a row changes.
 """
 
 from __future__ import annotations
@@ -9,11 +10,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from rich.live import Live
-
-from edgekit.console import DataTable, err, plain
 from edgekit.errors import EdgekitError, PartialFailure
 from edgekit.fleet.inventory import Host
 
@@ -35,8 +33,16 @@ class HostResult:
                 "steps": [s.to_json() for s in self.steps]}
 
 
+class FleetReporter(Protocol):
+    """Told about every change of the fleet's rows (one call at a time), and once more when the run ends."""
+
+    def update(self, title: str, results: list[HostResult]) -> None: ...
+
+    def finish(self, title: str, results: list[HostResult]) -> None: ...
+
+
 class HostRow:
-    """A Reporter for one host that updates its row in the live table."""
+    """A step Reporter for one host: keeps its HostResult current and tells the fleet's reporter."""
 
     def __init__(self, result: HostResult, refresh: Callable[[], None]):
         self.result = result
@@ -59,33 +65,24 @@ class HostRow:
         self._refresh()
 
 
-STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "running": "cyan", "skipped": "dim"}
-
-
-def _table(results: list[HostResult], title: str) -> DataTable:
-    table = DataTable("host", "status", "changed", "time", "detail", title=title, title_justify="left")
-    for r in results:
-        style = STYLE.get(r.status, "white")
-        table.add_row(r.host, plain(r.status, style), str(r.changed), f"{r.seconds:.1f}s", r.message)
-    return table
-
-
 def run_fleet(hosts: list[Host], job: Callable[[Host, HostRow], tuple[str, Any]], *, forks: int = 5,
               serial: int | None = None, max_fail_percent: float = 100.0, title: str = "fleet",
-              live: bool = True) -> list[HostResult]:
+              reporter: FleetReporter | None = None, live: Any = None) -> list[HostResult]:
     """Run job(host, row) on every host; job returns (summary, value) and raises EdgekitError on failure.
 
     serial: hosts per batch (rolling upgrade); later batches are skipped once the failed share of hosts
-    that ran exceeds max_fail_percent.
+    that ran exceeds max_fail_percent. reporter: told of every change (None: nobody is). live: the reporter under
+    the name fleet/deploy.py still passes it by (a bool there means none).
     """
+    if reporter is None and not isinstance(live, bool):
+        reporter = live
     results = [HostResult(h.name) for h in hosts]
     lock = threading.Lock()
-    display = Live(_table(results, title), console=err, refresh_per_second=4, transient=False) if live else None
 
     def refresh() -> None:
-        if display is not None:
+        if reporter is not None:
             with lock:
-                display.update(_table(results, title))
+                reporter.update(title, results)
 
     def one(i: int) -> None:
         r = results[i]
@@ -106,8 +103,7 @@ def run_fleet(hosts: list[Host], job: Callable[[Host, HostRow], tuple[str, Any]]
         refresh()
 
     batch = serial or len(hosts) or 1
-    if display is not None:
-        display.start()
+    refresh()
     try:
         for first in range(0, len(hosts), batch):
             ran = results[:first]
@@ -118,9 +114,8 @@ def run_fleet(hosts: list[Host], job: Callable[[Host, HostRow], tuple[str, Any]]
             with ThreadPoolExecutor(max_workers=max(1, forks)) as pool:
                 list(pool.map(one, range(first, min(first + batch, len(hosts)))))
     finally:
-        if display is not None:
-            display.update(_table(results, title))
-            display.stop()
+        if reporter is not None:
+            reporter.finish(title, results)
     return results
 
 

@@ -58,6 +58,7 @@ class Quant:
 
     @property
     def best_size(self) -> int:
+        """The exact size when known, else the Hub page's rounded one (0: neither known)."""
         return self.size or self.size_approx
 
 
@@ -187,11 +188,17 @@ def get(name: str) -> ModelEntry:
     raise UsageError(f"unknown model {name!r}", hint=hint)
 
 
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """'NAME[:QUANT]' -> (NAME, QUANT or None): the one reading of a model reference."""
+    name, _, quant = ref.partition(":")
+    return name, quant or None
+
+
 def resolve(spec: str, quant: str | None = None, total_memory: int | None = None) -> tuple[ModelEntry, Quant]:
     """'NAME[:QUANT]' (or NAME plus quant) -> (entry, quant)."""
-    name, _, q = spec.partition(":")
+    name, spec_quant = split_ref(spec)
     entry = get(name)
-    return entry, entry.quant(quant or q or None, total_memory)
+    return entry, entry.quant(quant or spec_quant, total_memory)
 
 
 def require_pinned(name: str, quant: str | None = None, allow_unpinned: bool = False, *,
@@ -205,8 +212,8 @@ def require_pinned(name: str, quant: str | None = None, allow_unpinned: bool = F
     is checked. Without `quant` and `total_memory` (board not known yet), every quant the board could pick
     (default and small-board) must pass, so the refusal comes before anything connects.
     """
-    spec_name, _, spec_quant = name.partition(":")
-    quant = quant or spec_quant or None
+    spec_name, spec_quant = split_ref(name)
+    quant = quant or spec_quant
     if sha256 and not _SHA256.fullmatch(sha256.strip().lower()):
         raise UsageError(f"sha256 {sha256!r} is not 64 hex digits", hint="copy the file's SHA256 from its source page")
     entry = get(spec_name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from edgekit.errors import UnsuitableDevice, UsageError
+from edgekit.facts import boards
 
 MiB = 2**20
 GiB = 2**30
@@ -23,17 +24,8 @@ RUNTIME_BYTES = 400 * MiB
 BPW = {"f32": 32.0, "f16": 16.0, "q8_0": 8.5, "q6_k": 6.56, "q5_k": 5.67, "q5_0": 5.5, "q4_k": 4.85,
        "q4_k_m": 4.85, "q4_0": 4.55, "q3_k": 3.9, "q2_k": 3.35}
 
-# Boards for `--board`: RAM as the kernel reports it on a real device (captured: tests/fixtures/captured.py).
-BOARDS = {
-    # tegrastats "RAM 6185/7620MB" on an Orin Nano 8GB developer kit, JetPack 6 (TEGRASTATS_ORIN_NANO_JP6_*)
-    "orin-nano-8gb": {"name": "Jetson Orin Nano 8GB", "total_bytes": 7620 * MiB},
-    # jtop memory RAM tot 3688892 kB on an Orin Nano 4GB, JetPack 6.2 (JTOP_MEMORY_ORIN_NANO_4GB_JP6)
-    "orin-nano-4gb": {"name": "Jetson Orin Nano 4GB", "total_bytes": 3688892 * 1024},
-    # tegrastats "RAM 6334/15388MB" on an Orin NX 16GB, JetPack 5 (TEGRASTATS_ORIN_NX_16GB_JP5)
-    "orin-nx-16gb": {"name": "Jetson Orin NX 16GB", "total_bytes": 15388 * MiB},
-    # tegrastats "RAM 1282/62795MB" on an AGX Orin 64GB, JetPack 5 (TEGRASTATS_AGX_ORIN_64GB_JP5_IDLE)
-    "agx-orin-64gb": {"name": "Jetson AGX Orin 64GB", "total_bytes": 62795 * MiB},
-}
+# Boards for `--board`: the boards whose RAM was captured on a real device (edgekit.facts.boards.BOARDS).
+BOARDS = {b.slug: {"name": b.name, "total_bytes": b.ram_bytes} for b in boards.BOARDS if b.ram_bytes}
 
 
 @dataclass(frozen=True)
@@ -198,10 +190,10 @@ def check_entry(entry, quant, ctx: int | None, total_bytes: int, board: str = "d
                 kv_type: str = "f16") -> FitReport:
     """Fit of a catalog entry + quant; suggestions filled when it does not fit."""
     shape = Shape.from_dict(entry.shape)
-    report = estimate(entry.name, quant.name, quant.size or quant.size_approx, shape,
+    report = estimate(entry.name, quant.name, quant.best_size, shape,
                       ctx or entry.recommended_ctx, total_bytes, board, kv_type)
     if not report.fits:
-        report.suggestions = suggest(report, {q.name: q.size or q.size_approx for q in entry.quants.values()}, shape)
+        report.suggestions = suggest(report, {q.name: q.best_size for q in entry.quants.values()}, shape)
     return report
 
 
@@ -219,15 +211,16 @@ def require_fit(report: FitReport, force: bool = False, force_flag: bool = True)
              + (" — or pass --force to install anyway" if force_flag else ""))
 
 
-def board_total(board: str) -> tuple[str, int]:
-    b = BOARDS.get(board)
-    if b is None:
-        raise UsageError(f"unknown board {board!r}", hint=f"use one of: {', '.join(BOARDS)}")
-    return b["name"], b["total_bytes"]
+def board_total(slug: str) -> tuple[str, int]:
+    """(name, RAM bytes) of a board in BOARDS, by its slug."""
+    b = boards.board(slug)
+    if b is None or b.slug not in BOARDS:
+        raise UsageError(f"unknown board {slug!r}", hint=f"use one of: {', '.join(BOARDS)}")
+    return b.name, b.ram_bytes
 
 
 def default_ctx(entry, quant, total_bytes: int, kv_type: str = "f16") -> int:
     """The entry's recommended context, lowered to the largest that fits this board (never below 512)."""
     shape = Shape.from_dict(entry.shape)
-    fitting = max_ctx(quant.size or quant.size_approx, shape, quant.name, total_bytes, kv_type)
+    fitting = max_ctx(quant.best_size, shape, quant.name, total_bytes, kv_type)
     return min(entry.recommended_ctx, fitting) if fitting >= 512 else entry.recommended_ctx

@@ -10,10 +10,8 @@ parsed inside the file (no nested arrays, no duplicate keys, a power-of-two `gen
 info parsed (name, at most 4 dimensions, a known ggml type, rows a whole number of blocks, an aligned offset),
 and every tensor's data inside the file. It reads the header and the tensor infos, never the tensor data.
 
-Python 3 standard library only: it is also uploaded to the device and run there (`python3 gguf_header.py FILE`),
-printing one JSON line prefixed with "@@edgekit ": {"event": "gguf", <header fields>} for a valid file (exit 0),
-{"event": "missing"} when there is no such file (exit 0), {"event": "error", "kind": "gguf"|"io", "message": ...}
-otherwise (exit 3).
+Python 3.8+ standard library only: it also runs on the device, as the helper's `gguf FILE` (edgekit.remote.helper),
+which prints `device_report`'s event.
 """
 
 from __future__ import annotations
@@ -26,14 +24,13 @@ from typing import BinaryIO
 
 try:
     from edgekit.errors import UsageError
-except ImportError:                      # run as a script on the device: only the standard library is there
+except ImportError:                      # in the helper on the device: only the standard library is there
     class UsageError(Exception):         # type: ignore[no-redef]
         def __init__(self, message, hint=None):
             super().__init__(message)
             self.message, self.hint = message, hint
 
 MAGIC = b"GGUF"
-PREFIX = "@@edgekit "                   # the event prefix device_fetch.py prints too (a test keeps them equal)
 
 # GGUF value types
 _U8, _I8, _U16, _I16, _U32, _I32, _F32, _BOOL, _STR, _ARR, _U64, _I64, _F64 = range(13)
@@ -333,34 +330,16 @@ def check_file(path: str | Path) -> GGUFHeader:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def main(argv: list[str]) -> int:
-    """Device entry point: check one file and print one event line (see the module doc)."""
-    import json
-    import sys
-
-    def emit(event: dict) -> None:
-        sys.stdout.write(PREFIX + json.dumps(event) + "\n")
-        sys.stdout.flush()
-
-    if len(argv) != 1:
-        sys.stderr.write("usage: python3 gguf_header.py FILE\n")
-        return 2
-    if not os.path.isfile(argv[0]):
-        emit({"event": "missing", "path": argv[0]})
-        return 0
+def device_report(path: str) -> tuple[dict, int]:
+    """What the device prints for one file, and the exit code: {"event": "gguf", <header fields>} (0) for a valid
+    GGUF, {"event": "missing", "path"} (0) when there is no such file, {"event": "error", "kind": "gguf"|"io",
+    "message"} (3) otherwise."""
+    if not os.path.isfile(path):
+        return {"event": "missing", "path": path}, 0
     try:
-        header = check_file(argv[0])
+        header = check_file(path)
     except GGUFError as e:
-        emit({"event": "error", "kind": "gguf", "message": e.message})
-        return 3
+        return {"event": "error", "kind": "gguf", "message": e.message}, 3
     except UsageError as e:
-        emit({"event": "error", "kind": "io", "message": e.message})
-        return 3
-    emit({"event": "gguf", **header.to_json()})
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))
+        return {"event": "error", "kind": "io", "message": e.message}, 3
+    return {"event": "gguf", **header.to_json()}, 0

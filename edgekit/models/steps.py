@@ -143,7 +143,7 @@ class FitCheck:
 
 
 class FetchModel:
-    """/opt/edgekit/models/<name>/<file> is present, a valid GGUF, and matches its sha256 and edgekit.lock."""
+    """The model file (layout.MODELS_DIR/<name>/<file>) is present, a valid GGUF, matching its sha256 and edgekit.lock."""
 
     def __init__(self, request: ModelRequest):
         self.request = request

@@ -11,8 +11,18 @@ from edgekit.errors import UsageError
 _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^@:\s\[\]]+)(?::(?P<port>\d+))?$")
 
 
+def format_target(host: str, user: str | None = None, port: int | None = None) -> str:
+    """`[user@]host[:port]`, the form parse_target reads back (an IPv6 address in brackets)."""
+    text = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    if user:
+        text = f"{user}@{text}"
+    return f"{text}:{port}" if port else text
+
+
 @dataclass(frozen=True)
 class Target:
+    """A device to log in to; `local` is this machine."""
+
     host: str
     user: str | None = None
     port: int | None = None
@@ -24,10 +34,7 @@ class Target:
 
     @property
     def display(self) -> str:
-        if self.is_local:
-            return "local"
-        text = f"{self.user}@{self.host}" if self.user else self.host
-        return f"{text}:{self.port}" if self.port else text
+        return format_target(self.host, self.user, self.port)
 
 
 def parse_target(text: str, identity: str | Path | None = None) -> Target:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import shlex
 import subprocess
 import tempfile
 from pathlib import Path
 
 from edgekit.errors import UsageError
+from edgekit.remote.command import q
 
 SUITE = "bookworm"
 # What a freshly flashed Jetson has that matters to edgekit (systemd, sshd, sudo, python3, curl), plus the
@@ -73,8 +73,8 @@ def ensure_tarball(log) -> Path:
                              hint="check that apt-get works on this machine (apt-get update)")
         _customise(root)
         part = tarball.with_suffix(".part")
-        subprocess.run(f"tar -C {shlex.quote(str(root))} --numeric-owner -cf - . | "
-                       f"zstd -q -T0 -3 -o {shlex.quote(str(part))} -f", shell=True, check=True)
+        subprocess.run(f"tar -C {q(root)} --numeric-owner -cf - . | zstd -q -T0 -3 -o {q(part)} -f",
+                       shell=True, check=True)
         part.rename(tarball)
     finally:
         subprocess.run(["umount", "-l", str(work)], check=False)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from edgekit import paths
 from edgekit.errors import UsageError
+from edgekit.remote.command import q, sh
 from edgekit.sandbox import identity, rootfs
 
 LOGIN_USER = "jetson"
@@ -34,33 +34,14 @@ class StandIn:
     jetson: str | None
     state_dir: str
 
-    @property
-    def address(self) -> str:
-        return f"10.77.{self.index}.2"
-
-    @property
-    def host_address(self) -> str:
-        return f"10.77.{self.index}.1"
-
-    @property
-    def netns(self) -> str:
-        return f"ek-{self.name}"
-
-    @property
-    def dir(self) -> Path:
-        return Path(self.state_dir)
-
-    @property
-    def key(self) -> Path:
-        return self.dir / "id_ed25519"
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.dir / "ssh_config"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
+    # Its network (10.77.N.0/24 in the namespace ek-NAME) and the files in its state directory.
+    address = property(lambda s: f"10.77.{s.index}.2", doc="the device side of the veth")
+    host_address = property(lambda s: f"10.77.{s.index}.1", doc="this machine's side of the veth")
+    netns = property(lambda s: f"ek-{s.name}")
+    dir = property(lambda s: Path(s.state_dir))
+    key = property(lambda s: s.dir / "id_ed25519", doc="the private key every login user accepts")
+    ssh_config = property(lambda s: s.dir / "ssh_config")
+    known_hosts = property(lambda s: s.dir / "known_hosts")
 
     def running(self) -> bool:
         pid = _read_pid(self.dir / "supervisor.pid")
@@ -120,9 +101,12 @@ def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None) 
     """Create and boot a stand-in device (idempotent: a running one is returned as it is)."""
     if not NAME_RE.match(name):
         raise UsageError(f"bad stand-in name {name!r}", hint="use 1-12 lowercase letters, digits or '-'")
-    if jetson is not None and jetson not in identity.PROFILES:
-        raise UsageError(f"unknown Jetson profile {jetson!r}",
-                         hint="choose one of: " + ", ".join(identity.PROFILES))
+    if jetson is not None:
+        board = identity.profile(jetson)
+        if board is None:
+            raise UsageError(f"unknown Jetson profile {jetson!r}",
+                             hint="choose one of: " + ", ".join(identity.PROFILES))
+        jetson = board.slug
     _preflight()
     existing = get(name)
     if existing and existing.running():
@@ -156,7 +140,7 @@ def _unpack(sb: StandIn, tarball: Path) -> None:
     root = sb.dir / "root"
     root.mkdir(exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12G,mode=0755", "tmpfs", str(root)], check=True)
-    subprocess.run(f"zstd -q -d -c {shlex.quote(str(tarball))} | tar -C {shlex.quote(str(root))} --numeric-owner -xf -",
+    subprocess.run(f"zstd -q -d -c {q(tarball)} | tar -C {q(root)} --numeric-owner -xf -",
                    shell=True, check=True)
     (root / "etc/hostname").write_text(sb.name + "\n")
     with open(root / "etc/hosts", "a") as fh:
@@ -207,8 +191,8 @@ def _boot(sb: StandIn) -> None:
             f"--bind={shared_ccache_dir()}:/var/cache/edgekit/ccache"]
     if sb.jetson:
         args.append(f"--bind-ro={sb.dir / 'firmware'}:/sys/firmware")
-    nspawn = " ".join(_q(a) for a in args)
-    stop = _q(str(sb.dir / "stopping"))
+    nspawn = sh(*args)
+    stop = q(sb.dir / "stopping")
     # Exit status 133 means the guest asked for a reboot: boot it again, as systemd-nspawn@.service does.
     loop = f"while :; do {nspawn} </dev/null; rc=$?; [ -e {stop} ] && exit 0; [ $rc -eq 133 ] || exit $rc; done"
     with open(sb.dir / "console.log", "ab") as log:
@@ -263,12 +247,6 @@ def write_ssh_config() -> Path:
     blocks = [s.ssh_config.read_text() for s in list_standins() if s.ssh_config.is_file()]
     target.write_text("# Written by `edgekit sandbox`; stand-in devices now up.\n" + "\n".join(blocks))
     return target
-
-
-def _q(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def _read_pid(path: Path) -> int | None:

@@ -1,46 +1,32 @@
-"""HTTP requests made ON the device (python3 stdlib), so the server is reachable even when bound to 127.0.0.1.
-
-The request (and the API key) travels on the remote command's stdin, never in its argv.
-"""
+"""Requests made ON the device through its helper: a server bound to 127.0.0.1 is reachable, and so is what the
+device itself can reach (an HTTP request; a TCP connect). The API key travels on stdin, never in argv."""
 
 from __future__ import annotations
 
 import json
 
 from edgekit.errors import RemoteCommandFailed
-
-_SCRIPT = r'''
-import json, sys, urllib.request, urllib.error
-req = json.load(sys.stdin)
-headers = {"Content-Type": "application/json"}
-if req.get("key"):
-    headers["Authorization"] = "Bearer " + req["key"]
-data = json.dumps(req["body"]).encode() if req.get("body") is not None else None
-r = urllib.request.Request(req["url"], data=data, headers=headers)
-try:
-    with urllib.request.urlopen(r, timeout=req.get("timeout", 10)) as resp:
-        out = {"status": resp.status, "body": resp.read().decode("utf-8", "replace")}
-except urllib.error.HTTPError as e:
-    out = {"status": e.code, "body": e.read().decode("utf-8", "replace")}
-except Exception as e:
-    out = {"status": 0, "body": str(e)}
-print(json.dumps(out))
-'''
+from edgekit.remote.helper import last_event, run_helper
 
 
-def request(transport, url: str, body: dict | None = None, key: str | None = None, timeout: float = 10) -> tuple[int, str]:
+def request(transport, url: str, body: dict | None = None, key: str | None = None,
+            timeout: float = 10) -> tuple[int, str]:
     """(status, body) of one HTTP request made on the device; status 0 when nothing answered."""
-    payload = json.dumps({"url": url, "body": body, "key": key, "timeout": timeout})
-    res = transport.run(f"python3 -c {_quote(_SCRIPT)}", stdin=payload, check=False, timeout=timeout + 15)
-    try:
-        out = json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise RemoteCommandFailed("python3 -c <http probe>", res.exit_code, res.stdout + res.stderr,
-                                  hint="edgekit needs python3 on the device") from None
-    return out["status"], out["body"]
+    req = {"url": url, "body": body, "key": key, "timeout": timeout}
+    payload = json.dumps({k: v for k, v in req.items() if v is not None}, separators=(",", ":"))
+    events, result = run_helper(transport, "http", stdin=payload, timeout=timeout + 15)
+    answer = _answer(events, result, "http")
+    return answer["status"], answer["body"]
 
 
-def _quote(text: str) -> str:
-    import shlex
+def tcp_reachable(transport, host: str, port: int, timeout: float = 5) -> bool:
+    """Whether the device opens a TCP connection to host:port within timeout seconds."""
+    events, result = run_helper(transport, "tcp", [host, str(port), f"{timeout:g}"], timeout=timeout + 15)
+    return bool(_answer(events, result, "tcp")["reachable"])
 
-    return shlex.quote(text)
+
+def _answer(events: list[dict], result, subcommand: str) -> dict:
+    event = last_event(events, result, subcommand)
+    if event.get("event") != subcommand:
+        raise RemoteCommandFailed(f"python3 helper.pyz {subcommand}", result.exit_code, result.stdout + result.stderr)
+    return event

@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,12 +24,17 @@ import time
 import zipfile
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from edgekit.facts.jetson import PowerMode
+from edgekit.telemetry.jtop import from_stats
 from edgekit.telemetry.procfs import ProcfsReader, parse_meminfo
 from edgekit.telemetry.sample import Sample
+from edgekit.telemetry.tegrastats import parse_line
 
 JTOP_SOCKET = "/run/jtop.sock"
 TEGRASTATS_PATHS = ("/usr/bin/tegrastats", "/usr/local/bin/tegrastats")
-AGENT_MODULES = ("__init__", "sample", "tegrastats", "jtop", "procfs", "collector")
+# Modules the agent carries, by path under edgekit/ (stdlib only; facts/jetson.py: the one nvpmodel parser).
+AGENT_MODULES = ("telemetry/__init__", "telemetry/sample", "telemetry/tegrastats", "telemetry/jtop",
+                 "telemetry/procfs", "telemetry/collector", "facts/__init__", "facts/base", "facts/jetson")
 SERVER_PROCESS = "llama-server"
 
 
@@ -55,11 +59,6 @@ def server_rss_mb(proc: str = "/proc", name: str = SERVER_PROCESS) -> Optional[f
     return round(total_kb / 1024, 1) if found else None
 
 
-def parse_nvpmodel(output: str) -> Optional[str]:
-    m = re.search(r"NV Power Mode:\s*(\S+)", output)
-    return m.group(1) if m else None
-
-
 def read_power_mode() -> Optional[str]:
     exe = shutil.which("nvpmodel") or ("/usr/sbin/nvpmodel" if os.path.exists("/usr/sbin/nvpmodel") else None)
     if not exe:
@@ -68,14 +67,13 @@ def read_power_mode() -> Optional[str]:
         out = subprocess.run([exe, "-q"], capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse_nvpmodel(out)
+    mode = PowerMode.parse(out)
+    return mode["name"] if mode else None
 
 
 # -- sources --------------------------------------------------------------------------------------------------
 def _jtop_samples(interval_s: float) -> Iterator[Sample]:
-    from jtop import jtop  # noqa: the caller checked it imports
-
-    from edgekit.telemetry.jtop import from_stats
+    from jtop import jtop  # an optional package on the device (jetson-stats): the caller checked it imports
 
     with jtop(interval=interval_s) as jet:
         while jet.ok():
@@ -88,8 +86,6 @@ def _jtop_samples(interval_s: float) -> Iterator[Sample]:
 
 
 def _tegrastats_samples(exe: str, interval_ms: int) -> Iterator[Sample]:
-    from edgekit.telemetry.tegrastats import parse_line
-
     proc = subprocess.Popen([exe, "--interval", str(interval_ms)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     try:
@@ -224,7 +220,7 @@ def _write(out, data) -> None:
 
 def build_agent() -> bytes:
     """The collector as a zipapp (bytes): `python3 agent.pyz --interval 1000` on the device."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     buf = io.BytesIO()
     def add(zf: zipfile.ZipFile, name: str, text: str) -> None:
         info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))   # same bytes for the same code
@@ -237,8 +233,8 @@ def build_agent() -> bytes:
                     "from edgekit.telemetry.collector import main\nsys.exit(main())\n")
         add(zf, "edgekit/__init__.py", "")
         for name in AGENT_MODULES:
-            with open(os.path.join(here, name + ".py")) as fh:
-                add(zf, f"edgekit/telemetry/{name}.py", fh.read())
+            with open(os.path.join(package, name + ".py")) as fh:
+                add(zf, f"edgekit/{name}.py", fh.read())
     return buf.getvalue()
 
 

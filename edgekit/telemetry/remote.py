@@ -1,4 +1,4 @@
-"""Controller side: ship the collector to the device, stream its lines, or record them in the background.
+"""Controller side: run the collector on the device (the helper's `telemetry`), stream its lines, or record them.
 
 `stream(transport, ...)` runs the collector in the foreground and calls back per line (edgekit telemetry).
 `Recorder(transport)` starts it in the background writing a file on the device, and `stop()` fetches the
@@ -7,15 +7,14 @@ samples with their times moved onto this machine's clock (bench phases are timed
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from edgekit.errors import EdgekitError, RemoteCommandFailed
-from edgekit.telemetry.collector import build_agent
+from edgekit.errors import RemoteCommandFailed
+from edgekit.remote.command import q
+from edgekit.remote.helper import helper_command, helper_path
 from edgekit.telemetry.sample import Sample
 
 
@@ -57,31 +56,6 @@ class Stream:
         return sample
 
 
-def install_agent(transport) -> str:
-    """Upload the collector zipapp to ~/.cache/edgekit on the device (content-addressed); return its path."""
-    blob = build_agent()
-    home = transport.run('printf %s "$HOME"').stdout.strip()
-    folder = f"{home}/.cache/edgekit"
-    path = f"{folder}/telemetry-{hashlib.sha256(blob).hexdigest()[:12]}.pyz"
-    if transport.run(f"test -s {shlex.quote(path)}", check=False).ok:
-        return path
-    transport.run(f"mkdir -p {shlex.quote(folder)} && rm -f {shlex.quote(folder)}/telemetry-*.pyz")
-    import tempfile
-
-    with tempfile.NamedTemporaryFile(suffix=".pyz", delete=False) as fh:
-        fh.write(blob)
-    try:
-        transport.put(fh.name, path, mode="0644")
-    finally:
-        import os
-
-        os.unlink(fh.name)
-    if not transport.run("command -v python3", check=False).ok:
-        raise EdgekitError(f"no python3 on {transport.name}: the telemetry collector needs it",
-                           hint="sudo apt-get install python3 on the device")
-    return path
-
-
 def clock_offset(transport) -> float:
     """Device clock minus this machine's clock, seconds (midpoint of one round trip)."""
     before = time.time()
@@ -93,20 +67,20 @@ def clock_offset(transport) -> float:
 def stream(transport, on_item: Callable[[object], None], interval_ms: int = 1000,
            duration: Optional[float] = None, count: Optional[int] = None) -> Stream:
     """Run the collector in the foreground; call on_item(SourceInfo | Sample) per line until it stops."""
-    agent = install_agent(transport)
-    out = Stream()
-    args = f"--interval {int(interval_ms)}"
+    args = ["--interval", str(int(interval_ms))]
     if duration is not None:
-        args += f" --duration {duration:g}"
+        args += ["--duration", f"{duration:g}"]
     if count is not None:
-        args += f" --count {int(count)}"
+        args += ["--count", str(int(count))]
+    command = helper_command(transport, "telemetry", args)
+    out = Stream()
 
     def line(text: str) -> None:
         item = out.feed(text)
         if item is not None:
             on_item(item)
 
-    transport.run(f"python3 {shlex.quote(agent)} {args}", on_line=line)
+    transport.run(command, on_line=line)
     return out
 
 
@@ -121,12 +95,13 @@ class Recorder:
         self.offset = 0.0
 
     def start(self) -> None:
-        agent = install_agent(self.transport)
+        helper_path(self.transport)           # uploaded before anything is started
         self.offset = clock_offset(self.transport)
         self.path = self.transport.run("mktemp /tmp/edgekit-telemetry.XXXXXX.jsonl").stdout.strip()
         # Bounded even if this machine dies mid-run: the collector stops by itself after 6 hours.
-        res = self.transport.run(f"nohup python3 {shlex.quote(agent)} --interval {self.interval_ms} --duration 21600 "
-                                 f"--out {shlex.quote(self.path)} >/dev/null 2>&1 & echo $!")
+        command = helper_command(self.transport, "telemetry", ["--interval", str(int(self.interval_ms)),
+                                                              "--duration", "21600", "--out", self.path])
+        res = self.transport.run(f"nohup {command} >/dev/null 2>&1 & echo $!")
         self.pid = int(res.stdout.split()[-1])
 
     def stop(self) -> Stream:
@@ -136,12 +111,12 @@ class Recorder:
             return out
         self.transport.run(f"kill {self.pid}", check=False)
         try:
-            text = self.transport.run(f"cat {shlex.quote(self.path)}").stdout
+            text = self.transport.run(f"cat {q(self.path)}").stdout
         except RemoteCommandFailed as e:
             out.errors.append(f"could not read telemetry from the device: {e.message}")
             return out
         finally:
-            self.transport.run(f"rm -f {shlex.quote(self.path)}", check=False)
+            self.transport.run(f"rm -f {q(self.path)}", check=False)
             self.pid = None
         for line in text.splitlines():
             out.feed(line, self.offset)
