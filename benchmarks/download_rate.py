@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgekit.models import device_fetch, download  # noqa: E402
+from edgekit.device.files import CHUNK  # noqa: E402
+from edgekit.models import download  # noqa: E402
 from tests.modelserver import GEMMA, ModelServer, _free_port  # noqa: E402
 
 
@@ -138,7 +139,7 @@ def main() -> None:
                      "edgekit hashes (sha256) while streaming, curl only writes; medians of the runs"),
             "file": {"name": args.file.name, "bytes": served.size},
             "runs": args.runs,
-            "chunk_bytes": device_fetch.CHUNK,
+            "chunk_bytes": CHUNK,
             "mb_per_s": {name: [round(r / 1e6, 1) for r in v] for name, v in rates.items()},
             "median_mb_per_s": {name: round(m / 1e6, 1) for name, m in median.items()},
             "client_cpu_s_per_gb": {name: [round(c, 3) for c in v] for name, v in cpus.items()},

@@ -17,6 +17,7 @@ from edgekit.build.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.deployed import Device, FileText, read
 from edgekit.facts.device import require_supported
+from edgekit.models import catalog
 from edgekit.models.steps import ModelRequest, model_steps, require_pinned
 from edgekit.remote.command import q
 from edgekit.remote.lock import device_lock
@@ -43,9 +44,9 @@ class ProvisionOptions:
 def options(s: Settings) -> ProvisionOptions:
     """ProvisionOptions from validated settings; a model that is not pinned is refused here, before connecting.
     With --model-url and no --model, the model is one by URL, named and described by its own file."""
-    name, _, quant = s.model.partition(":")
+    name, quant = catalog.split_ref(s.model)
     by_url = bool(s.model_url) and s.source("model") == "default"
-    request = ModelRequest(name=None if by_url else name, quant=None if by_url else (quant or None), n_ctx=s.ctx,
+    request = ModelRequest(name=None if by_url else name, quant=None if by_url else quant, n_ctx=s.ctx,
                            fetch_on=s.fetch_on, hf_endpoint=s.hf_endpoint, source_url=s.model_url, force=s.force,
                            sha256=s.sha256, kv_type=s.cache_type_kv or "f16", allow_unpinned=s.allow_unpinned,
                            lock_file=s.lock_file)
@@ -124,10 +125,7 @@ def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
         ctx.reporter.progress("rollback", f"restoring {healthy.describe(st['healthy'])}")
         try:
             record = healthy.restore(ctx.transport)
-            env = _env(ctx.transport)
-            key = controller_state.read_api_key(target) if env.get("LLAMA_ARG_API_KEY_FILE") else None
-            wait_healthy(ctx, int(env.get("LLAMA_ARG_PORT") or 8080), env.get("LLAMA_ARG_HOST") or "127.0.0.1", key,
-                         min(opts.health_timeout, 300))
+            wait_as_configured(ctx, min(opts.health_timeout, 300))
         except EdgekitError as again:
             raise healthy.DeployRolledBack(
                 f"{failed.step} failed on {target}: {e.message.splitlines()[0]}; rolling back to the last healthy "
@@ -143,6 +141,15 @@ def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
             f"the service answers again. Logs: `edgekit logs {target}` (journalctl -u {L.UNIT_NAME})",
             hint="fix the setting or model and provision again; --no-rollback keeps the broken state for debugging"
         ) from None
+
+
+def wait_as_configured(ctx: Context, timeout: float) -> float:
+    """Wait until the service answers where its env file says it listens (after a restore); -> seconds."""
+    env = _env(ctx.transport)
+    key = controller_state.read_api_key(ctx.transport.name) if env.get("LLAMA_ARG_API_KEY_FILE") else None
+    loaded, _, _ = wait_healthy(ctx, int(env.get("LLAMA_ARG_PORT") or settings.DEFAULTS["port"]),
+                                env.get("LLAMA_ARG_HOST") or "127.0.0.1", key, timeout)
+    return loaded
 
 
 def remember(ctx: Context, opts: ProvisionOptions) -> None:
@@ -161,7 +168,7 @@ def status(transport) -> dict:
     """The service's state, model, build, uptime, health and slots, read from the device."""
     show = unit_properties(transport)
     env = _env(transport)
-    stamp = read(transport, FileText(f"{L.CURRENT}/{L.STAMP_NAME}", sudo=False))
+    stamp = read(transport, FileText(f"{L.CURRENT}/{L.STAMP_NAME}"))
     out = {"unit": L.UNIT_NAME, "installed": show.get("LoadState") == "loaded", "active": show.get("ActiveState"),
            "sub": show.get("SubState"), "pid": int(show.get("MainPID") or 0), "enabled": show.get("UnitFileState"),
            "restarts": int(show.get("NRestarts") or 0), "since": show.get("ActiveEnterTimestamp") or None,
@@ -244,12 +251,8 @@ def _rollback(transport) -> dict:
         controller_state.save(transport.name, {**{k: v for k, v in saved.items() if k != "target"},
                                                "model": alias or saved.get("model")})
     # the restored state answers? then it is the last healthy state (what a later failed change returns to)
-    env = _env(transport)
     ctx = Context(transport)
-    key = controller_state.read_api_key(transport.name) if env.get("LLAMA_ARG_API_KEY_FILE") else None
-    loaded, _, _ = wait_healthy(ctx, int(env.get("LLAMA_ARG_PORT") or 8080), env.get("LLAMA_ARG_HOST") or "127.0.0.1",
-                                key, 300)
-    done["healthy_after_s"] = round(loaded, 1)
+    done["healthy_after_s"] = round(wait_as_configured(ctx, 300), 1)
     run_steps(ctx, [healthy.RecordHealthy()])
     return done
 

@@ -147,6 +147,6 @@ def test_pack_fetch_and_install_on_another_device(dev, standin):
         assert results[0].status == "changed"
         assert other.run(f"readlink {ROOT}/current").stdout.strip() == f"{ROOT}/{pack['name']}"
         assert "build 11312" in other.run(f"{ROOT}/current/bin/llama-server --version 2>&1").stdout
-        assert ctx.state["build"]["stamp"]["flags_hash"] == pack["stamp"]["flags_hash"]
+        assert ctx.run.build.stamp["flags_hash"] == pack["stamp"]["flags_hash"]
         again = run_steps(Context(transport=other), [InstallPack(local)])
         assert again[0].status == "ok" and "already built" in again[0].message

@@ -58,7 +58,7 @@ def test_catalog_pins_found_for_issue_12():
                 if not q.pinned}
     assert unpinned == {"chinese-alpaca-2-7b-64k:q4_k", "chinese-alpaca-2-7b-64k:q6_k", "chinese-alpaca-2-7b-64k:q8_0",
                         "gemma3-270m:q4_k_m", "tiny-llama:f32", "smollm2-135m-instruct:q4_1"}
-    e, q = catalog.resolve("llama-3-chinese-8b-instruct-v3:q6_k")
+    e, q = catalog.lookup("llama-3-chinese-8b-instruct-v3:q6_k")
     assert q.url(e.repo) == ("https://huggingface.co/hfl/llama-3-chinese-8b-instruct-v3-gguf/resolve/"
                              "84409f8d31cf1da499f052981c686790ec0d961b/ggml-model-q6_k.gguf")
 

@@ -102,7 +102,7 @@ def test_the_demo_runs_in_the_library_and_only_the_cli_prints(monkeypatch, capsy
     monkeypatch.setattr(demo, "demo_options", lambda src, log: log("cached") or "opts")
     monkeypatch.setattr(demo, "Transport", FakeTransport)
     monkeypatch.setattr(demo.prov, "provision", lambda context, opts: [])
-    monkeypatch.setattr(demo, "resolve", lambda name: SimpleNamespace(url="http://10.77.1.2:8080"))
+    monkeypatch.setattr(demo, "endpoint_for", lambda name: SimpleNamespace(url="http://10.77.1.2:8080"))
     monkeypatch.setattr(demo, "LlamaClient", lambda endpoint: SimpleNamespace(chat=lambda *a, **k: FakeStream()))
     told = []
     reporter = SimpleNamespace(steps=None, log=lambda m: told.append(("log", m)),

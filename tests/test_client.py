@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_chat_client import LOADING, Server
+from test_chat_client import LOADING, server  # noqa: F401  (the fixture: a local stand-in llama-server)
 
 from edgekit import errors
 from edgekit.bench.timing import timed_completion, timed_completions
@@ -23,14 +23,6 @@ from tests.conftest import run_cli_inprocess
 from tests.test_hints import HINTS, OPTIONS, mentions
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
 
 
 def client_for(server, key: str | None = "sekrit") -> LlamaClient:

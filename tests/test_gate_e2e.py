@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from edgekit.build.gate import GateRefused
-from edgekit.build.source import sha256_file
+from edgekit.digest import sha256_file
 from edgekit.build.packs import InstallPack, fetch_pack, pack_build
 from edgekit.facts.device import read_facts
 from edgekit.models.tiny import tiny_llama_bytes
@@ -50,7 +50,7 @@ def test_gate_refuses_a_build_that_dies_of_sigill(served_standin, tmp_path):
         before = t.run("readlink /opt/edgekit/llama.cpp/current").stdout.strip()
         ctx = Context(t)
         tarball, name = _sigill_pack(ctx, tmp_path)
-        ctx.state["facts"] = read_facts(t)
+        ctx.run.facts = read_facts(t)
         with pytest.raises(GateRefused) as refused:
             run_steps(ctx, [InstallPack(tarball)])
         after = t.run("readlink /opt/edgekit/llama.cpp/current").stdout.strip()

@@ -72,7 +72,8 @@ def test_the_zipapp_is_reproducible_and_holds_every_device_module():
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     names = {i.filename for i in infos}
     assert {"__main__.py", "edgekit/device/cli.py", "edgekit/device/fetch.py", "edgekit/models/gguf_header.py",
-            "edgekit/telemetry/collector.py"} <= names
+            "edgekit/telemetry/collector.py", "edgekit/telemetry/tegrastats.py", "edgekit/telemetry/jtop.py",
+            "edgekit/facts/jetson.py", "edgekit/facts/base.py"} <= names
     assert helper.helper_name(blob) == f"helper-{hashlib.sha256(blob).hexdigest()[:16]}.pyz"
 
 

@@ -86,9 +86,9 @@ def test_catalog_entries_and_test_section():
 
 
 def test_catalog_quant_defaults_by_board_and_urls():
-    e, q = catalog.resolve("chinese-alpaca-2-1.3b", total_memory=fit.BOARDS["orin-nano-4gb"]["total_bytes"])
+    e, q = catalog.lookup("chinese-alpaca-2-1.3b", total_memory=fit.BOARDS["orin-nano-4gb"]["total_bytes"])
     assert q.name == "q2_k"
-    e, q = catalog.resolve("chinese-alpaca-2-1.3b:q8_0")
+    e, q = catalog.lookup("chinese-alpaca-2-1.3b:q8_0")
     assert q.url(e.repo, "https://hf-mirror.com/") == ("https://hf-mirror.com/hfl/chinese-alpaca-2-1.3b-gguf/"
                                                        "resolve/026be4bd42fbf6aeb68b43f4763aee5d27ec9fa7/"
                                                        "ggml-model-q8_0.gguf")
@@ -99,7 +99,7 @@ def test_unknown_model_suggests_close_names():
         catalog.get("chinese-alpaca-2-7b")
     assert "chinese-alpaca-2-7b-64k" in info.value.hint
     with pytest.raises(UsageError, match="no quantization"):
-        catalog.resolve("chinese-alpaca-2-1.3b:q5_k")
+        catalog.lookup("chinese-alpaca-2-1.3b:q5_k")
 
 
 def test_kv_cache_is_half_a_mib_per_token_for_alpaca_7b():
@@ -164,6 +164,7 @@ def local_device(tmp_path, monkeypatch, memory: int = 8 * 2**30):
             return self.run(command, **kwargs)
 
     models = tmp_path / "device" / "models"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))     # the device helper goes to the device's ~/.cache
     monkeypatch.setattr(steps, "MODELS_DIR", str(models))
     ctx = Context(LocalDevice(Target("local")))
     ctx.run.facts = SimpleNamespace(memory={"total_bytes": memory})

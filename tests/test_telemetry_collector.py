@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.telemetry.collector import build_agent, choose_source, read_power_mode, server_rss_mb
-from edgekit.telemetry.remote import SourceInfo, Stream
+from edgekit.remote import helper
+from edgekit.telemetry.collector import choose_source, read_power_mode, server_rss_mb
+from edgekit.telemetry.remote import TelemetrySource, Stream
 from tests.fixtures import captured as cap
 
 
@@ -27,13 +28,13 @@ def _python38() -> str:
 
 @pytest.fixture
 def agent(tmp_path) -> Path:
-    path = tmp_path / "agent.pyz"
-    path.write_bytes(build_agent())
+    path = tmp_path / "helper.pyz"
+    path.write_bytes(helper.build())      # the collector runs on the device as the helper's `telemetry`
     return path
 
 
 def _run(agent: Path, *args: str, env: dict | None = None) -> Stream:
-    out = subprocess.run([_python38(), str(agent), *args], capture_output=True, text=True, timeout=30,
+    out = subprocess.run([_python38(), str(agent), "telemetry", *args], capture_output=True, text=True, timeout=30,
                          env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stderr
     stream = Stream()
@@ -114,7 +115,7 @@ def test_agent_tegrastats_source_replaying_a_captured_line(agent, tmp_path):
 def test_stream_feed_tolerates_noise_and_moves_clock():
     stream = Stream()
     assert stream.feed("Warning: something on stderr") is None
-    assert isinstance(stream.feed(json.dumps({"kind": "source", "source": "procfs", "why": ["x"]})), SourceInfo)
+    assert isinstance(stream.feed(json.dumps({"kind": "source", "source": "procfs", "why": ["x"]})), TelemetrySource)
     sample = stream.feed(json.dumps({"source": "procfs", "time": 100.0, "ram_used_mb": 1}), offset=2.5)
     assert sample.time == 97.5 and stream.noise == ["Warning: something on stderr"]
 
@@ -128,17 +129,3 @@ def test_power_mode_is_read_with_the_facts_parser(tmp_path, monkeypatch):
     assert read_power_mode() == "MAXN_SUPER"
     nvpmodel.write_text("#!/bin/sh\necho 'nvpmodel: not supported'\n")
     assert read_power_mode() is None
-
-
-def test_agent_bytes_are_reproducible():
-    """Content-addressed on the device: the same code must give the same zipapp (no timestamps inside)."""
-    import io
-    import zipfile
-
-    blob = build_agent()
-    assert build_agent() == blob
-    names = zipfile.ZipFile(io.BytesIO(blob)).infolist()
-    assert {i.date_time for i in names} == {(1980, 1, 1, 0, 0, 0)}
-    assert {i.filename for i in names} >= {"__main__.py", "edgekit/telemetry/collector.py",
-                                           "edgekit/telemetry/tegrastats.py", "edgekit/telemetry/jtop.py",
-                                           "edgekit/facts/jetson.py", "edgekit/facts/base.py"}

@@ -38,17 +38,10 @@ class ServerProcess:
     port: Optional[int] = None
     args: List[str] = field(default_factory=list)
 
-    @property
-    def exe(self) -> str:
-        return f"{self.prefix}/bin/{SERVER_NAME}"
-
-    @property
-    def bench_exe(self) -> str:
-        return f"{self.prefix}/bin/llama-bench"
-
-    @property
-    def stamp_path(self) -> str:
-        return f"{self.prefix}/{layout.STAMP_NAME}"
+    # the files of this build: its server, its llama-bench, its stamp
+    exe = property(lambda self: f"{self.prefix}/bin/{SERVER_NAME}")
+    bench_exe = property(lambda self: f"{self.prefix}/bin/llama-bench")
+    stamp_path = property(lambda self: f"{self.prefix}/{layout.STAMP_NAME}")
 
 
 def install_prefix(resolved: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from edgekit import lockfile, paths
 from edgekit.build import spec as S
 from edgekit.build.cmake import SourceInfo
-from edgekit.digest import sha256_file  # noqa: F401  (also imported from here by build/packs.py, test_gate_e2e.py)
+from edgekit.digest import sha256_file
 from edgekit.errors import UsageError
 from edgekit.remote.command import q
 

@@ -68,7 +68,7 @@ class Resolved:
     plan: BuildPlan
 
 
-def resolve(ctx: Context, spec: S.BuildSpec) -> Resolved:
+def resolve_build(ctx: Context, spec: S.BuildSpec) -> Resolved:
     if spec not in ctx.run.resolved_builds:
         facts = ctx.run.facts or read_facts(ctx.transport, spec.cuda_arch)
         require_supported(facts)
@@ -106,16 +106,31 @@ def _run_logged(ctx: Context, op: str, command: str, log: str, on_line=None, wha
 
 
 # -- steps ----------------------------------------------------------------------------------------------------
-class BuildPlanned:
-    """The build decided from facts alone (source, CUDA or CPU level, disk, jobs): refusals come before changes."""
+class _BuildStep:
+    """A step of one build: `plan` resolves the build once per run; steps before the install are no-ops once this
+    very build is installed (`until_installed`), else `decide(ctx, r)` compares and plans."""
 
-    name = "build plan"
+    name = ""
+    until_installed = False
 
     def __init__(self, spec: S.BuildSpec):
         self.spec = spec
 
-    def plan(self, ctx: Context) -> Noop:
-        p = resolve(ctx, self.spec).plan
+    def plan(self, ctx: Context) -> Noop | Change:
+        r = resolve_build(ctx, self.spec)
+        return (self.until_installed and _built_noop(ctx, r)) or self.decide(ctx, r)
+
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
+        raise NotImplementedError
+
+
+class BuildPlanned(_BuildStep):
+    """The build decided from facts alone (source, CUDA or CPU level, disk, jobs): refusals come before changes."""
+
+    name = "build plan"
+
+    def decide(self, ctx: Context, r: Resolved) -> Noop:
+        p = r.plan
         return Noop(f"{p.id}: {p.flags_summary()}, {p.jobs_note}")
 
 
@@ -123,19 +138,13 @@ UNREACHABLE = ("Temporary failure resolving", "Could not resolve", "Failed to fe
                "Unable to connect", "Network is unreachable", "Could not connect")
 
 
-class BuildDeps:
+class BuildDeps(_BuildStep):
     """Build tools installed with apt when missing (checked first, so a second run installs nothing)."""
 
     name = "build-deps"
+    until_installed = True
 
-    def __init__(self, spec: S.BuildSpec):
-        self.spec = spec
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        r = resolve(ctx, self.spec)
-        done = _built_noop(ctx, r)
-        if done:
-            return done
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
         present = ctx.fact(DebPackages(S.BUILD_DEPS))
         if present is None:
             raise UnsuitableDevice(f"{ctx.transport.name} has no dpkg: edgekit installs build tools with apt",
@@ -163,19 +172,13 @@ class BuildDeps:
         return Change(f"install {' '.join(missing)}", ops, apply=apply)
 
 
-class LlamaSource:
+class LlamaSource(_BuildStep):
     """llama.cpp's source unpacked (or cloned) in the build directory on the device."""
 
     name = "llama-source"
+    until_installed = True
 
-    def __init__(self, spec: S.BuildSpec):
-        self.spec = spec
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        r = resolve(ctx, self.spec)
-        done = _built_noop(ctx, r)
-        if done:
-            return done
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
         src, p = r.source, r.plan
         if ctx.fact(SourceMarker(p.src_dir)) == src.digest:
             return Noop(f"source {src.version} already at {p.src_dir}")
@@ -218,19 +221,13 @@ class LlamaSource:
                 ctx.do(op, hint=hint)
 
 
-class LlamaCompile:
+class LlamaCompile(_BuildStep):
     """llama.cpp configured with CMake and compiled (only the targets edgekit uses), with ccache."""
 
     name = "llama-compile"
+    until_installed = True
 
-    def __init__(self, spec: S.BuildSpec):
-        self.spec = spec
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        r = resolve(ctx, self.spec)
-        done = _built_noop(ctx, r)
-        if done:
-            return done
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
         p = r.plan
         summary = f"build llama.cpp {p.version} ({p.flags_summary()}) with {p.jobs_note}; log {p.log}"
         ops = [f"mkdir -p {q(S.CCACHE_DIR)} {q(S.LOG_DIR)} && : > {q(p.log)}",
@@ -255,19 +252,13 @@ class LlamaCompile:
         ctx.run.build_seconds = time.monotonic() - start
 
 
-class LlamaInstall:
+class LlamaInstall(_BuildStep):
     """The built binaries verified (run, and CUDA linked when expected), installed to the versioned prefix."""
 
     name = "llama-install"
+    until_installed = True
 
-    def __init__(self, spec: S.BuildSpec):
-        self.spec = spec
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        r = resolve(ctx, self.spec)
-        done = _built_noop(ctx, r)
-        if done:
-            return done
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
         p, part = r.plan, f"{r.plan.prefix}.partial"
         bins = " ".join(q(f"{p.build_dir}/bin/{t}") for t in p.targets)
         ops = [*verify_checks(f"{p.build_dir}/bin/llama-server"),
@@ -324,16 +315,12 @@ def linked_ggml(ldd_output: str) -> list[str]:
     return sorted(set(found))
 
 
-class LlamaGate:
+class LlamaGate(_BuildStep):
     """The new build's llama-server runs for real on the device, in the service's sandbox, before `current` moves."""
 
     name = "llama-gate"
 
-    def __init__(self, spec: S.BuildSpec):
-        self.spec = spec
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        r = resolve(ctx, self.spec)
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
         p = r.plan
         auto = self.spec.cpu_level is None and p.cpu_level is not None
         return gate_plan(ctx, p.prefix, p.id, p.backend == "cuda", p.cpu_level if auto else None,
@@ -341,16 +328,12 @@ class LlamaGate:
                                                        if lv.name == p.cpu_level), None)) if auto else None)
 
 
-class LlamaCurrent:
+class LlamaCurrent(_BuildStep):
     """`current` points at the build (switched atomically); the previous one kept, older ones pruned."""
 
     name = "llama-current"
 
-    def __init__(self, spec: S.BuildSpec):
-        self.spec = spec
-
-    def plan(self, ctx: Context) -> Noop | Change:
-        r = resolve(ctx, self.spec)
+    def decide(self, ctx: Context, r: Resolved) -> Noop | Change:
         return switch_plan(ctx, r.plan.prefix, self.spec.keep)
 
 

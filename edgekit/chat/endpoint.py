@@ -2,7 +2,7 @@
 
 `edgekit provision` writes `$EDGEKIT_HOME/targets/<target>.json`:
 `{"url": "http://host:port", "api_key_file": "<path, 0600>", "model": "<catalog name>"}`.
-`resolve()` reads it and applies `--url` / `--api-key` overrides.
+`endpoint_for()` reads it and applies `--url` / `--api-key` overrides.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from edgekit import state
 from edgekit.chat.client import Endpoint, check_url
 from edgekit.errors import UsageError
 
-__all__ = ["Endpoint", "check_url", "load", "read_key_file", "resolve", "state_path"]
+__all__ = ["Endpoint", "check_url", "load", "read_key_file", "endpoint_for", "state_path"]
 
 
 def state_path(target: str) -> Path:
@@ -54,7 +54,7 @@ def load(target: str) -> Endpoint:
                     api_key_file=key_file, model=data.get("model"), target=target)
 
 
-def resolve(target: str | None, url: str | None = None, api_key: str | None = None) -> Endpoint:
+def endpoint_for(target: str | None, url: str | None = None, api_key: str | None = None) -> Endpoint:
     """TARGET's recorded endpoint with overrides, or just --url (then TARGET only labels it)."""
     if url:
         base = None

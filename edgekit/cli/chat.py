@@ -46,7 +46,7 @@ def _split_args(args: List[str], url: Optional[str], what: str) -> tuple[Optiona
 
 def _connect(target: Optional[str], url: Optional[str], api_key: Optional[str], model: Optional[str],
              family: Optional[str], wait: float) -> tuple[LlamaClient, ChatProfile]:
-    ep = endpoints.resolve(target, url, api_key)
+    ep = endpoints.endpoint_for(target, url, api_key)
     profile = profile_for(model or ep.model, family)
     client = LlamaClient(ep)
     shown = {"done": False}

@@ -109,7 +109,7 @@ def run_on_fleet(hosts, job, *, title: str, json_out: bool, forks: int, login: L
 def fleet_for(hosts, login: Login, forks: int) -> Fleet:
     """The fleet of `hosts`, logged in as `login` says, drawing its live table on stderr."""
     return Fleet(hosts, become_password(login.ask_become_pass), login.accept_new_host_key, forks=forks,
-                 live=FleetTable())   # fleet/deploy.py passes `live` to run_fleet as its reporter
+                 reporter=FleetTable())
 
 
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "running": "cyan", "skipped": "dim"}

@@ -136,7 +136,7 @@ def fit_cmd(
         return
     if not name:
         raise UsageError("which model?", hint="e.g. `edgekit models fit chinese-alpaca-2-1.3b --board orin-nano-4gb`")
-    entry, quant = catalog.resolve(name, None, total)
+    entry, quant = catalog.lookup(name, None, total)
     n_ctx = ctx or fit.default_ctx(entry, quant, total, cache_type)
     report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type)
     if json_out:

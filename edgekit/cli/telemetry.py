@@ -14,7 +14,7 @@ from edgekit.cli.common import Login, logs_in
 from edgekit.cli.options import Target
 from edgekit.console import DataTable, err, say
 from edgekit.telemetry import prometheus
-from edgekit.telemetry.remote import SourceInfo, stream
+from edgekit.telemetry.remote import TelemetrySource, stream
 from edgekit.telemetry.sample import Sample
 
 
@@ -22,7 +22,7 @@ def _fmt(value, unit: str = "", digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def sample_table(target: str, s: Sample, source: Optional[SourceInfo]) -> DataTable:
+def sample_table(target: str, s: Sample, source: Optional[TelemetrySource]) -> DataTable:
     table = DataTable(title=f"telemetry: {target} (source: {s.source})", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -59,7 +59,7 @@ def telemetry(
     state: dict = {"source": None, "live": None}
 
     def on_item(item) -> None:
-        if isinstance(item, SourceInfo):
+        if isinstance(item, TelemetrySource):
             state["source"] = item
             why = f" ({'; '.join(item.why)})" if item.why else ""
             say("telemetry source: ", (item.source, "bold"), why)

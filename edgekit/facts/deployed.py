@@ -1,13 +1,15 @@
 """Facts about what is deployed on a device, for steps to compare with what should be there.
 
-Each is a frozen dataclass (so a test can hand it in: `Context(given={FileText(path): "..."})`) with a `command`
-and a pure `parse`. `sudo` facts run as root (root-owned files, other users' sockets).
+Each is a frozen dataclass (so a test can hand it in: `Context(given={FileText(path): "..."})`): its fields fill
+`template` (each value quoted) to make the command, and `parse` is pure. `sudo` facts run as root (root-owned files,
+other users' sockets); `read(transport)` facts run edgekit's device helper instead of a command.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
+from typing import Any, Callable, ClassVar
 
 from edgekit import layout as L
 from edgekit.build.gate import parse_record, read_record_command
@@ -18,27 +20,43 @@ from edgekit.remote.command import q
 MISSING = "@@edgekit-missing"
 
 
+class Fact:
+    """A fact with a command template (`{field}` is replaced by the field's value, quoted for the shell), or a
+    function `make(*fields)` that writes the command."""
+
+    sudo: ClassVar[bool] = False
+    template: ClassVar[str] = ""
+    make: ClassVar[Callable[..., str] | None] = None
+
+    @property
+    def command(self) -> str:
+        if self.make is not None:
+            return self.make(*astuple(self))
+        return self.template.format(**{f.name: q(v) for f, v in zip(fields(self), astuple(self))})
+
+    @staticmethod
+    def parse(output: str) -> Any:  # pragma: no cover - each fact has its own
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Device:
     """All of the device's facts (edgekit.facts.device), read in one round trip."""
 
     cuda_arch_override: str | None = None
-    sudo: bool = False
+    sudo: ClassVar[bool] = False
 
     def read(self, transport) -> DeviceFacts:
         return read_facts(transport, self.cuda_arch_override)
 
 
 @dataclass(frozen=True)
-class FileText:
+class FileText(Fact):
     """A file's text, or None when it does not exist."""
 
     path: str
-    sudo: bool = True
-
-    @property
-    def command(self) -> str:
-        return f"if [ -f {q(self.path)} ]; then echo @@present; cat {q(self.path)}; else echo {MISSING}; fi"
+    sudo = True
+    template = f"if [ -f {{path}} ]; then echo @@present; cat {{path}}; else echo {MISSING}; fi"
 
     @staticmethod
     def parse(output: str) -> str | None:
@@ -47,15 +65,12 @@ class FileText:
 
 
 @dataclass(frozen=True)
-class FileOwnerMode:
+class FileOwnerMode(Fact):
     """(owner, octal mode) of a file, or None when it does not exist."""
 
     path: str
-    sudo: bool = True
-
-    @property
-    def command(self) -> str:
-        return f"stat -c '%U %a' {q(self.path)} 2>/dev/null"
+    sudo = True
+    template = "stat -c '%U %a' {path} 2>/dev/null"
 
     @staticmethod
     def parse(output: str) -> tuple[str, str] | None:
@@ -64,33 +79,25 @@ class FileOwnerMode:
 
 
 @dataclass(frozen=True)
-class FileSha256:
+class FileSha256(Fact):
     """The sha256 of a file (read as the login user), or None."""
 
     path: str
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return f"sha256sum {q(self.path)} 2>/dev/null"
+    template = "sha256sum {path} 2>/dev/null"
 
     @staticmethod
     def parse(output: str) -> str | None:
-        parts = output.split()
-        return parts[0] if parts and len(parts[0]) == 64 else None
+        digest = (output.split() or [""])[0]
+        return digest if len(digest) == 64 else None
 
 
 @dataclass(frozen=True)
-class UnitState:
+class UnitState(Fact):
     """A unit's state as systemd reports it: ActiveState, SubState, MainPID, UnitFileState, NRestarts, ..."""
 
     unit: str = L.UNIT_NAME
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return (f"systemctl show {q(self.unit)} -p ActiveState -p SubState -p MainPID -p UnitFileState "
-                "-p NRestarts -p ActiveEnterTimestamp -p LoadState")
+    template = ("systemctl show {unit} -p ActiveState -p SubState -p MainPID -p UnitFileState -p NRestarts "
+                "-p ActiveEnterTimestamp -p LoadState")
 
     @staticmethod
     def parse(output: str) -> dict[str, str]:
@@ -98,15 +105,11 @@ class UnitState:
 
 
 @dataclass(frozen=True)
-class UserGroups:
+class UserGroups(Fact):
     """The groups a user is in, or None when there is no such user."""
 
     user: str
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return f"id -nG {q(self.user)} 2>/dev/null || echo {MISSING}"
+    template = f"id -nG {{user}} 2>/dev/null || echo {MISSING}"
 
     @staticmethod
     def parse(output: str) -> list[str] | None:
@@ -114,14 +117,10 @@ class UserGroups:
 
 
 @dataclass(frozen=True)
-class GpuGroups:
+class GpuGroups(Fact):
     """The GPU device groups (video, render) that exist here: only those names ever reach a command."""
 
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return "getent group " + " ".join(L.GPU_GROUPS) + " | cut -d: -f1"
+    template = "getent group " + " ".join(L.GPU_GROUPS) + " | cut -d: -f1"
 
     @staticmethod
     def parse(output: str) -> list[str]:
@@ -129,15 +128,12 @@ class GpuGroups:
 
 
 @dataclass(frozen=True)
-class PortListener:
+class PortListener(Fact):
     """Who listens on a TCP port: ss's line (with `users:((...pid=N...))`), '' when the port is free."""
 
     port: int
-    sudo: bool = True
-
-    @property
-    def command(self) -> str:
-        return f"ss -Hltnp {q(f'sport = :{int(self.port)}')}"
+    sudo = True
+    template = "ss -Hltnp 'sport = :'{port}"
 
     @staticmethod
     def parse(output: str) -> str:
@@ -145,15 +141,12 @@ class PortListener:
 
 
 @dataclass(frozen=True)
-class RunningBinary:
+class RunningBinary(Fact):
     """(the executable process `pid` runs, what `current`'s llama-server resolves to), resolved; None if unknown."""
 
     pid: str
-    sudo: bool = True
-
-    @property
-    def command(self) -> str:
-        return f"readlink -f /proc/{int(self.pid)}/exe; readlink -f {q(L.CURRENT)}/bin/llama-server"
+    sudo = True
+    template = f"readlink -f /proc/{{pid}}/exe; readlink -f {q(L.CURRENT)}/bin/llama-server"
 
     @staticmethod
     def parse(output: str) -> tuple[str, str] | None:
@@ -162,16 +155,12 @@ class RunningBinary:
 
 
 @dataclass(frozen=True)
-class DebPackages:
+class DebPackages(Fact):
     """The packages of `names` that dpkg has installed; None when the device has no dpkg."""
 
     names: tuple[str, ...]
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return (f"command -v dpkg-query >/dev/null || {{ echo {MISSING}; exit 0; }}; "
-                f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(q(n) for n in self.names)} 2>/dev/null")
+    make = staticmethod(lambda names: f"command -v dpkg-query >/dev/null || {{ echo {MISSING}; exit 0; }}; "
+                        f"dpkg-query -W -f='${{Package}} ${{Status}}\\n' {' '.join(q(n) for n in names)} 2>/dev/null")
 
     @staticmethod
     def parse(output: str) -> set[str] | None:
@@ -181,57 +170,35 @@ class DebPackages:
 
 
 @dataclass(frozen=True)
-class InstalledBuild:
+class InstalledBuild(Fact):
     """One build prefix: {'current': where `current` points, 'server': its llama-server exists, 'stamp': dict}."""
 
     prefix: str
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return installed_command(self.prefix)
-
-    @staticmethod
-    def parse(output: str) -> dict:
-        return parse_installed(output)
+    make = staticmethod(installed_command)
+    parse = staticmethod(parse_installed)
 
 
 @dataclass(frozen=True)
-class SourceMarker:
+class SourceMarker(Fact):
     """The digest of the llama.cpp source unpacked in a directory ('' when none)."""
 
     src_dir: str
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return f"cat {q(self.src_dir)}/.edgekit-source 2>/dev/null || true"
-
-    @staticmethod
-    def parse(output: str) -> str:
-        return output.strip()
+    template = "cat {src_dir}/.edgekit-source 2>/dev/null || true"
+    parse = staticmethod(str.strip)
 
 
 @dataclass(frozen=True)
-class GateRecord:
+class GateRecord(Fact):
     """The gate's verdict for a build, when written on this machine; None otherwise."""
 
     prefix: str
-    sudo: bool = False
-
-    @property
-    def command(self) -> str:
-        return read_record_command(self.prefix)
-
-    @staticmethod
-    def parse(output: str) -> dict | None:
-        return parse_record(output)
+    make = staticmethod(read_record_command)
+    parse = staticmethod(parse_record)
 
 
 @dataclass(frozen=True)
-class SystemdVersion:
-    sudo: bool = False
-    command: str = "systemctl --version"
+class SystemdVersion(Fact):
+    template = "systemctl --version"
 
     @staticmethod
     def parse(output: str) -> int | None:
@@ -240,37 +207,28 @@ class SystemdVersion:
 
 
 @dataclass(frozen=True)
-class BuiltOn:
+class BuiltOn(Fact):
     """{'hostname', 'machine_id' (edgekit's app-specific id)} of the device."""
 
-    sudo: bool = False
-    command: str = BUILT_ON_COMMAND
-
-    @staticmethod
-    def parse(output: str) -> dict:
-        return parse_built_on(output)
+    template = BUILT_ON_COMMAND
+    parse = staticmethod(parse_built_on)
 
 
 @dataclass(frozen=True)
-class BuildDirs:
-    """The installed build directories (mtime, name) and where `current` and `previous` point."""
+class BuildDirs(Fact):
+    """The installed build directories ('mtime name' lines) and where `current` and `previous` point."""
 
-    sudo: bool = False
-    command: str = (f"cd {L.INSTALL_ROOT} 2>/dev/null && find . -mindepth 1 -maxdepth 1 -type d ! -name '*.partial' "
-                    f"-printf '%T@ %f\\n'; echo \"@@current $(readlink current)\"; "
-                    f"echo \"@@previous $(readlink previous)\"")
-
-    @staticmethod
-    def parse(output: str) -> str:
-        return output
+    template = (f"cd {L.INSTALL_ROOT} 2>/dev/null && find . -mindepth 1 -maxdepth 1 -type d ! -name '*.partial' "
+                "-printf '%T@ %f\\n'; echo \"@@current $(readlink current)\"; echo \"@@previous $(readlink previous)\"")
+    parse = staticmethod(str)
 
 
 @dataclass(frozen=True)
-class HealthyBuild:
+class HealthyBuild(Fact):
     """The build directory name the last healthy record names ('' when none)."""
 
-    sudo: bool = True
-    command: str = f"cat {q(L.HEALTHY)} 2>/dev/null"
+    sudo = True
+    template = f"cat {q(L.HEALTHY)} 2>/dev/null"
 
     @staticmethod
     def parse(output: str) -> str:

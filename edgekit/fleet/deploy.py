@@ -19,7 +19,7 @@ from edgekit.build.packs import InstallPack, fetch_pack, pack_build
 from edgekit.build.steps import run_build
 from edgekit.errors import UsageError
 from edgekit.fleet.inventory import Host
-from edgekit.fleet.runner import HostRow, run_fleet
+from edgekit.fleet.runner import FleetReporter, HostRow, run_fleet
 from edgekit.models.steps import model_steps
 from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember, service_steps
 from edgekit.remote.lock import device_lock
@@ -30,12 +30,12 @@ from edgekit.service.steps import PortFree, ServiceUser
 
 class Fleet:
     def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
-                 forks: int = 5, live: bool = True):
+                 forks: int = 5, reporter: FleetReporter | None = None):
         self.hosts = hosts
         self.become_password = become_password
         self.accept_new = accept_new_host_key
         self.forks = forks
-        self.live = live
+        self.reporter = reporter
 
     def transport(self, host: Host) -> Transport:
         return Transport(parse_target(host.target, host.identity), become_password=self.become_password,
@@ -43,7 +43,7 @@ class Fleet:
 
     def run(self, job, title: str, serial: int | None = None, max_fail_percent: float = 100.0, hosts=None):
         return run_fleet(hosts if hosts is not None else self.hosts, job, forks=self.forks, serial=serial,
-                         max_fail_percent=max_fail_percent, title=title, live=self.live)
+                         max_fail_percent=max_fail_percent, title=title, reporter=self.reporter)
 
 
 def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run: bool = False,

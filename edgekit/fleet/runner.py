@@ -67,15 +67,12 @@ class HostRow:
 
 def run_fleet(hosts: list[Host], job: Callable[[Host, HostRow], tuple[str, Any]], *, forks: int = 5,
               serial: int | None = None, max_fail_percent: float = 100.0, title: str = "fleet",
-              reporter: FleetReporter | None = None, live: Any = None) -> list[HostResult]:
+              reporter: FleetReporter | None = None) -> list[HostResult]:
     """Run job(host, row) on every host; job returns (summary, value) and raises EdgekitError on failure.
 
     serial: hosts per batch (rolling upgrade); later batches are skipped once the failed share of hosts
-    that ran exceeds max_fail_percent. reporter: told of every change (None: nobody is). live: the reporter under
-    the name fleet/deploy.py still passes it by (a bool there means none).
+    that ran exceeds max_fail_percent. reporter: told of every change (None: nobody is).
     """
-    if reporter is None and not isinstance(live, bool):
-        reporter = live
     results = [HostResult(h.name) for h in hosts]
     lock = threading.Lock()
 

@@ -1,6 +1,6 @@
 """The model catalog (edgekit/data/models.toml): known GGUFs, where they live, and how to chat with them.
 
-`get(name)` returns a `ModelEntry`; `resolve(spec)` turns "NAME[:QUANT]" into the entry and one `Quant`.
+`get(name)` returns a `ModelEntry`; `lookup(spec)` turns "NAME[:QUANT]" into the entry and one `Quant`.
 Unknown names raise UsageError naming the closest known ones. Test models (`gemma3-270m`, `tiny-llama`)
 live in the catalog's test section: found by `get`, hidden from `entries()` unless `include_test=True`.
 
@@ -194,7 +194,7 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return name, quant or None
 
 
-def resolve(spec: str, quant: str | None = None, total_memory: int | None = None) -> tuple[ModelEntry, Quant]:
+def lookup(spec: str, quant: str | None = None, total_memory: int | None = None) -> tuple[ModelEntry, Quant]:
     """'NAME[:QUANT]' (or NAME plus quant) -> (entry, quant)."""
     name, spec_quant = split_ref(spec)
     entry = get(name)

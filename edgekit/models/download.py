@@ -3,8 +3,8 @@
 URLs are `{endpoint}/{repo}/resolve/{revision}/{file}`; the endpoint is `--hf-endpoint`, else `HF_ENDPOINT`,
 else https://huggingface.co. `HF_TOKEN` is sent as a Bearer header to that host over https only (never over
 plain http, nor after a redirect to another host), and never logged or put in an error.
-The resume/verify/rename and disk-space logic is device_fetch.fetch (the same code runs on the device); this
-module turns its events into `Progress` values and its failures into typed errors (a full disk is
+The resume/verify/rename and disk-space logic is edgekit.device (fetch, files: the same code runs on the device
+in the helper); this module turns its events into `Progress` values and its failures into typed errors (a full disk is
 UnsuitableDevice, exit 5). A local path or file:// URL is copied with the same checks and verification.
 """
 
@@ -21,7 +21,8 @@ from typing import Callable
 
 from edgekit import errors, paths
 from edgekit.layout import MODELS_DIR
-from edgekit.models import device_fetch
+from edgekit.device import fetch as device_fetch
+from edgekit.device import files
 from edgekit.models.catalog import DEFAULT_ENDPOINT
 
 
@@ -73,7 +74,7 @@ def cache_path(model: str, file: str) -> Path:
     return d / file
 
 
-def translate(e: device_fetch.FetchError, url: str) -> errors.EdgekitError:
+def translate(e: files.FetchError, url: str) -> errors.EdgekitError:
     host = urllib.parse.urlsplit(url).netloc or url
     if e.kind == "space":
         return errors.UnsuitableDevice(e.message, hint=f"free at least that much at that path (models edgekit "
@@ -110,7 +111,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, size: int | None = No
 def _fetch_locked(url: str, dest: Path, sha256: str | None, size: int | None,
                   on_progress: Callable[[Progress], None] | None, timeout: float) -> Fetched:
     if dest.is_file():
-        state = device_fetch.check(str(dest), sha256 or None)
+        state = files.check(str(dest), sha256 or None)
         if state["state"] == "verified":
             return Fetched(dest, state["sha256"], state["size"], 0, 0)
         dest.unlink()   # a file that does not match is not kept where a verified one belongs
@@ -127,7 +128,7 @@ def _fetch_locked(url: str, dest: Path, sha256: str | None, size: int | None,
 
     try:
         done = device_fetch.fetch(url, str(dest), sha256, size, token(), on_event, timeout)
-    except device_fetch.FetchError as e:
+    except files.FetchError as e:
         raise translate(e, url) from None
     except KeyboardInterrupt:
         raise  # the .partial stays for the next run to resume
@@ -156,13 +157,13 @@ def _copy_local(src: str, dest: Path, sha256: str | None, size: int | None,
             on_progress(Progress(done, total, rate, (total - done) / rate if rate else None))
 
     try:
-        device_fetch.check_space(str(dest), total, reclaim=old)
+        files.check_space(str(dest), total, reclaim=old)
         with open(path, "rb", buffering=0) as src_fh:
             try:
-                done = device_fetch.stream(src_fh.readinto, str(partial), False, h, on_read)
-            except device_fetch.WriteFailed as e:
-                raise device_fetch.write_failed(e.error, str(partial), str(dest), e.written, total) from None
-    except device_fetch.FetchError as e:
+                done = files.stream(src_fh.readinto, str(partial), False, h, on_read)
+            except files.WriteFailed as e:
+                raise files.write_failed(e.error, str(partial), str(dest), e.written, total) from None
+    except files.FetchError as e:
         raise translate(e, str(path)) from None
     digest = h.hexdigest()
     if (size and done != size) or (sha256 and digest != sha256.lower()):
@@ -171,5 +172,5 @@ def _copy_local(src: str, dest: Path, sha256: str | None, size: int | None,
                             f"{size or '?'} bytes with sha256 {sha256 or '?'}; nothing was installed",
                             hint="check the file, or pass the right --sha256")
     os.replace(partial, dest)
-    device_fetch.write_sidecar(str(dest), digest)
+    files.write_sidecar(str(dest), digest)
     return Fetched(dest, digest, done, done, 0)

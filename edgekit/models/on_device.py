@@ -14,8 +14,8 @@ from edgekit.errors import RemoteCommandFailed
 from edgekit.models import download
 from edgekit.models.gguf_header import GGUFHeader
 from edgekit.remote.command import Cmd
-from edgekit.remote.helper import helper_command, last_event, run_helper
-from edgekit.device.events import parse_event
+from edgekit.remote.helper import collect_events, helper_command, last_event, run_helper
+from edgekit.service.probe import tcp_reachable
 
 
 def fetch_args(config: dict, token: bool) -> list[str]:
@@ -36,29 +36,16 @@ def _result(command: str, events: list[dict], result, url: str = "") -> dict:
     return last
 
 
-def _run(run, command: str, stdin: str | None, on_event) -> tuple[list[dict], object]:
-    events: list[dict] = []
-
-    def on_line(line: str) -> None:
-        event = parse_event(line)
-        if event is not None:
-            events.append(event)
-            if on_event:
-                on_event(event)
-
-    return events, run(command, stdin=stdin, on_line=on_line)
-
-
 def run_fetch(ctx, op: Cmd, token: str | None, url: str, on_event=None) -> dict:
     """Run a fetch op of a change (it writes the model file): -> the helper's last event."""
-    events, result = _run(lambda c, **kw: ctx.do(Cmd(c), check=False, **kw), op.text,
-                          (token + "\n") if token else None, on_event)
+    events, result = collect_events(lambda c, **kw: ctx.do(Cmd(c), check=False, **kw), op.text,
+                                    (token + "\n") if token else None, on_event)
     return _result(op.text, events, result, url)
 
 
 def run_check(ctx, command: str) -> dict:
     """Run a helper check (room for a push): a read."""
-    events, result = _run(lambda c, **kw: ctx.read(c, sudo=False, **kw), command, None, None)
+    events, result = collect_events(lambda c, **kw: ctx.read(c, sudo=False, **kw), command)
     return _result(command, events, result)
 
 
@@ -104,5 +91,4 @@ class TcpReachable:
     sudo: bool = False
 
     def read(self, transport) -> bool:
-        events, _ = run_helper(transport, "tcp", [self.host, str(self.port), "5"])
-        return bool(events and events[-1].get("reachable"))
+        return tcp_reachable(transport, self.host, self.port, 5)

@@ -40,8 +40,7 @@ class ModelRequest:
         if self.fetch_on not in ("auto", "device", "controller"):
             raise UsageError(f"--fetch-on must be auto, device or controller, not {self.fetch_on!r}")
         if self.name and ":" in self.name and self.quant is None:
-            self.name, _, q = self.name.partition(":")
-            self.quant = q or None
+            self.name, self.quant = catalog.split_ref(self.name)
         if not self.name and not self.source_url:
             raise UsageError("which model? give a catalog name or a model URL", hint="see `edgekit models list`")
 

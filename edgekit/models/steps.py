@@ -9,8 +9,8 @@ or no name: then it is named after the URL's file) is described by its own GGUF 
 uses, its embedded chat template; its sha256 is `sha256` (--sha256), required unless `allow_unpinned`.
 
 Nothing reaches the model's place unchecked: the file must be a valid GGUF (gguf_header.check_file: header, tensor
-infos, every tensor's data inside the file; on the controller before the upload, on the device by gguf_header.py
-uploaded like device_fetch.py), and its sha256 must match edgekit.lock (lockfile: recorded the first time a model
+infos, every tensor's data inside the file; on the controller before the upload, on the device by the device
+helper's `gguf`), and its sha256 must match edgekit.lock (lockfile: recorded the first time a model
 is fetched, verified on every later install on every device). A file that fails is removed and the install is
 refused with exit 4, like a sha256 mismatch: the bytes from outside are wrong, not the device (exit 5 is kept for
 "does not fit this device").
@@ -36,7 +36,7 @@ from edgekit.models import catalog, download, fit
 from edgekit.models.gguf_header import GGUFError, GGUFHeader, read_header_file
 from edgekit.models.fetch import Fetch
 from edgekit.models.on_device import GgufOnDevice, ModelFile, TcpReachable
-from edgekit.models.request import (InvalidModelFile, ModelRequest, invalid_file, redact, require_pinned,  # noqa: F401
+from edgekit.models.request import (InvalidModelFile, ModelRequest, invalid_file, redact, require_pinned,  # noqa: F401  (re-exported)
                                     url_entry, url_names)
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.remote.run_state import ModelState
@@ -60,7 +60,7 @@ def _resolved(request: ModelRequest, ctx: Context, header: GGUFHeader | None = N
     if request.by_url:
         entry, quant = url_entry(request, header, size)
         return entry, quant, total
-    entry, quant = catalog.resolve(request.name or "", request.quant, total)
+    entry, quant = catalog.lookup(request.name or "", request.quant, total)
     catalog.require_pinned(entry.name, quant.name, request.allow_unpinned, sha256=request.sha256,
                            source_url=request.source_url)       # the board decides the quant: check it again
     return entry, quant, total

@@ -139,6 +139,13 @@ def run_helper(transport, subcommand: str, args: list[str] | tuple[str, ...] = (
                on_event: Callable[[dict], None] | None = None, timeout: float | None = None):
     """Run one helper subcommand on the device; -> (its events, the transport's Result). Never raises for the
     helper's own exit code: the caller reads the events (last_event) and the result."""
+    return collect_events(lambda command, **kw: transport.run(command, check=False, timeout=timeout, **kw),
+                          helper_command(transport, subcommand, args), stdin, on_event)
+
+
+def collect_events(run, command: str, stdin: str | None = None, on_event: Callable[[dict], None] | None = None):
+    """Run a helper command line with `run(command, stdin=, on_line=)` (a change, a check or a plain run); -> (its
+    events, the result)."""
     events: list[dict] = []
 
     def on_line(line: str) -> None:
@@ -148,9 +155,7 @@ def run_helper(transport, subcommand: str, args: list[str] | tuple[str, ...] = (
             if on_event:
                 on_event(event)
 
-    result = transport.run(helper_command(transport, subcommand, args), stdin=stdin, on_line=on_line, check=False,
-                           timeout=timeout)
-    return events, result
+    return events, run(command, stdin=stdin, on_line=on_line)
 
 
 def last_event(events: list[dict], result, subcommand: str) -> dict:

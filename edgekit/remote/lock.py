@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import socket
 import subprocess
 import threading
 import time
 
+from edgekit.remote.command import q
 from edgekit.errors import EdgekitError, UnsuitableDevice
 
-q = shlex.quote
 LOCK_DIR = "/run/edgekit"
 LOCK = f"{LOCK_DIR}/lock"
 OWNER = f"{LOCK_DIR}/owner"

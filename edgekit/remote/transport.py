@@ -10,7 +10,6 @@ import io
 import os
 import posixpath
 import re
-import shlex
 import shutil
 import socket
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import paramiko
 from fabric import Config, Connection
 
 from edgekit import paths
+from edgekit.remote.command import q
 from edgekit.errors import ConnectError, RemoteCommandFailed
 from edgekit.remote.target import Target
 
@@ -38,6 +38,14 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+class _WholeStdin(io.StringIO):
+    """stdin for a remote command, handed over at once: invoke reads its in_stream one character per 10 ms poll,
+    which made a 200-byte request take 2 s."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read(-1)
 
 
 class _LineSink(io.TextIOBase):
@@ -164,10 +172,10 @@ class Transport:
         """Run a shell command; raise RemoteCommandFailed on non-zero exit when check is true."""
         script = command
         if env:
-            script = " ".join(f"export {k}={shlex.quote(v)};" for k, v in env.items()) + " " + script
-        wrapped = f"sh -c {shlex.quote(script)}"
+            script = " ".join(f"export {k}={q(v)};" for k, v in env.items()) + " " + script
+        wrapped = f"sh -c {q(script)}"
         kwargs = dict(hide=True, warn=True, pty=False, timeout=timeout,
-                      in_stream=io.StringIO(stdin) if stdin is not None else False)
+                      in_stream=_WholeStdin(stdin) if stdin is not None else False)
         if on_line is not None:
             kwargs["out_stream"] = _LineSink(on_line)
             kwargs["err_stream"] = _LineSink(on_line)
@@ -212,7 +220,6 @@ class Transport:
         rename into place with mode and owner. A name someone else created is never written through, and a
         directory at `remote` is an error (`mv -T`), not a place to drop the file into."""
         local = str(local)
-        q = shlex.quote
         template = q(_temp_template(remote))
         if not sudo:
             tmp = self.run(f"{_stale_temps_cleanup(remote)}; mktemp {template}").stdout.strip()
@@ -235,7 +242,6 @@ class Transport:
     def put_temp(self, local: str | Path, prefix: str = "edgekit", mode: str = "0600") -> str:
         """Copy a file to a fresh temp file on the device (mktemp in /tmp, the login user's); -> its path. For
         scripts run once: a fixed /tmp name could be created first by another local user."""
-        q = shlex.quote
         tmp = self.run(f"mktemp {q(f'/tmp/{prefix}.XXXXXXXX')}").stdout.strip()
         try:
             self._copy(str(local), tmp)
@@ -285,7 +291,7 @@ def _stale_temps_cleanup(remote: str) -> str:
     upload in progress keeps writing to its own). Other users' files in a sticky directory are left alone."""
     directory, base = posixpath.split(remote)
     pattern = re.sub(r"([*?\[\\])", r"\\\1", f".{base}.edgekit-") + "??????"
-    return (f"find {shlex.quote(directory or '.')} -maxdepth 1 -type f -name {shlex.quote(pattern)} "
+    return (f"find {q(directory or '.')} -maxdepth 1 -type f -name {q(pattern)} "
             f"-mmin +{STALE_TEMP_MINUTES} -delete 2>/dev/null")
 
 
@@ -310,7 +316,7 @@ def changed_key_hint(name: str, files: list[Path]) -> str:
     """The hint for a changed host key: the exact command that removes the old key from each file holding it
     (edgekit's own known_hosts when none is found)."""
     files = files or [paths.known_hosts()]
-    commands = " and ".join(f"`ssh-keygen -f {shlex.quote(str(f))} -R {shlex.quote(name)}`" for f in files)
+    commands = " and ".join(f"`ssh-keygen -f {q(str(f))} -R {q(name)}`" for f in files)
     hint = f"if the device was re-flashed, remove its old key with {commands}, then retry with --accept-new-host-key"
     return hint
 

@@ -20,7 +20,7 @@ from edgekit import paths
 from edgekit import provision as prov
 from edgekit.build.spec import KNOWN_SOURCES, SDIST_FILE, SDIST_PACKAGE, SDIST_VERSION, BuildSpec
 from edgekit.chat.client import Completion, LlamaClient
-from edgekit.chat.endpoint import Endpoint, resolve
+from edgekit.chat.endpoint import Endpoint, endpoint_for
 from edgekit.chat.profile import profile_for
 from edgekit.digest import sha256_file
 from edgekit.errors import UsageError
@@ -132,7 +132,7 @@ def run_demo(name: str, question: str, llama_src: Path | None, reporter: DemoRep
     with Transport(parse_target(sb.name)) as t:
         context = Context(t, reporter=reporter.steps)
         prov.provision(context, opts)
-    endpoint = resolve(sb.name)
+    endpoint = endpoint_for(sb.name)
     reporter.phase(3, f"asking {MODEL} at {endpoint.url}: {question}")
     profile = profile_for(MODEL)
     messages = [{"role": "system", "content": profile.system_prompt}, {"role": "user", "content": question}]

@@ -11,7 +11,8 @@ from typing import Any
 
 import jinja2
 
-from edgekit.layout import API_KEY_PATH, ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME, UNIT_PATH  # noqa: F401
+from edgekit.layout import API_KEY_PATH, ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME
+from edgekit.settings import DEFAULTS as SETTINGS
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 DEFAULTS: dict[str, Any] = {
@@ -27,10 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "edgekit_device_allow": [],
     "edgekit_model_name": "",
     "edgekit_model_path": "",
-    "edgekit_host": "0.0.0.0",
-    "edgekit_port": 8080,
+    "edgekit_host": SETTINGS["host"],
+    "edgekit_port": SETTINGS["port"],
     "edgekit_ctx": 4096,
-    "edgekit_parallel": 2,
+    "edgekit_parallel": SETTINGS["parallel"],
     "edgekit_gpu_layers": 999,
     "edgekit_flash_attn": "auto",
     "edgekit_threads": None,

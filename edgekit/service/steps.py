@@ -21,23 +21,24 @@ from edgekit.facts.deployed import (FileOwnerMode, FileText, GpuGroups, PortList
 from edgekit.remote.command import Local, Upload, sh
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service import probe
-from edgekit.service.settings import DEFAULTS, render_env, render_unit, service_variables
+from edgekit.service.settings import render_env, render_unit, service_variables
+from edgekit.settings import DEFAULTS
 
 USER = L.SERVICE_USER
 
 
 @dataclass
 class ServiceOptions:
-    port: int = DEFAULTS["edgekit_port"]
-    host: str = DEFAULTS["edgekit_host"]
-    api_key: bool = True
+    port: int = DEFAULTS["port"]
+    host: str = DEFAULTS["host"]
+    api_key: bool = DEFAULTS["api_key"]
     n_ctx: int | None = None          # the context window (None: the model's)
-    parallel: int = DEFAULTS["edgekit_parallel"]
+    parallel: int = DEFAULTS["parallel"]
     threads: int | None = None
     cache_type_kv: str | None = None
     health_timeout: float = 600.0
     smoke_prompt: str = "Say hello in one short sentence."
-    rollback: bool = True             # restore the last healthy state when a change leaves the service unhealthy
+    rollback: bool = DEFAULTS["rollback"]   # restore the last healthy state when a change leaves it unhealthy
 
 
 def probe_host(host: str) -> str:

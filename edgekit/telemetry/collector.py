@@ -1,6 +1,6 @@
 """The device-side collector: pick the best telemetry source and stream one JSON line per interval.
 
-Runs on the device as a zipapp built by `build_agent()` (Python 3.8+, standard library only; psutil is not
+Runs on the device as the helper's `telemetry` (edgekit.remote.helper) (Python 3.8+, standard library only; psutil is not
 needed). Sources, best first:
 1. jetson-stats (`from jtop import jtop`), which needs the jtop service and its socket /run/jtop.sock;
 2. `tegrastats --interval MS`;
@@ -13,7 +13,6 @@ Every further line is a Sample as JSON, with the llama-server RSS and the nvpmod
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -21,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from edgekit.facts.jetson import PowerMode
@@ -216,26 +214,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _write(out, data) -> None:
     out.write(json.dumps(data, separators=(",", ":")) + "\n")
     out.flush()
-
-
-def build_agent() -> bytes:
-    """The collector as a zipapp (bytes): `python3 agent.pyz --interval 1000` on the device."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    buf = io.BytesIO()
-    def add(zf: zipfile.ZipFile, name: str, text: str) -> None:
-        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))   # same bytes for the same code
-        info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, text)
-
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        add(zf, "__main__.py", "import sys\nif sys.version_info < (3, 8):\n"
-                    "    sys.exit('edgekit telemetry needs python3 >= 3.8 on the device')\n"
-                    "from edgekit.telemetry.collector import main\nsys.exit(main())\n")
-        add(zf, "edgekit/__init__.py", "")
-        for name in AGENT_MODULES:
-            with open(os.path.join(package, name + ".py")) as fh:
-                add(zf, f"edgekit/{name}.py", fh.read())
-    return buf.getvalue()
 
 
 if __name__ == "__main__":

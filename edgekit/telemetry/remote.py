@@ -19,7 +19,7 @@ from edgekit.telemetry.sample import Sample
 
 
 @dataclass
-class SourceInfo:
+class TelemetrySource:
     source: str
     why: List[str] = field(default_factory=list)
     python: Optional[str] = None
@@ -27,13 +27,13 @@ class SourceInfo:
 
 @dataclass
 class Stream:
-    source: Optional[SourceInfo] = None
+    source: Optional[TelemetrySource] = None
     samples: List[Sample] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
     noise: List[str] = field(default_factory=list)   # lines that were not JSON (warnings from the device)
 
     def feed(self, line: str, offset: float = 0.0) -> Optional[object]:
-        """Parse one collector line; return the Sample / SourceInfo it held, or None."""
+        """Parse one collector line; return the Sample / TelemetrySource it held, or None."""
         line = line.strip()
         if not line:
             return None
@@ -44,7 +44,7 @@ class Stream:
             return None
         kind = data.pop("kind", None)
         if kind == "source":
-            self.source = SourceInfo(data["source"], data.get("why", []), data.get("python"))
+            self.source = TelemetrySource(data["source"], data.get("why", []), data.get("python"))
             return self.source
         if kind == "error":
             self.errors.append(data.get("message", "?"))
@@ -66,7 +66,7 @@ def clock_offset(transport) -> float:
 
 def stream(transport, on_item: Callable[[object], None], interval_ms: int = 1000,
            duration: Optional[float] = None, count: Optional[int] = None) -> Stream:
-    """Run the collector in the foreground; call on_item(SourceInfo | Sample) per line until it stops."""
+    """Run the collector in the foreground; call on_item(TelemetrySource | Sample) per line until it stops."""
     args = ["--interval", str(int(interval_ms))]
     if duration is not None:
         args += ["--duration", f"{duration:g}"]
