@@ -18,41 +18,71 @@ from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.deployed import Device, FileText, read
 from edgekit.facts.device import require_supported
 from edgekit.models import catalog
-from edgekit.models.steps import ModelRequest, model_steps, require_pinned
+from edgekit.models.router import model_set_steps
+from edgekit.models.steps import ModelRequest, require_pinned
 from edgekit.remote.command import q
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import healthy, probe
 from edgekit.service.settings import parse_env
-from edgekit.service.steps import (USER, ApiKey, DaemonReload, EnvFile, Healthy, PortFree, ServiceOptions,
-                                   ServiceRunning, ServiceUser, UnitFile, unit_properties, wait_healthy)
+from edgekit.service.steps import (USER, ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile,
+                                   ServiceOptions, ServiceRunning, ServiceUser, UnitFile, unit_properties,
+                                   wait_healthy)
+from edgekit.metrics.steps import ExporterInstalled, ExporterOptions, ExporterPortFree
+from edgekit.metrics.tokens import token_path
 from edgekit.settings import Settings
+from edgekit.tuning import TuningOptions, restore_tuning_commands, tuning_checks, tuning_steps
+from edgekit.tuning.facts import TuningRecords
+
+
+def checks(opts: ProvisionOptions) -> list:
+    """The checks that refuse before any change: the server's port, the exporter's, what the tuning would refuse."""
+    return [PortFree(), *([ExporterPortFree(opts.exporter)] if opts.exporter else []), *tuning_checks(opts.tuning)]
+
+
+def exporter_steps(opts: ProvisionOptions) -> list:
+    return [ExporterInstalled(opts.exporter)] if opts.exporter else []
 
 
 def service_steps() -> list:
     """The steps that install and start the service, prove it answers, and record that state."""
-    return [ApiKey(), EnvFile(), UnitFile(), DaemonReload(), ServiceRunning(), Healthy(), healthy.RecordHealthy()]
+    return [ApiKey(), EnvFile(), PresetFile(), UnitFile(), DaemonReload(), ServiceRunning(), Healthy(),
+            healthy.RecordHealthy()]
 
 
 @dataclass
 class ProvisionOptions:
-    model: ModelRequest
+    model: ModelRequest                  # the default model (the only one, outside router mode)
     build: BuildSpec = field(default_factory=BuildSpec)
     service: ServiceOptions = field(default_factory=ServiceOptions)
+    more_models: list[ModelRequest] = field(default_factory=list)    # router mode: the others
+    models_max: int | None = None
+    tuning: TuningOptions = field(default_factory=TuningOptions)
+    exporter: ExporterOptions | None = None          # the board + server metrics exporter (None: --no-metrics)
+
+    @property
+    def models(self) -> list[ModelRequest]:
+        return [self.model, *self.more_models]
 
 
 def options(s: Settings) -> ProvisionOptions:
     """ProvisionOptions from validated settings; a model that is not pinned is refused here, before connecting.
     With --model-url and no --model, the model is one by URL, named and described by its own file."""
-    name, quant = catalog.split_ref(s.model)
     by_url = bool(s.model_url) and s.source("model") == "default"
-    request = ModelRequest(name=None if by_url else name, quant=None if by_url else quant, n_ctx=s.ctx,
-                           fetch_on=s.fetch_on, hf_endpoint=s.hf_endpoint, source_url=s.model_url, force=s.force,
-                           sha256=s.sha256, kv_type=s.cache_type_kv or "f16", allow_unpinned=s.allow_unpinned,
-                           lock_file=s.lock_file)
-    require_pinned(request)
+    requests = []
+    for ref in s.model_refs:
+        name, quant = catalog.split_ref(ref)
+        requests.append(ModelRequest(
+            name=None if by_url else name, quant=None if by_url else quant, n_ctx=s.ctx, fetch_on=s.fetch_on,
+            hf_endpoint=s.hf_endpoint, source_url=s.model_url, force=s.force, sha256=s.sha256,
+            kv_type=s.cache_type_kv or "f16", allow_unpinned=s.allow_unpinned, lock_file=s.lock_file))
+        require_pinned(requests[-1])
+    tuning = TuningOptions(power_mode=s.power_mode, clocks=s.clocks, headless=s.headless, swap=s.swap,
+                           swap_path=s.swap_path, force_swap_on_sd=s.force_swap_on_sd)
+    tuning.validate()
     return ProvisionOptions(
-        model=request,
+        model=requests[0], more_models=requests[1:], models_max=s.models_max, tuning=tuning,
+        exporter=ExporterOptions(port=s.metrics_port, host=s.metrics_host, token=s.metrics_token) if s.metrics else None,
         build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
                         extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
         service=ServiceOptions(port=s.port, host=s.host, api_key=s.api_key, n_ctx=s.ctx, parallel=s.parallel,
@@ -89,16 +119,20 @@ class Preflight:
 def provision(ctx: Context, opts: ProvisionOptions):
     """Run every step; remember where the server listens on the controller. Returns the step results.
 
-    Order: every check that can run before a change (facts, port, build plan, fit) first; the build is gated before
-    `current` moves; a change that leaves the service unhealthy is rolled back (deploy_steps)."""
+    Order: every check that can run before a change (facts, ports, build plan, tuning, fit) first; then the Jetson
+    tuning (a faster power mode and swap help the compile too); the build is gated before `current` moves; a change
+    that leaves the service unhealthy is rolled back (deploy_steps); the metrics exporter last, outside the gate
+    (a failing exporter never rolls the server back)."""
     ctx.run.service = opts.service
     ctx.run.cuda_arch_override = opts.build.cuda_arch
     results: list = []
     with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
-        fit, fetch = model_steps(opts.model)
-        results += run_steps(ctx, [Preflight(), PortFree(), BuildPlanned(opts.build), fit, ServiceUser()])
+        fits, fetches = model_set_steps(opts.models, opts.models_max)
+        results += run_steps(ctx, [Preflight(), *checks(opts), BuildPlanned(opts.build), *fits, ServiceUser()])
+        results += run_steps(ctx, tuning_steps(opts.tuning))
         results += run_build(ctx, opts.build)
-        results += deploy_steps(ctx, opts.service, [fetch, *service_steps()])
+        results += deploy_steps(ctx, opts.service, [*fetches, *service_steps()])
+        results += run_steps(ctx, exporter_steps(opts))
     remember(ctx, opts)
     return results
 
@@ -156,11 +190,20 @@ def remember(ctx: Context, opts: ProvisionOptions) -> None:
     """Record on the controller where the server listens and where its API key is (for status, chat, bench)."""
     if ctx.dry_run:
         return
-    host = ctx.transport.address if opts.service.host in ("0.0.0.0", "::") else opts.service.host
+    def reach(bind: str) -> str:
+        return ctx.transport.address if bind in ("0.0.0.0", "::") else bind
+
+    facts, exporter = ctx.run.facts, opts.exporter
     controller_state.save(ctx.transport.name, {
-        "url": f"http://{host}:{opts.service.port}", "host": opts.service.host, "port": opts.service.port,
-        "model": ctx.run.model.name if ctx.run.model else None,
+        "url": f"http://{reach(opts.service.host)}:{opts.service.port}", "host": opts.service.host,
+        "port": opts.service.port, "model": ctx.run.model.name if ctx.run.model else None,
+        "models": list(ctx.run.models), "models_max": ctx.run.models_max if ctx.run.router else None,
         "api_key_file": str(controller_state.api_key_path(ctx.transport.name)) if opts.service.api_key else None,
+        "board": ((facts.jetson or {}).get("module") or (facts.jetson or {}).get("model") or facts.arch or "")
+        if facts else "",
+        **({"exporter_address": reach(exporter.host), "exporter_port": exporter.port,
+            "exporter_token_file": str(token_path(ctx.transport.name)) if exporter.token else None}
+           if exporter else {}),
     })
 
 
@@ -206,13 +249,19 @@ def uninstall(transport, purge_models: bool = False) -> list[str]:
 
 def _uninstall(transport, purge_models: bool) -> list[str]:
     removed = []
-    transport.sudo(f"systemctl disable --now {L.UNIT_NAME} 2>/dev/null; rm -f {L.UNIT_PATH} {L.UNIT_PATH}.previous; "
-                   "systemctl daemon-reload; systemctl reset-failed 2>/dev/null; true")
-    removed.append(L.UNIT_PATH)
+    for unit, path in ((L.UNIT_NAME, L.UNIT_PATH), (L.EXPORTER_UNIT, L.EXPORTER_UNIT_PATH)):
+        transport.sudo(f"systemctl disable --now {unit} 2>/dev/null; rm -f {path} {path}.previous; "
+                       "systemctl daemon-reload; systemctl reset-failed 2>/dev/null; true")
+        removed.append(path)
+    restore = restore_tuning_commands(read(transport, TuningRecords()))     # before the records go with STATE_DIR
+    for command in restore:
+        transport.sudo(command)
+    removed += ["the Jetson tuning edgekit changed (power mode, clocks unit, boot target, swap)"] if restore else []
     if transport.run(f"id {USER}", check=False).ok:
         transport.sudo(f"userdel {USER}")
         removed.append(f"user {USER}")
-    paths = [L.ETC_DIR, f"/var/lib/{L.UNIT_NAME}", L.INSTALL_ROOT, L.BUILD_ROOT, L.GATE_DIR, L.STATE_DIR]
+    paths = [L.ETC_DIR, f"/var/lib/{L.UNIT_NAME}", L.INSTALL_ROOT, L.BUILD_ROOT, L.GATE_DIR, L.STATE_DIR,
+             L.EXPORTER_DIR]
     if purge_models:
         paths.append(L.MODELS_DIR)
     transport.sudo("rm -rf " + " ".join(q(p) for p in paths))

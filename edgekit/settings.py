@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgekit.errors import UsageError
+from edgekit.layout import SWAP_FILE
 from edgekit.facts.cuda import parse_arch_override
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -148,6 +149,19 @@ def _cmake_flags(v):
     return tuple(out)
 
 
+def _models(v):
+    """Several models for one service (router mode): a list of catalog NAME[:QUANT], each once."""
+    if v is None or v == "" or v == () or v == []:
+        return ()
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"{v!r} is not a list of models, e.g. [\"gemma3-270m\", \"smollm2-135m\"]")
+    out = tuple(_text(_MODEL, "a catalog NAME or NAME:QUANT", False)(m) for m in v)
+    names = [m.split(":", 1)[0] for m in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a model is named twice in {list(out)}")
+    return out
+
+
 def _cuda_arch(v):
     v = _text(what="a CUDA architecture")(v)
     if v is not None:
@@ -158,6 +172,8 @@ def _cuda_arch(v):
 FIELDS = [
     Field("model", "--model", "chinese-alpaca-2-1.3b", _text(_MODEL, "a catalog NAME or NAME:QUANT", False),
           ("model_name",)),
+    Field("models", None, (), _models, ("model_names",)),    # -m given more than once; inventory `models = [...]`
+    Field("models_max", "--models-max", None, _int(1, 64, optional=True)),
     Field("ctx", "--ctx", None, _int(1, MAX_CTX, optional=True)),
     Field("port", "--port", 8080, _int(1, 65535)),
     Field("host", "--host", "0.0.0.0", normalize_host),
@@ -180,6 +196,19 @@ FIELDS = [
     Field("skip_deps", "--skip-deps", False, _bool),
     Field("rollback", "--no-rollback", True, _bool),
     Field("lock_file", "--lock-file", None, _text()),
+    # Jetson tuning (edgekit.tuning)
+    Field("power_mode", "--power-mode", None, _text(re.compile(r"^[A-Za-z0-9_.+-]{1,64}$"), "a power mode's name")),
+    Field("clocks", "--clocks", None, _choice(("max",))),
+    Field("headless", "--headless", False, _bool),
+    Field("swap", "--swap", None, _text(re.compile(r"^[1-9][0-9]{0,5}(\.[0-9]+)?[KMGT]i?B?$", re.I), "a size like 8G")),
+    Field("swap_path", "--swap-path", SWAP_FILE, _text(re.compile(r"^/[A-Za-z0-9._/-]{1,200}$"), "an absolute path",
+                                                          False)),
+    Field("force_swap_on_sd", "--force-swap-on-sd", False, _bool),
+    # the board + server metrics exporter (edgekit.exporter, edgekit.metrics)
+    Field("metrics", "--no-metrics", True, _bool),
+    Field("metrics_port", "--metrics-port", 9838, _int(1, 65535)),
+    Field("metrics_host", "--metrics-host", "0.0.0.0", normalize_host),
+    Field("metrics_token", "--no-metrics-token", True, _bool),
 ]
 BY_NAME = {f.name: f for f in FIELDS}
 DEFAULTS = {f.name: f.default for f in FIELDS}   # edgekit's defaults (the CLI's help and `sandbox demo` read them)
@@ -194,6 +223,13 @@ ANSIBLE_ONLY = {"build_tarball", "build_from_source", "model_file", "model_path"
 class Settings:
     values: dict[str, Any]
     sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_refs(self) -> tuple[str, ...]:
+        """Every model the service serves, the default first."""
+        if not self.values["models"]:
+            return (self.values["model"],)
+        return (self.values["model"], *(m for m in self.values["models"] if m != self.values["model"]))
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -244,6 +280,25 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
         raise UsageError(f"serving without an API key is allowed only on loopback, but the server would listen on "
                          f"{s.host} ({where}): anyone who reaches it could use it",
                          hint="keep the generated API key, or bind locally: --no-api-key --host 127.0.0.1")
+    if s.models:
+        if sources["model"] != "default" and s.model not in s.models:
+            raise UsageError(f"{_where('model', sources['model'])} is {s.model}, which is not one of the models "
+                             f"({', '.join(s.models)})", hint="the default model is one of the set: list it there too")
+        if sources["model"] == "default":
+            values["model"] = s.models[0]                       # the first of the set is the default
+        if s.model_url:
+            raise UsageError("--model-url installs one model by URL; it cannot be combined with several models",
+                             hint="provision the model by URL on its own, or add it to the catalog")
+    elif s.models_max is not None:
+        raise UsageError(f"{_where('models_max', sources['models_max'])} applies to several models (router mode)",
+                         hint="give -m more than once (or `models = [...]` in the inventory)")
+    if s.metrics and s.metrics_port == s.port:
+        raise UsageError(f"{_where('metrics_port', sources['metrics_port'])} is the server's port {s.port}",
+                         hint="choose another with --metrics-port (default 9838)")
+    if s.metrics and not s.metrics_token and not is_loopback(s.metrics_host):
+        raise UsageError(f"metrics without a token are allowed only on loopback, but the exporter would listen on "
+                         f"{s.metrics_host} ({_where('metrics_host', sources['metrics_host'])})",
+                         hint="keep the token, or bind locally: --no-metrics-token --metrics-host 127.0.0.1")
     if s.sha256 and not s.model_url:
         raise UsageError(f"{_where('sha256', sources['sha256'])} checks a --model-url download",
                          hint="pass --model-url with it, or leave --sha256 out for a catalog model")
@@ -260,5 +315,6 @@ def _hint(name: str) -> str:
         "fetch_on": "--fetch-on auto|device|controller",
         "cmake_flags": "pass --cmake-flag -DNAME=VALUE",
         "model": "see `edgekit models list`",
+        "models": "see `edgekit models list`",
         "cuda_arch": "use a form like 87, compute_87, sm_87 or 8.7",
     }.get(name, f"see `edgekit provision --help` ({BY_NAME[name].flag or name})")

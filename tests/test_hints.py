@@ -40,6 +40,7 @@ PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "models/steps.py": ("models pull", "provision"),
     "models/request.py": ("models pull", "provision"),
     "models/fetch.py": ("models pull", "provision"),
+    "models/router.py": ("provision",),
     # `models fit` prints require_fit's hint too, but with force_flag=False, which leaves out the --force phrase
     # (test_models_fit_hint_leaves_out_force below runs it)
     "models/fit.py": ("models pull", "provision"),
@@ -48,6 +49,8 @@ PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "sandbox/": ("sandbox demo",),
     "service/": ("provision",),
     "settings.py": ("provision",),
+    "tuning/": ("provision",),
+    "metrics/": ("provision", "prometheus"),
 }
 
 # Known wrong today, in files another change owns; each entry names the fix. Remove an entry once it passes

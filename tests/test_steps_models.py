@@ -125,3 +125,27 @@ def test_the_token_goes_on_stdin_never_in_the_printed_command(local_model, tmp_p
     change = FetchModel(request).plan(context(given, dry_run=True, run=board(7.4)()))
     assert "--token-stdin" in change.shown[1] and "hf_secret_value" not in " ".join(change.shown)
     assert download.token() == "hf_secret_value"
+
+
+# -- router mode: how many models stay loaded together ----------------------------------------------------------
+def test_models_that_fit_together_become_models_max():
+    from edgekit.models.router import ModelSetFits
+    from edgekit.remote.run_state import ModelState
+
+    def run():
+        state = board(7.4)()
+        state.models = {n: ModelState(n, need_bytes=int(gib * GIB)) for n, gib in (("a", 2.0), ("b", 3.0), ("c", 2.5))}
+        return state
+
+    dry, _, ctx = plan_and_apply(ModelSetFits(), {}, run=run)
+    assert dry.reason.startswith("--models-max 2: 2 of 3 fit") and ctx.run.models_max == 2   # 3.0 + 2.5 <= 6.5
+    with pytest.raises(UnsuitableDevice, match="only 2 of these models") as info:
+        plan_and_apply(ModelSetFits(models_max=3), {}, run=run)
+    assert "--models-max 2" in info.value.hint
+    assert plan_and_apply(ModelSetFits(models_max=3, force=True), {}, run=run)[1].reason.startswith("--models-max 3")
+
+
+def test_loadable_together_counts_the_largest_needs():
+    from edgekit.models.fit import loadable_together
+
+    assert loadable_together([1, 2, 3], 5) == 2 and loadable_together([4], 3) == 0 and loadable_together([], 9) == 0

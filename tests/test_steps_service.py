@@ -15,7 +15,8 @@ from edgekit.remote.plan import Change, Noop
 from edgekit.remote.run_state import BuildState, ModelState, RunState
 from edgekit.service import healthy
 from edgekit.service.settings import render_env, render_unit
-from edgekit.service.steps import (ApiKey, DaemonReload, EnvFile, Healthy, PortFree, ServiceOptions, ServiceRunning,
+from edgekit.service.steps import (ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile, ServiceOptions,
+                                   ServiceRunning,
                                    ServiceUser, UnitFile, _variables)
 from tests.steps_harness import context, plan_and_apply
 
@@ -26,8 +27,8 @@ STOPPED = {"ActiveState": "inactive", "SubState": "dead", "MainPID": "0", "UnitF
 
 def run_state(**service) -> RunState:
     return RunState(service=ServiceOptions(**service),
-                    model=ModelState("smollm2", f"{L.MODELS_DIR}/smollm2/smollm2.gguf", n_ctx=2048,
-                                     entry={"chat_template": "chatml"}),
+                    models={"smollm2": ModelState("smollm2", f"{L.MODELS_DIR}/smollm2/smollm2.gguf", n_ctx=2048,
+                                                  entry={"chat_template": "chatml"})},
                     build=BuildState(f"{L.INSTALL_ROOT}/b1-abc", L.CURRENT, {"backend": "cpu"}),
                     service_groups=["video"])
 
@@ -169,3 +170,33 @@ def test_record_healthy_copies_env_and_unit_and_uploads_the_record():
     assert ctx.transport.ran[0].startswith("install -d -m 0700 /var/lib/edgekit/last-healthy")
     record = ctx.transport.ran[-1]
     assert record.dest == L.HEALTHY and b'"model": "smollm2"' in record.data
+
+
+# -- router mode: several models, one service -----------------------------------------------------------------
+def router_state(models_max: int = 1) -> RunState:
+    run = run_state()
+    run.models["gemma3-270m"] = ModelState("gemma3-270m", f"{L.MODELS_DIR}/gemma3-270m/g.gguf", n_ctx=1024, entry={
+        "chat_template": "gemma", "sampling": {"temperature": 0.5, "top_k": 40, "unknown": 1}})
+    run.models_max = models_max
+    return run
+
+
+def test_router_env_names_the_presets_and_no_single_model():
+    env = render_env(_variables(context({}, run=router_state())))
+    assert f"LLAMA_ARG_MODELS_PRESET={L.PRESET_PATH}" in env and "LLAMA_ARG_MODELS_MAX=1" in env
+    assert "LLAMA_ARG_MODEL=" not in env and "LLAMA_ARG_CTX_SIZE" not in env and "LLAMA_ARG_CHAT_TEMPLATE" not in env
+
+
+def test_router_presets_carry_each_models_settings_the_default_loaded_at_start():
+    dry, _, ctx = plan_and_apply(PresetFile(), {FileText(L.PRESET_PATH): None}, run=router_state)
+    text = ctx.transport.ran[-1].data.decode()
+    smol, gemma = text.split("[smollm2]")[1].split("[gemma3-270m]")
+    assert "chat-template = chatml" in smol and "ctx-size = 2048" in smol and "load-on-startup = true" in smol
+    assert "chat-template = gemma" in gemma and "ctx-size = 1024" in gemma and "temp = 0.5" in gemma
+    assert "top-k = 40" in gemma and "unknown" not in gemma and "load-on-startup" not in gemma
+
+
+def test_presets_are_a_noop_with_one_model_and_removed_when_left_behind():
+    assert "no router presets" in plan_and_apply(PresetFile(), {FileText(L.PRESET_PATH): None}, run=run_state)[0].reason
+    _, _, ctx = plan_and_apply(PresetFile(), {FileText(L.PRESET_PATH): "old"}, run=run_state)
+    assert ctx.transport.ran == [f"rm -f {L.PRESET_PATH}"]

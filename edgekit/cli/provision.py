@@ -30,8 +30,11 @@ from edgekit.settings import DEFAULTS
 def provision(
     targets: list[str] = typer.Argument(..., help="Hosts: [user@]host[:port], ssh_config aliases, inventory names, "
                                                   "@group, @all, or `local`."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name, optionally NAME:QUANT "
-                                        f"(default {DEFAULTS['model']})."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Catalog name, optionally NAME:QUANT "
+                                              f"(default {DEFAULTS['model']}). Repeat it to serve several models "
+                                              "from one service (router mode; the first is the default)."),
+    models_max: Optional[int] = typer.Option(None, "--models-max", help="Router mode: models loaded at once "
+                                             "(default: as many as fit this device's memory together)."),
     ctx: Ctx = None,
     port: Optional[int] = typer.Option(None, "--port", help=f"Port llama-server listens on (default {DEFAULTS['port']})."),
     host: Optional[str] = typer.Option(None, "--host", help=f"Address to bind (default {DEFAULTS['host']}, with an "
@@ -60,6 +63,26 @@ def provision(
                                             "next to the inventory, else in edgekit's state folder)."),
     no_rollback: Optional[bool] = typer.Option(None, "--no-rollback", help="Keep a change that leaves the service "
                                                "unhealthy (for debugging) instead of restoring the last healthy state."),
+    power_mode: Optional[str] = typer.Option(None, "--power-mode", help="Jetson power mode by its name in the "
+                                             "board's /etc/nvpmodel.conf (e.g. MAXN_SUPER, 25W), or max / efficient."),
+    clocks: Optional[str] = typer.Option(None, "--clocks", help="max: pin the clocks (jetson_clocks), at every boot "
+                                         "too (a oneshot unit before the server)."),
+    headless: Optional[bool] = typer.Option(None, "--headless", help="Boot to multi-user.target: the desktop's "
+                                            "memory goes to the model (next boot)."),
+    swap: Optional[str] = typer.Option(None, "--swap", help="A swap file of this size (e.g. 8G) instead of zram; "
+                                       "refused on eMMC/SD."),
+    swap_path: Optional[str] = typer.Option(None, "--swap-path", help="Where the swap file goes (default /swapfile; "
+                                            "put it on NVMe)."),
+    force_swap_on_sd: Optional[bool] = typer.Option(None, "--force-swap-on-sd", help="Allow --swap on eMMC/SD "
+                                                    "(it wears the card, and a model that swaps there crawls)."),
+    no_metrics: Optional[bool] = typer.Option(None, "--no-metrics", help="Do not install the board + server "
+                                              "metrics exporter."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Port of the metrics exporter "
+                                               f"(default {DEFAULTS['metrics_port']})."),
+    metrics_host: Optional[str] = typer.Option(None, "--metrics-host", help="Address the exporter binds "
+                                               f"(default {DEFAULTS['metrics_host']}, with a token)."),
+    no_metrics_token: Optional[bool] = typer.Option(None, "--no-metrics-token", help="Exporter without a token "
+                                                    "(loopback --metrics-host only)."),
     dry_run: DryRun = False,
     json_out: bool = Json,
     inventory: Optional[Path] = Inventory,
@@ -71,7 +94,12 @@ def provision(
     login: Login = Login(),
 ) -> None:
     """Build llama.cpp, fetch a model and run it as a hardened systemd service; idempotent."""
-    flags = {"model": model, "ctx": ctx, "port": port, "host": host, "llama_src": llama_src, "cpu": cpu,
+    flags = {"power_mode": power_mode, "clocks": clocks, "headless": headless, "swap": swap, "swap_path": swap_path,
+             "force_swap_on_sd": force_swap_on_sd, "metrics": None if no_metrics is None else not no_metrics,
+             "metrics_port": metrics_port, "metrics_host": metrics_host,
+             "metrics_token": None if no_metrics_token is None else not no_metrics_token,
+             "model": model[0] if model else None, "models": model if model and len(model) > 1 else None,
+             "models_max": models_max, "ctx": ctx, "port": port, "host": host, "llama_src": llama_src, "cpu": cpu,
              "cuda_arch": cuda_arch, "cpu_level": cpu_level, "cmake_flags": cmake_flag or None, "jobs": jobs,
              "skip_deps": skip_deps, "fetch_on": fetch_on, "hf_endpoint": hf_endpoint, "model_url": model_url,
              "sha256": sha256, "allow_unpinned": allow_unpinned, "force": force, "parallel": parallel,

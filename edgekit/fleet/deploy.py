@@ -20,7 +20,7 @@ from edgekit.build.steps import run_build
 from edgekit.errors import UsageError
 from edgekit.fleet.inventory import Host
 from edgekit.fleet.runner import FleetReporter, HostRow, run_fleet
-from edgekit.models.steps import model_steps
+from edgekit.models.router import model_set_steps
 from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember, service_steps
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
@@ -119,11 +119,11 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
                 results = provision(ctx, o)  # the builder (or a dry run): its own build steps are no-ops / the plan
             else:
                 ctx.run.service = o.service
-                fit, fetch = model_steps(o.model)
+                fits, fetches = model_set_steps(o.models, o.models_max)
                 with device_lock(t, "fleet provision", enabled=not dry_run):
-                    results = run_steps(ctx, [Preflight(), PortFree(), fit, ServiceUser(),
+                    results = run_steps(ctx, [Preflight(), PortFree(), *fits, ServiceUser(),
                                               InstallPack(build["tarball"], o.build.keep)])
-                    results += deploy_steps(ctx, o.service, [fetch, *service_steps()])
+                    results += deploy_steps(ctx, o.service, [*fetches, *service_steps()])
                 remember(ctx, o)
         row.result.steps[:] = results
         return f"serving {ctx.run.model.name if ctx.run.model else '?'} on :{o.service.port}", None

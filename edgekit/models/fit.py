@@ -118,6 +118,23 @@ def gib(n: float) -> str:
     return f"{n / GiB:.2f} GiB"
 
 
+def loadable_together(needs: list[int], usable_bytes: int) -> int:
+    """Router mode: how many of these models can stay loaded at once, whichever were used last. Each model runs in
+    its own llama-server process, so each need counts whole (runtime included). The answer holds for ANY choice
+    of that many: the largest needs are summed. 0 when even the largest alone does not fit."""
+    total, count = 0, 0
+    for need in sorted(needs, reverse=True):
+        if total + need > usable_bytes:
+            break
+        total, count = total + need, count + 1
+    return count
+
+
+def usable_bytes(total_bytes: int) -> int:
+    """RAM a model may take: all of it (unified memory) less the OS reserve."""
+    return total_bytes - os_reserve(total_bytes)
+
+
 def os_reserve(total_bytes: int) -> int:
     return int(min(max(0.12 * total_bytes, 512 * MiB), 2 * GiB))
 

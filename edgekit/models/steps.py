@@ -15,8 +15,8 @@ is fetched, verified on every later install on every device). A file that fails 
 refused with exit 4, like a sha256 mismatch: the bytes from outside are wrong, not the device (exit 5 is kept for
 "does not fit this device").
 
-Reads ctx.run.facts (read if missing); leaves ctx.run.model (ModelState: name, path, n_ctx, entry; sha256 and
-size once the fetch step verified or installed the file) and ctx.run.model_transfer. The fetch itself:
+Reads ctx.run.facts (read if missing); leaves a ModelState per model in ctx.run.models (name, path, n_ctx, entry,
+need_bytes; sha256 and size once the fetch step verified or installed the file) and ctx.run.model_transfer. The fetch itself:
 edgekit.models.fetch.
 
 Device layout: <layout.MODELS_DIR>/<name>/<file> (verified), `<file>.partial` while downloading, and
@@ -71,11 +71,10 @@ def _dest(entry, quant) -> str:
 
 
 def _model(ctx: Context, name: str, path: str) -> ModelState:
-    """The run's model (made or renamed here: a fetch step may follow a fit step for the same model)."""
-    if ctx.run.model is None or ctx.run.model.name != name:
-        ctx.run.model = ModelState(name, path)
-    ctx.run.model.path = path
-    return ctx.run.model
+    """The run's record of one model (the fit step makes it, the fetch step completes it)."""
+    model = ctx.run.models.setdefault(name, ModelState(name, path))
+    model.path = path
+    return model
 
 
 def _fit_url(ctx: Context, request: ModelRequest, header: GGUFHeader, size: int):
@@ -110,7 +109,7 @@ class FitCheck:
         n_ctx = self.request.n_ctx or fit.default_ctx(entry, quant, total, self.request.kv_type)
         report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, self.request.kv_type)
         model = _model(ctx, entry.name, _dest(entry, quant))
-        model.n_ctx, model.entry = n_ctx, entry.to_json()
+        model.n_ctx, model.entry, model.need_bytes = n_ctx, entry.to_json(), report.need_bytes
         if not report.fits and not self.request.force:
             fit.require_fit(report)
         verdict = "fits" if report.fits else "does NOT fit (--force)"

@@ -33,6 +33,18 @@ class ModelState:
     entry: dict = field(default_factory=dict)
     sha256: str | None = None
     size: int | None = None
+    need_bytes: int | None = None         # memory it takes loaded (weights, KV cache, compute, runtime) per the fit
+
+
+@dataclass
+class TuningState:
+    """What the Jetson tuning steps found and did, for the fit check and the report (edgekit.tuning)."""
+
+    power_mode: str | None = None          # the mode the board runs, or will run after the next boot
+    after_reboot: list[str] = field(default_factory=list)    # changes that take effect at the next boot
+    desktop_bytes: int | None = None       # RSS of the desktop session now (headless frees about this at next boot)
+    zram_swap_bytes: int | None = None     # zram swap capacity turned off
+    swap_bytes: int | None = None          # the swap file's size
 
 
 @dataclass
@@ -44,8 +56,19 @@ class RunState:
     build: BuildState | None = None
     build_seconds: float = 0.0
     resolved_builds: dict[Any, Any] = field(default_factory=dict)   # BuildSpec -> its resolution, once per run
-    model: ModelState | None = None
+    models: dict[str, ModelState] = field(default_factory=dict)   # what the service serves, the default first
+    models_max: int | None = None         # router mode: models loaded at once (what fits together)
     model_transfer: dict | None = None    # how the model arrived: {"mode", "downloaded", "resumed_from", ...}
     api_key_new: str | None = None        # a key generated in this run (shown once)
     health: dict | None = None            # {"loaded_s", "smoke_s"}
     smoke_answer: str | None = None
+    tuning: TuningState = field(default_factory=TuningState)
+
+    @property
+    def model(self) -> ModelState | None:
+        """The default model (the only one, outside router mode)."""
+        return next(iter(self.models.values()), None)
+
+    @property
+    def router(self) -> bool:
+        return len(self.models) > 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from edgekit.layout import API_KEY_PATH, ENV_PATH, MODELS_DIR, PREFIX, UNIT_NAME
+from edgekit.layout import API_KEY_PATH, ENV_PATH, MODELS_DIR, PREFIX, PRESET_PATH, UNIT_NAME
 from edgekit.settings import DEFAULTS as SETTINGS
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -38,7 +38,13 @@ DEFAULTS: dict[str, Any] = {
     "edgekit_chat_template": None,
     "edgekit_cache_type_kv": None,
     "edgekit_api_key_file": API_KEY_PATH,
+    "edgekit_models": [],             # router mode: [{name, path, ctx, chat_template, sampling}], the default first
+    "edgekit_models_max": None,
+    "edgekit_models_preset": PRESET_PATH,
 }
+# catalog sampling keys -> llama-server arguments (a router preset's keys)
+SAMPLING_ARGS = {"temperature": "temp", "top_k": "top-k", "top_p": "top-p", "repeat_penalty": "repeat-penalty",
+                 "min_p": "min-p"}
 
 
 def _env() -> jinja2.Environment:
@@ -64,11 +70,24 @@ def render_env(variables: dict[str, Any]) -> str:
     return render("llama-server.env.j2", variables)
 
 
+def render_preset(variables: dict[str, Any]) -> str:
+    return render("models.ini.j2", variables)
+
+
+def router_model(*, name: str, path: str, ctx: int, chat_template: str | None, sampling: dict) -> dict[str, Any]:
+    """One model of a router preset: its file, context, chat template and sampling defaults (llama-server args)."""
+    return {"name": name, "path": path, "ctx": ctx, "chat_template": chat_template,
+            "sampling": {SAMPLING_ARGS[k]: v for k, v in sampling.items() if k in SAMPLING_ARGS}}
+
+
 def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, host: str, gpu: bool,
                       api_key: bool, parallel: int, threads: int | None, chat_template: str | None,
-                      cache_type_kv: str | None, groups: list[str]) -> dict[str, Any]:
-    """The template variables for one device: GPU offload and device access only where there is a GPU."""
+                      cache_type_kv: str | None, groups: list[str], models: list[dict] | None = None,
+                      models_max: int | None = None) -> dict[str, Any]:
+    """The template variables for one device: GPU offload and device access only where there is a GPU. With
+    `models` (router_model each, two or more) the service is llama-server's router over them."""
     return {
+        "edgekit_models": models or [], "edgekit_models_max": models_max,
         "edgekit_model_name": model_name, "edgekit_model_path": model_path, "edgekit_ctx": ctx,
         "edgekit_port": port, "edgekit_host": host, "edgekit_parallel": parallel, "edgekit_threads": threads,
         "edgekit_gpu_layers": 999 if gpu else 0, "edgekit_private_devices": not gpu,

@@ -21,7 +21,7 @@ from edgekit.facts.deployed import (FileOwnerMode, FileText, GpuGroups, PortList
 from edgekit.remote.command import Local, Upload, sh
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service import probe
-from edgekit.service.settings import render_env, render_unit, service_variables
+from edgekit.service.settings import render_env, render_preset, render_unit, router_model, service_variables
 from edgekit.settings import DEFAULTS
 
 USER = L.SERVICE_USER
@@ -59,11 +59,16 @@ def _variables(ctx: Context) -> dict:
     opts, model, build = ctx.run.service, ctx.run.model, ctx.run.build
     assert opts is not None and model is not None, "the model and service steps set these first"
     entry = model.entry or {}
+    routed = [router_model(name=m.name, path=m.path, ctx=opts.n_ctx or m.n_ctx or 4096,
+                           chat_template=(m.entry or {}).get("chat_template") or None,
+                           sampling=(m.entry or {}).get("sampling") or {})
+              for m in ctx.run.models.values()] if ctx.run.router else None
     return service_variables(
         model_name=model.name, model_path=model.path, ctx=opts.n_ctx or model.n_ctx or 4096,
         port=opts.port, host=opts.host, gpu=uses_gpu(build.stamp if build else None), api_key=opts.api_key,
         parallel=opts.parallel, threads=opts.threads, chat_template=entry.get("chat_template"),
-        cache_type_kv=opts.cache_type_kv, groups=ctx.run.service_groups)
+        cache_type_kv=opts.cache_type_kv, groups=ctx.run.service_groups, models=routed,
+        models_max=ctx.run.models_max or (len(routed) if routed else None))
 
 
 class ServiceUser:
@@ -152,6 +157,23 @@ class EnvFile(_RenderedFile):
         return render_env(_variables(ctx))
 
 
+class PresetFile(_RenderedFile):
+    """Router mode: the models' presets (llama-server --models-preset); none with a single model."""
+
+    name = "model presets"
+    path = L.PRESET_PATH
+
+    def content(self, ctx: Context) -> str:
+        return render_preset(_variables(ctx))
+
+    def plan(self, ctx: Context):
+        if ctx.run.router:
+            return super().plan(ctx)
+        if ctx.fact(FileText(self.path)) is None:
+            return Noop("one model: no router presets")
+        return Change(f"remove {self.path} (one model now: no router)", [sh("rm", "-f", self.path)])
+
+
 class UnitFile(_RenderedFile):
     name = "systemd unit"
     path = L.UNIT_PATH
@@ -218,9 +240,11 @@ class ServiceRunning:
 
 
 def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: float,
-                 smoke_prompt: str = "Say hello in one short sentence.") -> tuple[float, float, str]:
-    """Wait for /health 200, then one real chat completion. Raises on a crash loop, a timeout or a failed
-    completion; returns (seconds to healthy, seconds for the completion, the answer)."""
+                 smoke_prompt: str = "Say hello in one short sentence.", model: str | None = None
+                 ) -> tuple[float, float, str]:
+    """Wait for /health 200, then one real chat completion (to `model`: router mode routes by it). Raises on a
+    crash loop, a timeout or a failed completion; returns (seconds to healthy, seconds for the completion, the
+    answer)."""
     base = f"http://{probe_host(host)}:{port}"
     start = time.monotonic()
     restarts0 = int(ctx.fact(UnitState()).get("NRestarts") or 0)
@@ -246,7 +270,8 @@ def wait_healthy(ctx: Context, port: int, host: str, key: str | None, timeout: f
     loaded = time.monotonic() - start
     t0 = time.monotonic()
     status, body = probe.request(ctx.transport, f"{base}/v1/chat/completions", key=key, timeout=300, body={
-        "messages": [{"role": "user", "content": smoke_prompt}], "max_tokens": 32, "temperature": 0})
+        "messages": [{"role": "user", "content": smoke_prompt}], "max_tokens": 32, "temperature": 0,
+        **({"model": model} if model else {})})
     if status != 200:
         raise RemoteCommandFailed(f"POST {base}/v1/chat/completions", status, body,
                                   message=f"smoke completion failed with HTTP {status}",
@@ -265,7 +290,8 @@ class Healthy:
             return Noop("would wait for /health and send one chat completion")
         opts = ctx.run.service
         key = controller_state.read_api_key(ctx.transport.name) if opts.api_key else None
-        loaded, took, answer = wait_healthy(ctx, opts.port, opts.host, key, opts.health_timeout, opts.smoke_prompt)
+        loaded, took, answer = wait_healthy(ctx, opts.port, opts.host, key, opts.health_timeout, opts.smoke_prompt,
+                                            ctx.run.model.name if ctx.run.model else None)
         ctx.run.smoke_answer = answer
         ctx.run.health = {"loaded_s": round(loaded, 2), "smoke_s": round(took, 2)}
         return Noop(f"healthy after {loaded:.1f}s; smoke completion in {took:.1f}s: {answer[:60]!r}")

@@ -1,0 +1,243 @@
+"""The facts the tuning steps read (frozen dataclasses: `sudo`, `command`, a pure `parse`), for `ctx.fact`.
+
+The parsers of edgekit.facts.tuning and edgekit.facts.jetson are reused where they exist (one parser per output);
+what is new here: the conf with each mode's settings (modes.parse_conf), the status file and boot id next to
+`nvpmodel -q`, the desktop session's memory, the device a path is stored on, a swap file's state, and the original
+values edgekit recorded on the device (layout.TUNING_DIR).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from edgekit import layout as L
+from edgekit.facts.jetson import PowerMode as _PowerModeQuery
+from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, Swaps
+from edgekit.remote.command import q
+from edgekit.tuning.modes import ModeTable, parse_conf, status_pmode
+
+
+@dataclass(frozen=True)
+class PowerModeTable:
+    """The power modes of the device's own nvpmodel.conf (modes.ModeTable), None when it has none."""
+
+    path: str = L.NVPMODEL_CONF
+    sudo: bool = False
+
+    @property
+    def command(self) -> str:
+        return f"cat {q(self.path)} 2>/dev/null"
+
+    @staticmethod
+    def parse(output: str) -> ModeTable | None:
+        return parse_conf(output)
+
+
+@dataclass(frozen=True)
+class CurrentPowerMode:
+    """The mode in use: `nvpmodel -q`, the status file nvpmodel.service applies at boot, and this boot's id.
+
+    -> {'name', 'id' (from -q, else the status file), 'status' (its text or None), 'status_id', 'boot_id'}"""
+
+    sudo: bool = True
+    command: str = (f"nvpmodel -q 2>/dev/null; echo @@status; cat {L.NVPMODEL_STATUS} 2>/dev/null; echo @@boot; "
+                    "cat /proc/sys/kernel/random/boot_id")
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        query, _, rest = output.partition("@@status")
+        status, _, boot = rest.partition("@@boot")
+        mode = _PowerModeQuery.parse(query) or {}
+        status = status.strip("\n") or None
+        status_id = status_pmode(status)
+        return {"name": mode.get("name"), "id": mode.get("id") if mode.get("id") is not None else status_id,
+                "status": status + "\n" if status else None, "status_id": status_id,
+                "boot_id": boot.strip() or None}
+
+
+@dataclass(frozen=True)
+class ClocksState:
+    """`jetson_clocks --show` (run as root, as the real script requires): JetsonClocksShow's dict with `pinned`
+    read the way jetson_clocks pins: CPU and GPU min == max, and the EMC by its override flag (jetson_clocks sets
+    FreqOverride=1 and leaves the EMC's MinFreq where it was, so min == max never holds for it). None when there is
+    no jetson_clocks."""
+
+    sudo: bool = True
+    command: str = "jetson_clocks --show"
+
+    @staticmethod
+    def parse(output: str) -> dict | None:
+        show = JetsonClocksShow.parse(output)
+        if show is None:
+            return None
+        emc = show["emc_override"] if show["emc_override"] is not None else show["emc_pinned"]
+        parts = [p for p in (show["cpu_pinned"], show["gpu_pinned"], emc) if p is not None]
+        return {**show, "pinned": bool(parts) and all(parts)}
+
+
+@dataclass(frozen=True)
+class BootTarget:
+    """`systemctl get-default`: 'graphical', 'multi-user', ... (without '.target'), None when unreadable."""
+
+    sudo: bool = False
+    command: str = DefaultTarget.command
+
+    @staticmethod
+    def parse(output: str) -> str | None:
+        return DefaultTarget.parse(output)
+
+
+# Processes of a desktop session (names as `ps -o comm` shows them: at most 15 characters).
+DESKTOP_NAMES = ("Xorg", "Xwayland", "gnome-shell", "gdm3", "gdm-session-wor", "gdm-wayland-ses", "gdm-x-session",
+                 "gnome-session-b", "gnome-session-c", "gnome-keyring-d", "gnome-software", "nautilus",
+                 "nautilus-deskto", "unity-settings-", "compiz", "lightdm", "ibus-daemon", "ibus-x11",
+                 "ibus-extension-", "evolution-alarm", "evolution-sourc", "evolution-calen", "evolution-addre",
+                 "tracker-miner-f", "goa-daemon", "goa-identity-se", "xdg-desktop-por", "gsd-*", "at-spi*",
+                 "mutter-x11-fram", "nm-applet", "update-notifier", "gvfs*", "pulseaudio", "pipewire*",
+                 "wireplumber", "zeitgeist*", "snap-store")
+
+
+def _is_desktop(name: str) -> bool:
+    return any(name.startswith(n[:-1]) if n.endswith("*") else name == n for n in DESKTOP_NAMES)
+
+
+@dataclass(frozen=True)
+class DesktopMemory:
+    """The resident memory of the desktop session's processes (DESKTOP_NAMES) from `ps -eo rss=,comm=`:
+    {'bytes': total, 'processes': {name: bytes}}. RSS counts shared pages in each process, so the total is an
+    upper estimate of what booting headless frees."""
+
+    sudo: bool = False
+    command: str = "ps -eo rss=,comm="
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        processes: dict[str, int] = {}
+        for line in output.splitlines():
+            parts = line.split(None, 1)
+            if len(parts) != 2 or not parts[0].isdigit():
+                continue
+            name = parts[1].strip()
+            if _is_desktop(name):
+                processes[name] = processes.get(name, 0) + int(parts[0]) * 1024
+        return {"bytes": sum(processes.values()), "processes": processes}
+
+
+@dataclass(frozen=True)
+class SwapState:
+    """/proc/swaps (edgekit.facts.tuning.Swaps): [{'path', 'type', 'size_bytes', 'used_bytes', 'priority', 'zram'}]."""
+
+    sudo: bool = False
+    command: str = Swaps.command
+
+    @staticmethod
+    def parse(output: str) -> list[dict]:
+        return Swaps.parse(output)
+
+
+_PARTITION = re.compile(r"^(mmcblk\d+|nvme\d+n\d+|[a-z]+)(?:p?\d+)?$")
+
+
+def storage_kind(device: str | None, mmc_type: str | None = None) -> str:
+    """'eMMC', 'SD', 'NVMe', 'disk' or 'unknown' for a block device name (mmcblk0p1, nvme0n1p2, sda1)."""
+    name = (device or "").rsplit("/", 1)[-1]
+    if name.startswith("mmcblk"):
+        kind = (mmc_type or "").strip().upper()
+        return "SD" if kind == "SD" else "eMMC" if kind == "MMC" else "eMMC or SD"
+    if name.startswith("nvme"):
+        return "NVMe"
+    if re.match(r"^(sd|vd|xvd|hd)[a-z]", name):
+        return "disk"
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class BackingDevice:
+    """Where a path is (or would be) stored: the mount source of its nearest existing directory (findmnt), the
+    whole device under it (lsblk's parent kernel name) and, for an MMC device, whether the kernel calls it MMC
+    (eMMC) or SD -> {'source', 'device', 'kind': 'eMMC' | 'SD' | 'eMMC or SD' | 'NVMe' | 'disk' | 'unknown'}."""
+
+    path: str
+    sudo: bool = False
+
+    @property
+    def command(self) -> str:
+        return (f"d={q(self.path)}; while [ ! -e \"$d\" ] && [ \"$d\" != / ]; do d=$(dirname \"$d\"); done; "
+                "src=$(findmnt -no SOURCE -T \"$d\" 2>/dev/null | head -n1); echo \"source=$src\"; "
+                "dev=$(lsblk -no PKNAME \"$src\" 2>/dev/null | head -n1); [ -n \"$dev\" ] || dev=${src##*/}; "
+                "echo \"device=$dev\"; echo \"mmc_type=$(cat /sys/block/\"$dev\"/device/type 2>/dev/null)\"")
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        source = values.get("source", "").strip() or None
+        device = values.get("device", "").strip() or None
+        if device is None and source:
+            m = _PARTITION.match(source.rsplit("/", 1)[-1])
+            device = m[1] if m else None
+        return {"source": source, "device": device, "kind": storage_kind(device or source, values.get("mmc_type"))}
+
+
+@dataclass(frozen=True)
+class SwapFile:
+    """A swap file's state: {'exists', 'size' (bytes), 'mode' ('600'), 'type' (blkid: 'swap'), 'fstab' (the type
+    /etc/fstab gives the path, None when it has no line for it)}."""
+
+    path: str
+    sudo: bool = True
+
+    @property
+    def command(self) -> str:
+        p = q(self.path)
+        return (f"if [ -e {p} ]; then echo \"stat=$(stat -c '%s %a' {p})\"; "
+                f"echo \"type=$(blkid -o value -s TYPE {p} 2>/dev/null)\"; fi; "
+                f"echo \"fstab=$(awk -v p={p} '$1 == p {{print $3; exit}}' /etc/fstab 2>/dev/null)\"")
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        stat = values.get("stat", "").split()
+        return {"exists": "stat" in values, "size": int(stat[0]) if stat and stat[0].isdigit() else None,
+                "mode": stat[1] if len(stat) > 1 else None, "type": values.get("type", "").strip() or None,
+                "fstab": values.get("fstab", "").strip() or None}
+
+
+RECORDS = {"power_mode": "power-mode.json", "power_mode_pending": "pending-power-mode.json",
+           "clocks": "clocks.json", "default_target": "default-target.json", "zram": "zram.json",
+           "swap": "swap.json"}
+
+
+def record_path(key: str) -> str:
+    return f"{L.TUNING_DIR}/{RECORDS[key]}"
+
+
+@dataclass(frozen=True)
+class TuningRecords:
+    """What edgekit recorded before changing a setting (one JSON file per setting in layout.TUNING_DIR):
+    {'power_mode': {'id', 'name'}, 'default_target': 'graphical.target', ..., 'clocks_store': True when
+    `jetson_clocks --store` saved the clocks}. Unreadable files are left out."""
+
+    sudo: bool = True
+    command: str = (f"for f in {L.TUNING_DIR}/*.json; do [ -f \"$f\" ] || continue; "
+                    "echo \"@@file $(basename \"$f\")\"; cat \"$f\"; echo; done; "
+                    f"[ -f {L.CLOCKS_STORE} ] && echo @@clocks-store; true")
+
+    @staticmethod
+    def parse(output: str) -> dict:
+        by_file = {v: k for k, v in RECORDS.items()}
+        records: dict = {}
+        for chunk in output.split("@@file ")[1:]:
+            name, _, body = chunk.partition("\n")
+            body = body.split("@@clocks-store")[0]
+            key = by_file.get(name.strip())
+            if key is None:
+                continue
+            try:
+                records[key] = json.loads(body)
+            except ValueError:
+                continue
+        if "@@clocks-store" in output:
+            records["clocks_store"] = True
+        return records
