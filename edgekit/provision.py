@@ -215,21 +215,26 @@ def status(transport) -> dict:
     out = {"unit": L.UNIT_NAME, "installed": show.get("LoadState") == "loaded", "active": show.get("ActiveState"),
            "sub": show.get("SubState"), "pid": int(show.get("MainPID") or 0), "enabled": show.get("UnitFileState"),
            "restarts": int(show.get("NRestarts") or 0), "since": show.get("ActiveEnterTimestamp") or None,
-           "model": env.get("LLAMA_ARG_MODEL"), "ctx": env.get("LLAMA_ARG_CTX_SIZE"),
+           "model": env.get("LLAMA_ARG_MODEL"), "ctx": env.get("LLAMA_ARG_CTX_SIZE"), "models": None,
+           "models_max": env.get("LLAMA_ARG_MODELS_MAX"),
            "listen": f"{env.get('LLAMA_ARG_HOST')}:{env.get('LLAMA_ARG_PORT')}" if env else None,
            "build": json.loads(stamp) if stamp else None, "health": None, "slots": None}
     st = read(transport, healthy.DeployState())
     h = st["healthy"]
     out["last_healthy"] = h
     out["state"] = ("no healthy state recorded" if not h else
-                    "the last healthy state" if h.get("build") == st["current"]
-                    and h.get("env_sha256") == healthy.sha(st["env"]) and h.get("unit_sha256") == healthy.sha(st["unit"])
-                    else "changed since the last healthy state")
+                    "the last healthy state" if healthy.is_recorded(st) else "changed since the last healthy state")
     if env.get("LLAMA_ARG_PORT") and out["active"] == "active":
         base = f"http://127.0.0.1:{env['LLAMA_ARG_PORT']}"
         code, body = probe.request(transport, f"{base}/health", timeout=5)
         out["health"] = {200: "ok", 503: "loading"}.get(code, f"HTTP {code}" if code else "no answer")
         key = controller_state.read_api_key(transport.name)
+        if env.get("LLAMA_ARG_MODELS_PRESET"):      # router mode: each model and whether it is loaded now
+            code, body = probe.request(transport, f"{base}/models", key=key, timeout=5)
+            if code == 200:
+                out["models"] = [{"id": m.get("id"), "status": (m.get("status") or {}).get("value")}
+                                 for m in json.loads(body).get("data") or []]
+            return out
         code, body = probe.request(transport, f"{base}/slots", key=key, timeout=5)
         if code == 200:
             slots = json.loads(body)

@@ -3,6 +3,8 @@ dry run printed (tests/steps_harness.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edgekit import layout as L
@@ -153,7 +155,7 @@ def test_health_is_not_waited_for_in_a_dry_run():
 
 
 def _deploy_state(record: dict | None, env: str = "A=1\n", unit: str = "[Unit]\n") -> dict:
-    return {"current": f"{L.INSTALL_ROOT}/b1-abc", "env": env, "unit": unit, "healthy": record}
+    return {"current": f"{L.INSTALL_ROOT}/b1-abc", "env": env, "unit": unit, "preset": "", "healthy": record}
 
 
 def test_record_healthy_noop_when_already_recorded():
@@ -200,3 +202,19 @@ def test_presets_are_a_noop_with_one_model_and_removed_when_left_behind():
     assert "no router presets" in plan_and_apply(PresetFile(), {FileText(L.PRESET_PATH): None}, run=run_state)[0].reason
     _, _, ctx = plan_and_apply(PresetFile(), {FileText(L.PRESET_PATH): "old"}, run=run_state)
     assert ctx.transport.ran == [f"rm -f {L.PRESET_PATH}"]
+
+
+def test_router_presets_are_part_of_the_healthy_state_and_restored():
+    preset = "version = 1\n\n[smollm2]\nmodel = /m.gguf\n"
+    st = {**_deploy_state(None, env="LLAMA_ARG_MODELS_PRESET=/etc/edgekit/models.ini\n"), "preset": preset}
+    _, _, ctx = plan_and_apply(healthy.RecordHealthy(), {healthy.DeployState(): st}, run=run_state,
+                               after_health=True)
+    record = json.loads(ctx.transport.ran[-1].data)
+    assert record["model"] == "smollm2" and record["preset_sha256"] == healthy.sha(preset)
+    assert f"cp -p {L.PRESET_PATH} /var/lib/edgekit/last-healthy/models.ini" in ctx.transport.ran
+    changed = {**st, "healthy": record, "preset": preset + "[other]\n"}
+    assert not healthy.is_recorded(changed)
+    assert f"install -m 0644 /var/lib/edgekit/last-healthy/models.ini {L.PRESET_PATH}" in \
+        healthy.restore_commands(changed)
+    single = {**st, "healthy": {**record, "preset_sha256": healthy.sha("")}}
+    assert f"rm -f {L.PRESET_PATH}" in healthy.restore_commands(single)

@@ -48,17 +48,33 @@ def test_jetson_clocks_show_agx_orin_not_pinned():
     }
 
 
-def test_jetson_clocks_show_only_pinned_when_every_present_unit_is():
-    # No public capture of a pinned `--show` was found; this derives one from the AGX Orin capture by
-    # raising each MinFreq to its MaxFreq, which is what `jetson_clocks` does.
-    text = (cap.JETSON_CLOCKS_SHOW_AGX_ORIN_JP5
-            .replace("MinFreq=729600 MaxFreq=2201600", "MinFreq=2201600 MaxFreq=2201600")
-            .replace("GPU MinFreq=306000000", "GPU MinFreq=1300500000"))
-    clocks = JetsonClocksShow.parse(text)
-    assert clocks["cpu_pinned"] and clocks["gpu_pinned"] and not clocks["emc_pinned"]
-    assert clocks["pinned"] is False
+@pytest.mark.parametrize("before, after", [
+    (cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W, cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W_PINNED),
+    (cap.JETSON_CLOCKS_SHOW_NANO_JP4, cap.JETSON_CLOCKS_SHOW_NANO_JP4_PINNED),
+])
+def test_jetson_clocks_pins_the_emc_by_its_override_not_its_min_frequency(before, after):
+    # Real runs of `jetson_clocks`: CPU and GPU min rise to max, the EMC keeps its MinFreq and sets FreqOverride=1.
+    was, now = JetsonClocksShow.parse(before), JetsonClocksShow.parse(after)
+    assert (was["pinned"], was["cpu_pinned"], was["gpu_pinned"], was["emc_pinned"]) == (False, False, False, False)
+    assert (now["pinned"], now["cpu_pinned"], now["gpu_pinned"], now["emc_pinned"]) == (True, True, True, True)
+    assert now["emc_override"] is True and was["emc_override"] is False
+    assert "EMC MinFreq=204000000 " in after                         # min == max never holds for the EMC
+    assert now["emc_max_hz"] == was["emc_max_hz"] and now["power_mode"] == was["power_mode"]
+
+
+def test_jetson_clocks_agx_orin_30w_caps_and_offline_cores():
+    clocks = JetsonClocksShow.parse(cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W_PINNED)
+    # cpu8-11 are offline in 30W (MaxFreq 2201600 there): the online cores' cap is the mode's 1728000
+    assert (clocks["cpu_max_khz"], clocks["gpu_max_hz"], clocks["emc_max_hz"]) == (1728000, 612000000, 3199000000)
+    assert clocks["power_mode"] == "MODE_30W"
+
+
+def test_jetson_clocks_without_the_override_flag_falls_back_to_min_equals_max():
+    # Output without FreqOverride (derived from the AGX Orin capture by dropping the flag): min == max decides.
+    text = cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W_PINNED.replace(" FreqOverride=1", "")
+    assert JetsonClocksShow.parse(text)["emc_pinned"] is False and JetsonClocksShow.parse(text)["pinned"] is False
     text = text.replace("EMC MinFreq=204000000", "EMC MinFreq=3199000000")
-    assert JetsonClocksShow.parse(text)["pinned"] is True
+    assert JetsonClocksShow.parse(text)["emc_override"] is None and JetsonClocksShow.parse(text)["pinned"] is True
 
 
 def test_jetson_clocks_show_ignores_offline_cpus():

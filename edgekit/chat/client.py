@@ -13,7 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from edgekit import errors
 from edgekit.chat.profile import Sampling
@@ -238,18 +238,27 @@ class LlamaClient:
                 on_wait(waited, said)
             time.sleep(interval)
 
+    def _routed(self, path: str) -> str:
+        """A GET path for this endpoint's model (router mode routes GETs by `?model=`; one model ignores it)."""
+        return f"{path}?model={quote(self.endpoint.model, safe='')}" if self.endpoint.model else path
+
+    def _with_model(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "model": self.endpoint.model} if self.endpoint.model else payload
+
     def props(self) -> dict:
         """GET /props: the server's settings (chat template, slots, context size, model path). Needs the key."""
-        return self._json("GET", "/props", timeout=30)
+        return self._json("GET", self._routed("/props"), timeout=30)
 
     def model_info(self) -> dict:
-        """GET /v1/models -> the first model's id and meta (size in bytes, n_params, n_ctx_train); {} when absent."""
+        """GET /v1/models -> this endpoint's model (else the first) id and meta (size in bytes, n_params,
+        n_ctx_train); {} when absent."""
         try:
             data = self._json("GET", "/v1/models", timeout=30)
         except ServerError:
             return {}
         models = (data.get("data") or []) if isinstance(data, dict) else []
-        return {"id": models[0].get("id"), **(models[0].get("meta") or {})} if models else {}
+        chosen = next((m for m in models if m.get("id") == self.endpoint.model), models[0] if models else None)
+        return {"id": chosen.get("id"), **(chosen.get("meta") or {})} if chosen else {}
 
     def tokenize(self, text: str) -> list[int]:
         """POST /tokenize (no special tokens added) -> token ids."""
@@ -263,7 +272,7 @@ class LlamaClient:
     def chat(self, messages: list[dict], sampling: Sampling = Sampling(), stop: list[str] | None = None,
              stream: bool = False) -> "Completion | CompletionStream":
         """/v1/chat/completions with the server's chat template. Streamed: a CompletionStream of text pieces."""
-        payload: dict[str, Any] = {"messages": messages, "stream": stream, **sampling.to_request()}
+        payload: dict[str, Any] = self._with_model({"messages": messages, "stream": stream, **sampling.to_request()})
         payload.pop("n_predict", None)
         if stop:
             payload["stop"] = stop
@@ -281,8 +290,8 @@ class LlamaClient:
                  ignore_eos: bool = False) -> "Completion | CompletionStream":
         """/completion with a prompt edgekit formatted itself (`--raw`), or token ids (bench: `ignore_eos` and no
         prompt cache, so every request generates exactly max_tokens from scratch)."""
-        payload: dict[str, Any] = {"prompt": prompt, "stream": stream, "cache_prompt": cache_prompt,
-                                   **sampling.to_request()}
+        payload: dict[str, Any] = self._with_model({"prompt": prompt, "stream": stream, "cache_prompt": cache_prompt,
+                                                    **sampling.to_request()})
         payload.pop("max_tokens", None)
         if ignore_eos:
             payload["ignore_eos"] = True

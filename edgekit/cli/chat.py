@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +25,8 @@ from edgekit.errors import EdgekitError, UsageError
 Url = typer.Option(None, "--url", help="Talk to this llama-server (http://HOST:PORT) instead of TARGET's.")
 ApiKey = typer.Option(None, "--api-key", envvar="EDGEKIT_API_KEY", show_envvar=True,
                       help="API key (default: the one stored by `edgekit provision TARGET`).")
-Model = typer.Option(None, "--model", "-m", help="Catalog model for the defaults (default: TARGET's model).")
+Model = typer.Option(None, "--model", "-m", help="The model to ask, and its defaults (default: TARGET's default "
+                                                  "model; with several models served, any of them).")
 Family = typer.Option(None, "--family", help="Prompt family: llama2, llama3 or gemma (default: the model's).")
 System = typer.Option(None, "--system", "-s", help="System prompt (default: the model's catalog prompt).")
 Temp = typer.Option(None, "--temp", help="Temperature (default: the model's, e.g. 0.5 Alpaca-2, 0.2 Llama-3).")
@@ -47,7 +50,9 @@ def _split_args(args: List[str], url: Optional[str], what: str) -> tuple[Optiona
 def _connect(target: Optional[str], url: Optional[str], api_key: Optional[str], model: Optional[str],
              family: Optional[str], wait: float) -> tuple[LlamaClient, ChatProfile]:
     ep = endpoints.endpoint_for(target, url, api_key)
-    profile = profile_for(model or ep.model, family)
+    if model:                                  # router mode: the model the requests go to (and its defaults)
+        ep = dataclasses.replace(ep, model=model)
+    profile = profile_for(ep.model, family)
     client = LlamaClient(ep)
     shown = {"done": False}
 

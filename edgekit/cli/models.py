@@ -12,16 +12,18 @@ from rich.console import Console
 
 from edgekit.cli.app import app
 from edgekit.cli.common import Json, Login, logs_in
-from edgekit.cli.options import AllowUnpinned, Ctx, DeviceOption, DryRun, FetchOn, Force
+from edgekit.cli.options import AllowUnpinned, Ctx, DeviceOption, DryRun, FetchOn, Force, Target
 from edgekit.console import DataTable, StepPrinter, emit_json, err, say
+from edgekit import state as controller_state
 from edgekit.errors import UsageError
 from edgekit.facts.device import read_facts
 from edgekit.models import catalog, fit
+from edgekit.models.router import DefaultModel
 from edgekit.models.steps import ModelRequest, model_steps
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
 
-models_app = typer.Typer(help="The model catalog: list, show, fit, pull.", no_args_is_help=True,
+models_app = typer.Typer(help="The model catalog: list, show, fit, pull; use (router mode).", no_args_is_help=True,
                          pretty_exceptions_show_locals=False, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
@@ -191,3 +193,23 @@ def pull(
         model = {"name": m.name, "path": m.path, "ctx": m.n_ctx, "sha256": m.sha256, "size": m.size} if m else {}
         emit_json({"results": [r.to_json() for r in results], "model": model,
                    "transfer": context.run.model_transfer})
+
+
+@models_app.command("use")
+@logs_in
+def use(
+    target: Target,
+    name: str = typer.Argument(..., help="One of the models TARGET serves (router mode)."),
+    dry_run: DryRun = False,
+    login: Login = Login(),
+) -> None:
+    """Make one of the served models the default: loaded at start, and what ask/chat/bench use without --model."""
+    with login.open(target) as t:
+        context = Context(t, dry_run=dry_run, reporter=StepPrinter())
+        with device_lock(t, "models use", enabled=not dry_run):
+            run_steps(context, [DefaultModel(name)])
+        saved = controller_state.load(t.name)
+        if saved and not dry_run:
+            controller_state.save(t.name, {**{k: v for k, v in saved.items() if k != "target"}, "model": name})
+    if not dry_run:
+        say(f"{name} is the default model of {target}: `edgekit ask {target} ...` asks it; others with --model")

@@ -182,6 +182,8 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
                       f"{info['restarts']} restart(s)"),
             ("since", info["since"] or "-"), ("listen", info["listen"] or "-"),
             ("model", info["model"] or "-"), ("ctx", info["ctx"] or "-"),
+            *([("models", ", ".join(f"{m['id']} ({m['status']})" for m in info["models"])
+                + f"; at most {info['models_max']} loaded")] if info.get("models") else []),
             ("build", describe_stamp(build) if build else "-"),
             ("health", info["health"] or "-"),
             ("deployed", f"{info['state']}" + (f" ({describe_healthy(info['last_healthy'])})"

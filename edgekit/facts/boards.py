@@ -1,7 +1,8 @@
 """What edgekit knows about Jetson modules, boards and L4T releases (data, no I/O).
 
-Sources: NVIDIA's Jetson module data sheets (memory bandwidth), the CUDA GPU compute capability table, the
-L4T/JetPack release notes, and captured output of real boards (tests/fixtures/captured.py).
+Sources: NVIDIA's Jetson module data sheets (memory bandwidth), NVIDIA's nvpmodel.conf files (each power mode's
+memory clock cap, hence its bandwidth), the CUDA GPU compute capability table, the L4T/JetPack release notes, and
+captured output of real boards (tests/fixtures/captured.py).
 
 `BOARDS` is the one table of boards users name by slug: `edgekit models fit --board SLUG` reads its RAM and
 `edgekit sandbox up --jetson SLUG` plants its identity files.
@@ -12,6 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# Peak LPDDR5 bandwidth at the two memory clocks the Orin Nano/NX power modes cap the EMC at: 2133 MHz and
+# 3199 MHz, x2 (double data rate) x the bus width (128 bit on Orin NX and Orin Nano 8GB, 64 bit on the 4GB).
+# The caps are NVIDIA's, in each mode's `EMC MAX_FREQ` of the module's nvpmodel.conf (JetPack 6.2 *_super.conf
+# files as copied into github.com/LineageOS/android_device_nvidia_concord, nvpmodel/, commit 370b63a8; the
+# p3767-0003 one is edgekit/sandbox/jetson_tools/nvpmodel-p3767-0003-super.conf): Orin Nano 8GB 15W 2133 MHz, 25W
+# 3199, MAXN_SUPER uncapped (3199); Orin Nano 4GB 10W 2133, 25W 3199, MAXN_SUPER uncapped; Orin NX 16GB 10W 2133,
+# the others uncapped. Before JetPack 6.2 an Orin Nano ran its memory at 2133 MHz at most (7W and 15W: 68 GB/s).
+_NANO_8GB_MODES = (("7W", 68.0), ("15W", 68.0), ("25W", 102.0), ("MAXN_SUPER", 102.0))
+_NANO_4GB_MODES = (("10W", 34.0), ("25W", 51.0), ("MAXN_SUPER", 51.0))
+_NX_MODES = (("10W", 68.0),)
+
+
 @dataclass(frozen=True)
 class Module:
     part: str               # module part number prefix as it appears in device-tree compatible, e.g. p3767-0005
@@ -20,16 +33,28 @@ class Module:
     soc: str
     compute_capability: str
     memory_gb: float
-    bandwidth_gbs: float    # peak LPDDR bandwidth in the default top power mode
-    super_bandwidth_gbs: float | None = None  # with the JetPack 6.2 "Super" (MAXN_SUPER) memory clocks
+    bandwidth_gbs: float    # peak LPDDR bandwidth in a power mode `mode_bandwidth_gbs` does not name
+    # (power mode name, GB/s) where a mode's memory clock cap sets another bandwidth than `bandwidth_gbs`
+    mode_bandwidth_gbs: tuple[tuple[str, float], ...] = ()
+
+    def bandwidth_in(self, power_mode: str | None) -> float:
+        """The peak memory bandwidth in this power mode (by name, without case); `bandwidth_gbs` for a mode the
+        table does not name or an unknown one."""
+        wanted = (power_mode or "").strip().upper()
+        return next((gbs for name, gbs in self.mode_bandwidth_gbs if name.upper() == wanted), self.bandwidth_gbs)
+
+    @property
+    def max_bandwidth_gbs(self) -> float:
+        """The highest bandwidth any of its power modes gets."""
+        return max([self.bandwidth_gbs, *(gbs for _, gbs in self.mode_bandwidth_gbs)])
 
 
 MODULES: list[Module] = [
-    Module("p3767-0000", "Jetson Orin NX 16GB", "orin", "tegra234", "8.7", 16, 102.4),
+    Module("p3767-0000", "Jetson Orin NX 16GB", "orin", "tegra234", "8.7", 16, 102.4, _NX_MODES),
     Module("p3767-0001", "Jetson Orin NX 8GB", "orin", "tegra234", "8.7", 8, 102.4),
-    Module("p3767-0003", "Jetson Orin Nano 8GB", "orin", "tegra234", "8.7", 8, 68.0, 102.0),
-    Module("p3767-0004", "Jetson Orin Nano 4GB", "orin", "tegra234", "8.7", 4, 34.0, 51.0),
-    Module("p3767-0005", "Jetson Orin Nano 8GB (developer kit)", "orin", "tegra234", "8.7", 8, 68.0, 102.0),
+    Module("p3767-0003", "Jetson Orin Nano 8GB", "orin", "tegra234", "8.7", 8, 68.0, _NANO_8GB_MODES),
+    Module("p3767-0004", "Jetson Orin Nano 4GB", "orin", "tegra234", "8.7", 4, 34.0, _NANO_4GB_MODES),
+    Module("p3767-0005", "Jetson Orin Nano 8GB (developer kit)", "orin", "tegra234", "8.7", 8, 68.0, _NANO_8GB_MODES),
     Module("p3701-0000", "Jetson AGX Orin 32GB", "orin", "tegra234", "8.7", 32, 204.8),
     Module("p3701-0004", "Jetson AGX Orin 32GB", "orin", "tegra234", "8.7", 32, 204.8),
     Module("p3701-0005", "Jetson AGX Orin 64GB", "orin", "tegra234", "8.7", 64, 204.8),

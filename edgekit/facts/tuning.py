@@ -1,7 +1,8 @@
-"""Jetson tuning facts: power modes, clock pinning, swap/zram and the boot target.
+"""Jetson tuning facts: power modes, clock pinning, swap/zram (and the device each swap is stored on) and the boot
+target.
 
-Pure parsers only; nothing here is wired into the device view yet. The mode in use (`nvpmodel -q`) is
-edgekit.facts.jetson.PowerMode, already read with every device's facts.
+Pure parsers, read with every device's facts (edgekit.facts.device.ALL_FACTS) and reused by the tuning steps'
+facts (edgekit.tuning.facts): one parser per output. The mode in use (`nvpmodel -q`) is edgekit.facts.jetson.PowerMode.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ import re
 from edgekit.facts.base import Fact
 from edgekit.facts.jetson import PowerMode
 
-_POWER_MODEL = re.compile(r"^<\s*POWER_MODEL\s+ID\s*=\s*(\d+)\s+NAME\s*=\s*([^\s>]+)\s*>", re.M)
-_PM_DEFAULT = re.compile(r"^<\s*PM_CONFIG\s+DEFAULT\s*=\s*(\d+)\s*>", re.M)
-
-
 class NvpmodelConf(Fact):
     """Power modes in /etc/nvpmodel.conf: {'modes': [{'id': 2, 'name': 'MAXN_SUPER'}, ...], 'default': 2}.
 
     Ids differ per module and JetPack release, so callers look a mode up by name here, never by a fixed id.
-    Commented lines (the file's own format header) are skipped because a header must start the line.
+    The file is read by edgekit.tuning.modes.parse_conf (the one parser of it, which also keeps each mode's
+    settings): commented lines (the file's own format header) are skipped.
     """
 
     name = "nvpmodel_conf"
@@ -27,11 +25,12 @@ class NvpmodelConf(Fact):
 
     @staticmethod
     def parse(output: str) -> dict | None:
-        modes = [{"id": int(m[1]), "name": m[2]} for m in _POWER_MODEL.finditer(output)]
-        if not modes:
+        from edgekit.tuning.modes import parse_conf      # here, not at the top: edgekit.tuning imports this module
+
+        table = parse_conf(output)
+        if table is None:
             return None
-        default = _PM_DEFAULT.search(output)
-        return {"modes": modes, "default": int(default[1]) if default else None}
+        return {"modes": [{"id": m.id, "name": m.name} for m in table.modes], "default": table.default}
 
 
 _CPU = re.compile(r"^cpu(\d+):\s*Online=(\d)\s.*?MinFreq=(\d+)\s+MaxFreq=(\d+)\s+CurrentFreq=(\d+)", re.M)
@@ -41,10 +40,13 @@ _EMC = re.compile(_UNIT.format("EMC"), re.M)
 
 
 class JetsonClocksShow(Fact):
-    """`jetson_clocks --show`: whether CPU, GPU and EMC clocks are pinned (min == max) and their max frequencies.
+    """`jetson_clocks --show` (root only): whether CPU, GPU and EMC clocks are pinned, and their max frequencies.
 
-    CPU frequencies are kHz (cpufreq), GPU and EMC Hz. A unit the output lacks is None, and `pinned` is
-    True only when every unit present is pinned.
+    CPUs and the GPU are pinned when their MinFreq == MaxFreq. The EMC is pinned when `FreqOverride=1`:
+    jetson_clocks locks the memory clock at its maximum through an override and leaves its MinFreq where it was
+    (captured: JETSON_CLOCKS_SHOW_*_PINNED in tests/fixtures/captured.py); only output without the flag falls back
+    to min == max. CPU frequencies are kHz (cpufreq), GPU and EMC Hz. A unit the output lacks is None, and
+    `pinned` is True only when every unit present is pinned.
     """
 
     name = "jetson_clocks"
@@ -58,7 +60,8 @@ class JetsonClocksShow(Fact):
             return None
         cpu_pinned = all(m[3] == m[4] for m in cpus) if cpus else None
         gpu_pinned = gpu[1] == gpu[2] if gpu else None
-        emc_pinned = emc[1] == emc[2] if emc else None
+        emc_override = (emc[4] == "1") if emc and emc[4] is not None else None
+        emc_pinned = (emc_override if emc_override is not None else emc[1] == emc[2]) if emc else None
         present = [p for p in (cpu_pinned, gpu_pinned, emc_pinned) if p is not None]
         mode = PowerMode.parse(output)
         return {
@@ -69,7 +72,7 @@ class JetsonClocksShow(Fact):
             "cpu_max_khz": max(int(m[4]) for m in cpus) if cpus else None,
             "gpu_max_hz": int(gpu[2]) if gpu else None,
             "emc_max_hz": int(emc[2]) if emc else None,
-            "emc_override": (emc[4] == "1") if emc and emc[4] is not None else None,
+            "emc_override": emc_override,
             "power_mode": mode["name"] if mode else None,
         }
 
@@ -100,6 +103,59 @@ class Swaps(Fact):
                 "zram": path.rsplit("/", 1)[-1].startswith("zram"),
             })
         return swaps
+
+
+def storage_kind(device: str | None, mmc_type: str | None = None) -> str:
+    """'eMMC', 'SD', 'NVMe', 'disk' or 'unknown' for a block device name (mmcblk0p1, nvme0n1p2, sda1); an MMC device
+    whose kernel type is not known is 'eMMC or SD'."""
+    name = (device or "").rsplit("/", 1)[-1]
+    if name.startswith("mmcblk"):
+        kind = (mmc_type or "").strip().upper()
+        return "SD" if kind == "SD" else "eMMC" if kind == "MMC" else "eMMC or SD"
+    if name.startswith("nvme"):
+        return "NVMe"
+    if re.match(r"^(sd|vd|xvd|hd)[a-z]", name):
+        return "disk"
+    return "unknown"
+
+
+_PARTITION = re.compile(r"^(mmcblk\d+|nvme\d+n\d+|[a-z]+)(?:p?\d+)?$")
+
+
+def parse_backing(values: dict[str, str]) -> dict:
+    """{'source', 'device', 'kind'} from a backing probe's `source=` (mount source or partition), `device=` (lsblk's
+    parent kernel name) and `mmc_type=` (/sys/block/DEV/device/type: MMC or SD) values."""
+    source = (values.get("source") or "").strip() or None
+    device = (values.get("device") or "").strip() or None
+    if device is None and source:
+        m = _PARTITION.match(source.rsplit("/", 1)[-1])
+        device = m[1] if m else None
+    return {"source": source, "device": device, "kind": storage_kind(device or source, values.get("mmc_type"))}
+
+
+class SwapBacking(Fact):
+    """The storage under every active swap that is not zram: {path: {'source', 'device', 'kind'}} (parse_backing).
+
+    A swap partition is its own source; a swap file's is the mount source of its file system (findmnt). eMMC and
+    SD cards wear out and are slow as swap, which is why the device view names the kind.
+    """
+
+    name = "swap_backing"
+    command = ("tail -n +2 /proc/swaps | while read -r p t rest; do case \"$p\" in /dev/zram*) continue;; esac; "
+               "if [ \"$t\" = partition ]; then src=$p; else src=$(findmnt -no SOURCE -T \"$p\" 2>/dev/null | head -n1); fi; "
+               "dev=$(lsblk -no PKNAME \"$src\" 2>/dev/null | head -n1); [ -n \"$dev\" ] || dev=${src##*/}; "
+               "echo \"@@swap $p\"; echo \"source=$src\"; echo \"device=$dev\"; "
+               "echo \"mmc_type=$(cat /sys/block/\"$dev\"/device/type 2>/dev/null)\"; done")
+
+    @staticmethod
+    def parse(output: str) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        for chunk in output.split("@@swap ")[1:]:
+            path, _, body = chunk.partition("\n")
+            values = dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+            if path.strip():
+                found[path.strip()] = parse_backing(values)
+        return found
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([BKMGTPE]?)")

@@ -3,10 +3,13 @@ the model steps of a set. That number becomes the service's --models-max."""
 
 from __future__ import annotations
 
+from edgekit import layout as L
 from edgekit.errors import UnsuitableDevice, UsageError
+from edgekit.facts.deployed import FileText
 from edgekit.models import fit
 from edgekit.models.steps import FetchModel, FitCheck, ModelRequest, _total_memory, require_pinned
-from edgekit.remote.plan import Context, Noop
+from edgekit.remote.command import Upload
+from edgekit.remote.plan import Change, Context, Noop
 
 
 class ModelSetFits:
@@ -47,3 +50,56 @@ def model_set_steps(requests: list[ModelRequest], models_max: int | None = None)
     if len(requests) > 1:
         fits.append(ModelSetFits(models_max, force=any(r.force for r in requests)))
     return fits, [FetchModel(r) for r in requests]
+
+
+DEFAULT_LINES = ("; the default model: loaded when the service starts", "load-on-startup = true")
+
+
+def preset_models(preset: str) -> list[str]:
+    """Pure: the model sections of router presets, in order (the default first when edgekit wrote them)."""
+    return [line.strip()[1:-1] for line in preset.splitlines()
+            if line.strip().startswith("[") and line.strip().endswith("]") and line.strip() != "[*]"]
+
+
+def with_default(preset: str, model: str) -> str:
+    """Pure: the presets with `model` as the one loaded at start (the default's two lines moved to its section)."""
+    lines = [line for line in preset.splitlines() if line.strip() not in DEFAULT_LINES]
+    out: list[str] = []
+    in_model = False
+    for line in lines:
+        if line.strip().startswith("["):
+            if in_model:
+                while out and not out[-1].strip():
+                    out.pop()
+                out += [*DEFAULT_LINES, ""]
+            in_model = line.strip() == f"[{model}]"
+        out.append(line)
+    if in_model:
+        while out and not out[-1].strip():
+            out.pop()
+        out += list(DEFAULT_LINES)
+    return "\n".join(out) + "\n"
+
+
+class DefaultModel:
+    """Router mode: the model loaded when the service starts (and the one `ask`/`chat`/`bench` use by default)."""
+
+    name = "default model"
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def plan(self, ctx: Context) -> Noop | Change:
+        preset = ctx.fact(FileText(L.PRESET_PATH))
+        if preset is None:
+            raise UsageError(f"{ctx.transport.name} serves one model, not several (no {L.PRESET_PATH})",
+                             hint=f"provision several: `edgekit provision {ctx.transport.name} -m A -m B`")
+        models = preset_models(preset)
+        if self.model not in models:
+            raise UsageError(f"{self.model} is not one of the models {ctx.transport.name} serves: "
+                             f"{', '.join(models)}", hint=f"see `edgekit status {ctx.transport.name}`")
+        new = with_default(preset, self.model)
+        if new == preset:
+            return Noop(f"{self.model} is the default already")
+        return Change(f"make {self.model} the default (loaded when the service starts)",
+                      [Upload(L.PRESET_PATH, new)])

@@ -20,6 +20,41 @@ def profile(slug: str) -> boards.Board | None:
     return board if board is not None and board.release else None
 
 
+TOOLS = Path(__file__).resolve().parent / "jetson_tools"
+# The boards whose power modes edgekit has captured: their nvpmodel.conf, played by the stand-in nvpmodel.
+NVPMODEL_CONFS = {"orin-nano-8gb": "nvpmodel-p3767-0003-super.conf"}      # L4T R36.4.3+: the Super modes
+NVPMODEL_SERVICE = """[Unit]
+Description=nvpmodel (edgekit stand-in: applies the mode in /var/lib/nvpmodel/status at boot)
+
+[Service]
+Type=oneshot
+ExecStart=/usr/sbin/nvpmodel
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def plant_tools(root: Path, slug: str) -> bool:
+    """Install the stand-in nvpmodel and jetson_clocks (edgekit/sandbox/jetson_tools, the real command-line
+    contract) with the board's captured /etc/nvpmodel.conf and an nvpmodel.service; False when none is captured."""
+    conf = NVPMODEL_CONFS.get(slug)
+    if conf is None:
+        return False
+    for name, dest in (("nvpmodel", "usr/sbin/nvpmodel"), ("jetson_clocks", "usr/bin/jetson_clocks")):
+        (root / dest).write_bytes((TOOLS / name).read_bytes())
+        (root / dest).chmod(0o755)
+    (root / "etc/nvpmodel.conf").write_bytes((TOOLS / conf).read_bytes())
+    (root / "var/lib/nvpmodel").mkdir(parents=True, exist_ok=True)
+    (root / "etc/systemd/system/nvpmodel.service").write_text(NVPMODEL_SERVICE)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "nvpmodel.service"
+    if not link.is_symlink():
+        link.symlink_to("/etc/systemd/system/nvpmodel.service")
+    return True
+
+
 def plant(root: Path, firmware: Path, slug: str) -> None:
     """Write /etc/nv_tegra_release into the rootfs and a device tree to bind over the guest's /sys/firmware."""
     board = profile(slug)
@@ -31,3 +66,4 @@ def plant(root: Path, firmware: Path, slug: str) -> None:
     # The kernel's device-tree strings end in NUL, which the parsers must cope with.
     (base / "model").write_bytes(board.dt_model.encode() + b"\0")
     (base / "compatible").write_bytes(b"".join(c.encode() + b"\0" for c in board.dt_compatible))
+    plant_tools(root, board.slug)

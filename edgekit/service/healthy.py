@@ -23,6 +23,13 @@ from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service.settings import parse_env
 ENV_COPY = f"{L.HEALTHY_DIR}/llama-server.env"
 UNIT_COPY = f"{L.HEALTHY_DIR}/{L.UNIT_NAME}.service"
+PRESET_COPY = f"{L.HEALTHY_DIR}/models.ini"
+
+
+def first_section(preset: str) -> str | None:
+    """Pure: the first model of router presets (the default), or None."""
+    return next((line.strip()[1:-1] for line in preset.splitlines()
+                 if line.strip().startswith("[") and line.strip().endswith("]")), None)
 
 
 class DeployRolledBack(EdgekitError):
@@ -34,22 +41,32 @@ class DeployRolledBack(EdgekitError):
 def state_command() -> str:
     """One round trip: where `current` points, the env file and unit as they are, and the recorded state."""
     return (f"echo \"@@current $(readlink -f {q(L.CURRENT)} 2>/dev/null)\"; echo @@env; cat {q(L.ENV_PATH)} 2>/dev/null; "
-            f"echo @@unit; cat {q(L.UNIT_PATH)} 2>/dev/null; echo @@healthy; cat {q(L.HEALTHY)} 2>/dev/null")
+            f"echo @@unit; cat {q(L.UNIT_PATH)} 2>/dev/null; echo @@preset; cat {q(L.PRESET_PATH)} 2>/dev/null; "
+            f"echo @@healthy; cat {q(L.HEALTHY)} 2>/dev/null")
 
 
 def parse_state(output: str) -> dict:
-    """Pure: {"current", "env", "unit", "healthy" (dict or None)} from state_command's output."""
+    """Pure: {"current", "env", "unit", "preset" (router mode; '' when none), "healthy" (dict or None)} from
+    state_command's output."""
     head, _, rest = output.partition("@@env\n")
     env, _, rest = rest.partition("@@unit\n")
-    unit, _, healthy_text = rest.partition("@@healthy\n")
+    unit, _, rest = rest.partition("@@preset\n")
+    preset, _, healthy_text = rest.partition("@@healthy\n")
     current = next((line[len("@@current "):].strip() for line in head.splitlines() if line.startswith("@@current ")),
                    "")
     try:
         healthy = json.loads(healthy_text) if healthy_text.strip() else None
     except ValueError:
         healthy = None
-    return {"current": current or None, "env": env, "unit": unit,
+    return {"current": current or None, "env": env, "unit": unit, "preset": preset,
             "healthy": healthy if isinstance(healthy, dict) else None}
+
+
+def is_recorded(st: dict) -> bool:
+    """Pure: the device is in its recorded healthy state (build, env file, unit, router presets)."""
+    h = st["healthy"] or {}
+    return bool(h) and h.get("build") == st["current"] and h.get("env_sha256") == sha(st["env"]) \
+        and h.get("unit_sha256") == sha(st["unit"]) and h.get("preset_sha256", sha("")) == sha(st["preset"])
 
 
 @dataclass(frozen=True)
@@ -87,16 +104,17 @@ class RecordHealthy:
         if ctx.dry_run:
             return Noop("would record the state once the service is healthy")
         st = ctx.fact(DeployState())
-        h = st["healthy"] or {}
-        if h.get("build") == st["current"] and h.get("env_sha256") == sha(st["env"]) \
-                and h.get("unit_sha256") == sha(st["unit"]):
-            return Noop(f"already recorded: {describe(h)}")
+        if is_recorded(st):
+            return Noop(f"already recorded: {describe(st['healthy'])}")
         env = parse_env(st["env"])
-        record = {"build": st["current"], "model": env.get("LLAMA_ARG_ALIAS"),
+        record = {"build": st["current"], "model": env.get("LLAMA_ARG_ALIAS") or first_section(st["preset"]),
                   "model_path": env.get("LLAMA_ARG_MODEL"), "env_sha256": sha(st["env"]),
-                  "unit_sha256": sha(st["unit"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "unit_sha256": sha(st["unit"]), "preset_sha256": sha(st["preset"]),
+                  "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         ops = [f"install -d -m 0700 {q(L.HEALTHY_DIR)}", f"cp -p {q(L.ENV_PATH)} {q(ENV_COPY)}",
-               f"cp -p {q(L.UNIT_PATH)} {q(UNIT_COPY)}", Upload(L.HEALTHY, json.dumps(record, indent=2) + "\n")]
+               f"cp -p {q(L.UNIT_PATH)} {q(UNIT_COPY)}",
+               f"cp -p {q(L.PRESET_PATH)} {q(PRESET_COPY)}" if st["preset"] else f"rm -f {q(PRESET_COPY)}",
+               Upload(L.HEALTHY, json.dumps(record, indent=2) + "\n")]
         return Change(f"record the healthy state: {describe(record)}", ops)
 
 
@@ -110,6 +128,9 @@ def restore_commands(st: dict) -> list[str]:
         cmds.append(f"install -m 0644 {q(ENV_COPY)} {q(L.ENV_PATH)}")
     if h.get("unit_sha256") != sha(st["unit"]):
         cmds += [f"install -m 0644 {q(UNIT_COPY)} {q(L.UNIT_PATH)}", "systemctl daemon-reload"]
+    if h.get("preset_sha256", sha("")) != sha(st["preset"]):
+        cmds.append(f"rm -f {q(L.PRESET_PATH)}" if h.get("preset_sha256", sha("")) == sha("") else
+                    f"install -m 0644 {q(PRESET_COPY)} {q(L.PRESET_PATH)}")
     cmds.append(f"systemctl restart {L.UNIT_NAME}")
     return cmds
 

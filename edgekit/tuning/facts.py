@@ -1,20 +1,21 @@
 """The facts the tuning steps read (frozen dataclasses: `sudo`, `command`, a pure `parse`), for `ctx.fact`.
 
-The parsers of edgekit.facts.tuning and edgekit.facts.jetson are reused where they exist (one parser per output);
-what is new here: the conf with each mode's settings (modes.parse_conf), the status file and boot id next to
-`nvpmodel -q`, the desktop session's memory, the device a path is stored on, a swap file's state, and the original
-values edgekit recorded on the device (layout.TUNING_DIR).
+The parsers of edgekit.facts.tuning and edgekit.facts.jetson are reused where they exist (one parser per output:
+`jetson_clocks --show`, `systemctl get-default`, /proc/swaps, the storage kind under a path); what is new here: the
+conf with each mode's settings (modes.parse_conf, which facts.tuning.NvpmodelConf also reads through), the status file
+and boot id next to `nvpmodel -q`, the desktop session's memory, the device a path is stored on, a swap file's state,
+and the original values edgekit recorded on the device (layout.TUNING_DIR).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from edgekit import layout as L
 from edgekit.facts.jetson import PowerMode as _PowerModeQuery
-from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, Swaps
+from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, Swaps, parse_backing
+from edgekit.facts.tuning import storage_kind  # noqa: F401  (here too: BackingDevice's callers classify with it)
 from edgekit.remote.command import q
 from edgekit.tuning.modes import ModeTable, parse_conf, status_pmode
 
@@ -59,22 +60,15 @@ class CurrentPowerMode:
 
 @dataclass(frozen=True)
 class ClocksState:
-    """`jetson_clocks --show` (run as root, as the real script requires): JetsonClocksShow's dict with `pinned`
-    read the way jetson_clocks pins: CPU and GPU min == max, and the EMC by its override flag (jetson_clocks sets
-    FreqOverride=1 and leaves the EMC's MinFreq where it was, so min == max never holds for it). None when there is
-    no jetson_clocks."""
+    """`jetson_clocks --show` run as root, as the real script requires: JetsonClocksShow's dict (the EMC pinned by
+    its FreqOverride flag). None when there is no jetson_clocks."""
 
     sudo: bool = True
     command: str = "jetson_clocks --show"
 
     @staticmethod
     def parse(output: str) -> dict | None:
-        show = JetsonClocksShow.parse(output)
-        if show is None:
-            return None
-        emc = show["emc_override"] if show["emc_override"] is not None else show["emc_pinned"]
-        parts = [p for p in (show["cpu_pinned"], show["gpu_pinned"], emc) if p is not None]
-        return {**show, "pinned": bool(parts) and all(parts)}
+        return JetsonClocksShow.parse(output)
 
 
 @dataclass(frozen=True)
@@ -137,22 +131,6 @@ class SwapState:
         return Swaps.parse(output)
 
 
-_PARTITION = re.compile(r"^(mmcblk\d+|nvme\d+n\d+|[a-z]+)(?:p?\d+)?$")
-
-
-def storage_kind(device: str | None, mmc_type: str | None = None) -> str:
-    """'eMMC', 'SD', 'NVMe', 'disk' or 'unknown' for a block device name (mmcblk0p1, nvme0n1p2, sda1)."""
-    name = (device or "").rsplit("/", 1)[-1]
-    if name.startswith("mmcblk"):
-        kind = (mmc_type or "").strip().upper()
-        return "SD" if kind == "SD" else "eMMC" if kind == "MMC" else "eMMC or SD"
-    if name.startswith("nvme"):
-        return "NVMe"
-    if re.match(r"^(sd|vd|xvd|hd)[a-z]", name):
-        return "disk"
-    return "unknown"
-
-
 @dataclass(frozen=True)
 class BackingDevice:
     """Where a path is (or would be) stored: the mount source of its nearest existing directory (findmnt), the
@@ -171,13 +149,7 @@ class BackingDevice:
 
     @staticmethod
     def parse(output: str) -> dict:
-        values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-        source = values.get("source", "").strip() or None
-        device = values.get("device", "").strip() or None
-        if device is None and source:
-            m = _PARTITION.match(source.rsplit("/", 1)[-1])
-            device = m[1] if m else None
-        return {"source": source, "device": device, "kind": storage_kind(device or source, values.get("mmc_type"))}
+        return parse_backing(dict(line.split("=", 1) for line in output.splitlines() if "=" in line))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""Jetson tuning on a stand-in with Orin Nano 8GB identity (L4T R36.4.3, JetPack 6.2) and NVIDIA's captured
+nvpmodel.conf with the Super modes. Real: systemd (targets, the oneshot unit, its order at boot, a reboot), sudo,
+SSH. Played by edgekit/sandbox/jetson_tools: nvpmodel and jetson_clocks (their real command-line contract)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.served import GEMMA_FILE, GEMMA_REPO, gemma_gguf  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.e2e
+TUNING = ("--power-mode", "MAXN_SUPER", "--clocks", "max", "--headless")
+
+
+@pytest.fixture(scope="module")
+def board(standin_factory, model_server, gemma_gguf, llama_src, tmp_path_factory, session_dir):  # noqa: F811
+    sb = standin_factory("t-tune", jetson="orin-nano-8gb")
+    model_server.add(GEMMA_REPO, GEMMA_FILE, gemma_gguf)
+    home = tmp_path_factory.mktemp("tune-home")
+    env = {**os.environ, "EDGEKIT_HOME": str(home), "EDGEKIT_SSH_CONFIG": str(session_dir / "ssh_config"),
+           "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, env=env,
+                              timeout=3600)
+
+    def ssh(command: str) -> str:
+        return subprocess.run(["ssh", "-F", str(sb.ssh_config), sb.name, command], capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+
+    base = ["provision", sb.name, "-m", "gemma3-270m", "--llama-src", str(llama_src), "--cpu", "--hf-endpoint",
+            model_server.endpoint(sb.host_address), "--fetch-on", "device", "--allow-unpinned", "--threads", "2",
+            "--ctx", "1024", "--no-metrics"]
+    return {"sb": sb, "cli": cli, "ssh": ssh, "base": base}
+
+
+def test_dry_run_prints_the_mode_resolved_from_the_conf_the_clocks_unit_and_the_target(board):
+    assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: 25W"
+    assert board["ssh"]("systemctl get-default") == "graphical.target"
+    res = board["cli"](*board["base"], *TUNING, "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    steps = {s["step"]: s for s in json.loads(res.stdout)["steps"]}
+    assert any(c.startswith("nvpmodel -m 2") for c in steps["power mode"]["commands"]), steps["power mode"]
+    assert any("edgekit-jetson-clocks.service" in c for c in steps["jetson clocks"]["commands"])
+    assert any("set-default multi-user.target" in c for c in steps["headless"]["commands"])
+    assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: 25W", "a dry run changes nothing"
+
+
+def test_applied_then_a_second_run_changes_nothing(board):
+    res = board["cli"](*board["base"], *TUNING, "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: MAXN_SUPER"
+    assert board["ssh"]("systemctl get-default") == "multi-user.target"
+    assert board["ssh"]("systemctl is-enabled edgekit-jetson-clocks.service") == "enabled"
+    again = board["cli"](*board["base"], *TUNING, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] == 0, again.stdout[-3000:]
+
+
+def test_after_a_reboot_the_clocks_oneshot_ran_before_the_server(board):
+    sb = board["sb"]
+    board["ssh"]("sudo systemctl reboot")
+    time.sleep(2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not sb.ssh_ready():
+        time.sleep(0.5)
+    assert sb.ssh_ready(), "the stand-in did not come back"
+    deadline = time.monotonic() + 60
+    while board["ssh"]("systemctl is-active edgekit-llama-server") != "active" and time.monotonic() < deadline:
+        time.sleep(1)
+    show = board["ssh"]("systemctl show edgekit-jetson-clocks.service -p ExecMainExitTimestampMonotonic -p Result; "
+                        "systemctl show edgekit-llama-server -p ExecMainStartTimestampMonotonic")
+    props = dict(line.split("=", 1) for line in show.splitlines())
+    assert props["Result"] == "success"
+    assert 0 < int(props["ExecMainExitTimestampMonotonic"]) <= int(props["ExecMainStartTimestampMonotonic"]), props
+    assert "FreqOverride=1" in board["ssh"]("sudo jetson_clocks --show"), "pinned again at boot"
+    assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: MAXN_SUPER"
+
+
+def test_uninstall_restores_the_original_mode_and_target(board):
+    res = board["cli"]("uninstall", board["sb"].name)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: 25W"
+    assert board["ssh"]("systemctl get-default") == "graphical.target"
+    assert board["ssh"]("systemctl is-enabled edgekit-jetson-clocks.service 2>&1; true") != "enabled"
