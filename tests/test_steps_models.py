@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from edgekit import layout as L
-from edgekit.errors import UnsuitableDevice
+from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.models import download
 from edgekit.models.gguf_header import read_header_file
 from edgekit.models.on_device import GgufOnDevice, ModelFile, TcpReachable
@@ -149,3 +149,46 @@ def test_loadable_together_counts_the_largest_needs():
     from edgekit.models.fit import loadable_together
 
     assert loadable_together([1, 2, 3], 5) == 2 and loadable_together([4], 3) == 0 and loadable_together([], 9) == 0
+
+
+# -- the fit check counts what the Jetson tuning frees or costs --------------------------------------------------
+def jetson_board(gib: float, **tuning):
+    from edgekit.remote.run_state import TuningState
+
+    return lambda: RunState(facts=SimpleNamespace(memory={"total_bytes": int(gib * GIB)}, jetson={"module": "x"}),
+                            tuning=TuningState(**tuning))
+
+
+def test_a_desktop_session_counts_as_taken_on_a_jetson():
+    from edgekit.tuning.facts import BootTarget, DesktopMemory
+
+    given = {BootTarget(): "graphical", DesktopMemory(): {"bytes": 800 * 2**20, "processes": {"gnome-shell": 1}}}
+    dry, _, ctx = plan_and_apply(FitCheck(ModelRequest("chinese-alpaca-2-1.3b")), given, run=jetson_board(7.4))
+    assert "the desktop holds 0.78 GiB, counted as taken" in dry.reason and ctx.run.tuning.desktop_held_bytes
+
+
+def test_going_headless_frees_it_and_swap_is_not_counted():
+    run = jetson_board(7.4, desktop_bytes=800 * 2**20, swap_bytes=8 * GIB)
+    dry, _, _ = plan_and_apply(FitCheck(ModelRequest("chinese-alpaca-2-1.3b")), {}, run=run)
+    assert "--headless frees the desktop's 0.78 GiB from the next boot" in dry.reason
+    assert "swap is not counted" in dry.reason
+
+
+def test_default_model_moves_the_load_at_start_line_and_refuses_others():
+    from edgekit import layout as L
+    from edgekit.facts.deployed import FileText
+    from edgekit.models.router import DefaultModel, preset_models
+    from edgekit.service.settings import render_preset, router_model
+
+    preset = render_preset({"edgekit_models": [
+        router_model(name=n, path=f"/m/{n}.gguf", ctx=1024, chat_template=None, sampling={}) for n in ("a", "b")],
+        "edgekit_models_max": 1})
+    assert plan_and_apply(DefaultModel("a"), {FileText(L.PRESET_PATH): preset})[0].reason == "a is the default already"
+    dry, _, ctx = plan_and_apply(DefaultModel("b"), {FileText(L.PRESET_PATH): preset})
+    moved = ctx.transport.ran[0].data.decode()
+    assert preset_models(moved) == ["a", "b"] and moved.split("[b]")[1].count("load-on-startup = true") == 1
+    assert "load-on-startup" not in moved.split("[b]")[0]
+    with pytest.raises(UsageError, match="not one of the models"):
+        plan_and_apply(DefaultModel("c"), {FileText(L.PRESET_PATH): preset})
+    with pytest.raises(UsageError, match="serves one model"):
+        plan_and_apply(DefaultModel("a"), {FileText(L.PRESET_PATH): None})

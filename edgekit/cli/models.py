@@ -117,6 +117,8 @@ def fit_cmd(
     ctx: Ctx = None,
     cache_type: str = typer.Option("f16", "--cache-type", help="KV cache type: f16, q8_0, q4_0."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table of every model and quant."),
+    pairs: bool = typer.Option(False, "--pairs", help="Router mode: a markdown table of which catalog pairs stay "
+                                                      "loaded together (the --models-max provision would choose)."),
     json_out: bool = Json,
     login: Login = Login(),
 ) -> None:
@@ -133,8 +135,8 @@ def fit_cmd(
         label = target
         if not total:
             raise UsageError(f"cannot read the memory size of {target}", hint=f"run `edgekit facts {target}`")
-    if markdown:
-        typer.echo(fit_markdown(label, total, cache_type), nl=False)
+    if markdown or pairs:
+        typer.echo((pairs_markdown if pairs else fit_markdown)(label, total, cache_type), nl=False)
         return
     if not name:
         raise UsageError("which model?", hint="e.g. `edgekit models fit chinese-alpaca-2-1.3b --board orin-nano-4gb`")
@@ -146,6 +148,26 @@ def fit_cmd(
     elif report.fits:
         say(("fits", "green"), ": " + report.summary())
     fit.require_fit(report, force_flag=False)   # exit 5 with the numbers and suggestions when it does not fit
+
+
+def pairs_markdown(label: str, total: int, kv_type: str = "f16") -> str:
+    """A markdown table: for every pair of catalog models (the quant and context provision picks for this board),
+    how many stay loaded together: 2 means `--models-max 2`, both at once; 1, they take turns."""
+    need = {}
+    for e in catalog.entries():
+        entry, quant = catalog.lookup(e.name, None, total)
+        n_ctx = fit.default_ctx(entry, quant, total, kv_type)
+        need[f"{entry.name}:{quant.name}"] = fit.check_entry(entry, quant, n_ctx, total, label, kv_type).need_bytes
+    usable = fit.usable_bytes(total)
+    lines = [f"### {label}: models that stay loaded together ({fit.gib(usable)} usable, KV {kv_type})", "",
+             "| model A | model B | needs A + B | --models-max |", "|---|---|---|---|"]
+    names = list(need)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            n = fit.loadable_together([need[a], need[b]], usable)
+            lines.append(f"| {a} | {b} | {fit.gib(need[a])} + {fit.gib(need[b])} | "
+                         f"{ {2: '2 (both loaded)', 1: '1 (they take turns)'}.get(n, '0 (refused)') } |")
+    return "\n".join(lines) + "\n\n"
 
 
 def fit_markdown(label: str, total: int, kv_type: str = "f16") -> str:

@@ -40,6 +40,7 @@ from edgekit.models.request import (InvalidModelFile, ModelRequest, invalid_file
                                     url_entry, url_names)
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.remote.run_state import ModelState
+from edgekit.tuning.facts import BootTarget, DesktopMemory
 
 def _facts(ctx: Context):
     if ctx.run.facts is None:
@@ -48,11 +49,35 @@ def _facts(ctx: Context):
 
 
 def _total_memory(ctx: Context) -> int:
+    """The RAM a model may count on: all of it, less what a Jetson's desktop session keeps holding (unless this run
+    makes it boot headless: then that memory is free from the next boot)."""
     mem = (_facts(ctx).memory or {}).get("total_bytes")
     if not mem:
         raise UsageError("cannot read the device's memory size (/proc/meminfo)",
                          hint=f"run `edgekit facts {ctx.transport.name}` to see what was found")
-    return int(mem)
+    return int(mem) - _desktop_held(ctx)
+
+
+def _desktop_held(ctx: Context) -> int:
+    t = ctx.run.tuning
+    if t.desktop_held_bytes is None:
+        if t.desktop_bytes is not None or not getattr(_facts(ctx), "jetson", None):
+            t.desktop_held_bytes = 0                    # going headless (freed at the next boot), or not a Jetson
+        else:
+            graphical = ctx.fact(BootTarget()) == "graphical"
+            t.desktop_held_bytes = ctx.fact(DesktopMemory())["bytes"] if graphical else 0
+    return t.desktop_held_bytes
+
+
+def _tuning_note(ctx: Context) -> str:
+    t, notes = ctx.run.tuning, []
+    if t.desktop_held_bytes:
+        notes.append(f"the desktop holds {fit.gib(t.desktop_held_bytes)}, counted as taken (--headless frees it)")
+    if t.desktop_bytes:
+        notes.append(f"--headless frees the desktop's {fit.gib(t.desktop_bytes)} from the next boot")
+    if t.swap_bytes:
+        notes.append("swap is not counted: a model that swaps crawls")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _resolved(request: ModelRequest, ctx: Context, header: GGUFHeader | None = None, size: int = 0):
@@ -113,7 +138,7 @@ class FitCheck:
         if not report.fits and not self.request.force:
             fit.require_fit(report)
         verdict = "fits" if report.fits else "does NOT fit (--force)"
-        return Noop(f"{verdict}: {report.summary()}")
+        return Noop(f"{verdict}: {report.summary()}{_tuning_note(ctx)}")
 
     def _plan_url(self, ctx: Context) -> Noop:
         """A model by URL: the header of the local file, or of the one already on the device; else after the fetch."""

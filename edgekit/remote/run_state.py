@@ -45,6 +45,7 @@ class TuningState:
     desktop_bytes: int | None = None       # RSS of the desktop session now (headless frees about this at next boot)
     zram_swap_bytes: int | None = None     # zram swap capacity turned off
     swap_bytes: int | None = None          # the swap file's size
+    desktop_held_bytes: int | None = None  # what the desktop keeps holding (counted as taken by the fit check)
 
 
 @dataclass
