@@ -29,12 +29,13 @@ def targets_dir() -> Path:
     return path
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `path` atomically, 0600 whatever was there before: a new temp file (never a leftover one), renamed."""
+def write_file(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write `path` atomically with `mode` whatever was there before: a new temp file (never a leftover one), renamed
+    (a reader, Prometheus re-reading file_sd say, never sees half a file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
+            os.fchmod(fh.fileno(), mode)
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -55,30 +56,43 @@ def load(target: str) -> dict | None:
 
 def save(target: str, data: dict) -> Path:
     path = state_path(target)
-    _write_private(path, json.dumps({"target": target, **data}, indent=2) + "\n")
+    write_file(path, json.dumps({"target": target, **data}, indent=2) + "\n")
     return path
 
 
 def forget(target: str) -> None:
-    for path in (state_path(target), api_key_path(target)):
+    for path in (state_path(target), api_key_path(target), secret_path(target, "exporter-token")):
         path.unlink(missing_ok=True)
 
 
-def api_key_path(target: str) -> Path:
-    return targets_dir() / f"{_slug(target)}.api-key"
+def secret_path(target: str, kind: str) -> Path:
+    """A secret of a target kept on the controller (0600): kind `api-key` (the server's), `exporter-token`."""
+    return targets_dir() / f"{_slug(target)}.{kind}"
 
 
-def save_api_key(target: str, key: str) -> Path:
-    path = api_key_path(target)
-    _write_private(path, key + "\n")
+def save_secret(target: str, kind: str, value: str) -> Path:
+    path = secret_path(target, kind)
+    write_file(path, value + "\n")
     return path
 
 
-def read_api_key(target: str) -> str | None:
-    """The saved API key; a key file readable by others (saved by an older edgekit) is made 0600 first."""
-    path = api_key_path(target)
+def read_secret(target: str, kind: str) -> str | None:
+    """The saved secret; a file readable by others (saved by an older edgekit) is made 0600 first."""
+    path = secret_path(target, kind)
     if not path.is_file():
         return None
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         path.chmod(0o600)
-    return path.read_text().strip()
+    return path.read_text().strip() or None
+
+
+def api_key_path(target: str) -> Path:
+    return secret_path(target, "api-key")
+
+
+def save_api_key(target: str, key: str) -> Path:
+    return save_secret(target, "api-key", key)
+
+
+def read_api_key(target: str) -> str | None:
+    return read_secret(target, "api-key")

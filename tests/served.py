@@ -55,6 +55,18 @@ class Served:
                 *extra]
 
 
+def cli_in(home: Path, session_dir: Path):
+    """`edgekit ...` as a user of this EDGEKIT_HOME runs it (the session's stand-ins in its ssh_config)."""
+    env = {**os.environ, "EDGEKIT_HOME": str(home), "EDGEKIT_SSH_CONFIG": str(session_dir / "ssh_config"),
+           "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, env=env,
+                              timeout=3600)
+
+    return cli
+
+
 @pytest.fixture(scope="session")
 def served_standin(standin_factory, model_server, gemma_gguf, llama_src, tmp_path_factory, session_dir):
     sb = standin_factory("t-serve")

@@ -135,8 +135,23 @@ def test_role_defaults_equal_edgekit_defaults():
         assert role_only in role
 
 
+def test_role_defaults_equal_edgekit_provision_settings():
+    """The tuning and metrics variables an inventory shares with edgekit (edgekit.settings, named without the
+    `edgekit_` prefix there) have edgekit's defaults."""
+    from edgekit.settings import DEFAULTS as SETTINGS
+
+    role = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    shared = ("power_mode", "clocks", "headless", "swap", "swap_path", "force_swap_on_sd", "metrics", "metrics_port",
+              "metrics_host", "metrics_token")
+    differ = {k: (role.get(f"edgekit_{k}"), SETTINGS[k]) for k in shared
+              if f"edgekit_{k}" not in role or role[f"edgekit_{k}"] != SETTINGS[k]
+              or type(role[f"edgekit_{k}"]) is not type(SETTINGS[k])}
+    assert not differ, f"defaults/main.yml differs from edgekit.settings.DEFAULTS (role, edgekit): {differ}"
+
+
 def test_role_templates_are_edgekit_templates_not_copies():
-    for name in ("llama-server.service.j2", "llama-server.env.j2"):
+    for name in ("llama-server.service.j2", "llama-server.env.j2", "edgekit-jetson-clocks.service.j2",
+                 "edgekit-exporter.service.j2"):
         link = ROLE / "templates" / name
         assert link.is_symlink(), f"{link} must be a symlink to edgekit/templates/{name}"
         assert os.readlink(link) == f"../../../../edgekit/templates/{name}"     # relative: works in any checkout
@@ -180,7 +195,11 @@ def test_role_plans_the_same_build_as_edgekit(tmp_path):
 
 
 ROLE_BAD_SETTINGS = [{"edgekit_port": 70000}, {"edgekit_parallel": 0}, {"edgekit_host": "127.0.0.1\nLLAMA_ARG_X=1"},
-                     {"edgekit_api_key_file": None, "edgekit_host": "0.0.0.0"}]
+                     {"edgekit_api_key_file": None, "edgekit_host": "0.0.0.0"},
+                     # tuning and metrics (edgekit/settings.py, tuning.TuningOptions.validate)
+                     {"edgekit_power_mode": "2"}, {"edgekit_clocks": "min"}, {"edgekit_swap": "lots"},
+                     {"edgekit_force_swap_on_sd": True}, {"edgekit_swap_path": "swapfile"},
+                     {"edgekit_metrics_port": 8080}, {"edgekit_metrics_token": False, "edgekit_metrics_host": "0.0.0.0"}]
 
 
 def test_role_asserts_the_settings_rules(tmp_path):
@@ -198,13 +217,131 @@ def test_role_asserts_the_settings_rules(tmp_path):
     res = run_playbook(tmp_path, play, inventory=None, timeout=120)
     assert res.returncode == 0, res.output[-3000:]
     assert res.output.count("...ignoring") == len(ROLE_BAD_SETTINGS), res.output[-3000:]
-    assert re.search(r"failed=0 .*ignored=4", res.output), res.output[-1500:]
+    assert re.search(rf"failed=0 .*ignored={len(ROLE_BAD_SETTINGS)}", res.output), res.output[-1500:]
 
 
-def test_example_playbook_passes_syntax_check(tmp_path):
-    res = run_playbook(tmp_path, ANSIBLE / "site.yml", "--syntax-check", inventory=ANSIBLE / "inventory.example.ini",
-                       timeout=120)
+def test_example_playbook_and_the_included_task_files_pass_syntax_check(tmp_path):
+    """site.yml, and the task files main.yml includes at run time (tuning.yml, exporter.yml), imported here so
+    ansible-playbook parses them too (one run)."""
+    play = tmp_path / "syntax.yml"
+    play.write_text(yaml.safe_dump([
+        {"ansible.builtin.import_playbook": str(ANSIBLE / "site.yml")},
+        {"hosts": "jetsons", "gather_facts": False, "tasks": [
+            {"ansible.builtin.import_role": {"name": "edgekit", "tasks_from": name}}
+            for name in ("checks", "tuning", "exporter")]}]))
+    res = run_playbook(tmp_path, play, "--syntax-check", inventory=ANSIBLE / "inventory.example.ini", timeout=120)
     assert res.returncode == 0, res.output[-3000:]
+
+
+# What the role's filters compute, and with which Jinja expression (test_role_reads_a_jetson_...).
+ROLE_EXPRESSIONS = {
+    "max": "board | edgekit_power_mode('max')",
+    "by_name": "board | edgekit_power_mode('maxn_super')",
+    "reboot_25w_to_max": "board | edgekit_power_mode_reboot(1, 2)",
+    "clocks": "pinned | edgekit_parse('clocks')",
+    "size": "'8G' | edgekit_size",
+    "record": "{'id': 1, 'name': '25W'} | edgekit_record",
+    "record_path": "'power_mode' | edgekit_record_path",
+    "status": "'pmode:0001 fmode:quiet\\n' | edgekit_nvpmodel_status(2)",
+    "records_probe": "'records' | edgekit_probe",
+    "backing_probe": "'backing' | edgekit_probe('/mnt/nvme/swapfile')",
+    "exporter": "lookup('edgekit_exporter')",
+}
+NOT_A_JETSON = not Path("/etc/nvpmodel.conf").exists()
+
+
+@pytest.fixture(scope="module")
+def role_on_localhost(tmp_path_factory):
+    """ONE ansible-playbook run on localhost with the role's defaults, vars, filters and lookups loaded (import_role
+    of its read-only preflight), nothing on this machine changed: edgekit's clocks and exporter templates rendered
+    with the role's variables into a temp dir, the filters' answers on captured Jetson output written as JSON, two
+    refusals, and (on a machine that is not a Jetson) checks.yml's read-only probes refusing a power mode and the
+    clocks."""
+    from tests.fixtures import captured as cap
+
+    work = tmp_path_factory.mktemp("role-localhost")
+    conf = (ROOT / "edgekit/sandbox/jetson_tools/nvpmodel-p3767-0003-super.conf").read_text()
+    board = (conf + "@@release\n" + "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic\n"
+             + "@@compatible\nnvidia,p3768-0000+p3767-0005\nnvidia,p3767-0005\nnvidia,tegra234\n")
+
+    def render(src: str, dest: str, **vars) -> dict:
+        return {"ansible.builtin.template": {"src": str(ROLE / "templates" / src), "dest": str(work / dest),
+                                             "trim_blocks": True, "lstrip_blocks": True, "mode": "0644"},
+                "vars": vars}
+
+    tasks = [
+        {"ansible.builtin.import_role": {"name": "edgekit", "tasks_from": "preflight"},
+         "vars": {"edgekit_model_name": "m", "edgekit_model_file": "m.gguf", "edgekit_build_from_source": True}},
+        render("edgekit-jetson-clocks.service.j2", "clocks.service"),
+        render("edgekit-exporter.service.j2", "exporter.service", _edgekit_exporter_groups=["jtop"]),
+        render("edgekit-exporter.service.j2", "loopback.service", _edgekit_exporter_groups=[],
+               edgekit_metrics_token=False, edgekit_metrics_host="127.0.0.1", edgekit_metrics_port=9100),
+        {"name": "unknown mode", "ansible.builtin.debug": {"msg": "{{ board | edgekit_power_mode('MAXN') }}"},
+         "ignore_errors": True},
+        {"name": "bad size", "ansible.builtin.debug": {"msg": "{{ '8 furlongs' | edgekit_size }}"},
+         "ignore_errors": True},
+        {"ansible.builtin.copy": {"dest": str(work / "filters.json"), "content": "{{ {" + ", ".join(
+            f"'{k}': {v}" for k, v in ROLE_EXPRESSIONS.items()) + "} | to_json }}"}},
+    ]
+    if NOT_A_JETSON:
+        tasks += [{"name": f"check {name}", "ansible.builtin.include_role": {
+            "name": "edgekit", "tasks_from": "checks", "apply": {"ignore_errors": True}},
+            "vars": {"edgekit_metrics": False, **setting}}
+            for name, setting in (("power mode", {"edgekit_power_mode": "MAXN_SUPER"}),
+                                  ("clocks", {"edgekit_clocks": "max"}))]
+    play = work / "role.yml"
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "vars": {"board": board, "pinned": cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W_PINNED}, "tasks": tasks}]))
+    res = run_playbook(work, play, inventory=None, timeout=180)
+    assert res.returncode == 0, res.output[-3000:]
+    return work, res
+
+
+def test_role_renders_the_clocks_and_exporter_units_as_edgekit_does(role_on_localhost):
+    """The role's variables render edgekit's own templates to the bytes `edgekit provision` writes."""
+    from edgekit.metrics.steps import ExporterOptions, render_exporter_unit
+    from edgekit.tuning.steps import clocks_unit
+
+    work, _ = role_on_localhost
+    assert (work / "clocks.service").read_text() == clocks_unit()
+    assert (work / "exporter.service").read_text() == render_exporter_unit(ExporterOptions(), ["jtop"])
+    loopback = (work / "loopback.service").read_text()
+    assert loopback == render_exporter_unit(ExporterOptions(port=9100, host="127.0.0.1", token=False), [])
+    assert "--no-token" in loopback and "SupplementaryGroups" not in loopback
+
+
+def test_role_reads_a_jetson_with_edgekits_probes_and_parsers(role_on_localhost):
+    """The role's filters are edgekit's: the power mode resolved by name from the board's own nvpmodel.conf (captured,
+    Orin Nano Super), the reboot rule, a refusal with edgekit's message, the clocks parser on a real pinned capture,
+    sizes, record files, the probe commands edgekit runs, and the exporter zipapp built on the controller."""
+    from edgekit.metrics import bundle
+    from edgekit.tuning.facts import BackingDevice, TuningRecords
+
+    work, res = role_on_localhost
+    assert "this board has no power mode 'MAXN'; its modes are 15W (id 0), 25W (id 1), MAXN_SUPER (id 2)" in res.output
+    assert "cannot read swap size '8 furlongs'" in res.output
+    got = json.loads((work / "filters.json").read_text())
+    assert (got["max"]["id"], got["max"]["name"]) == (2, "MAXN_SUPER")
+    assert (got["by_name"]["id"], got["by_name"]["note"]) == (2, "")
+    assert got["reboot_25w_to_max"] is False
+    assert got["clocks"]["pinned"] is True and got["clocks"]["emc_override"] is True
+    assert got["size"] == 8 * 2**30
+    assert got["record"] == '{"id": 1, "name": "25W"}\n' and got["record_path"] == "/var/lib/edgekit/tuning/power-mode.json"
+    assert got["status"] == "pmode:0002 fmode:quiet\n"
+    assert got["records_probe"] == TuningRecords.command
+    assert got["backing_probe"] == BackingDevice("/mnt/nvme/swapfile").command
+    assert got["exporter"]["sha256"] == bundle.sha256()
+    assert Path(got["exporter"]["path"]).read_bytes() == bundle.build()
+
+
+@pytest.mark.skipif(not NOT_A_JETSON, reason="needs a machine that is not a Jetson")
+def test_role_checks_refuse_tuning_on_a_non_jetson_before_any_change(role_on_localhost):
+    """checks.yml's read-only probes on this (non-Jetson) machine: a power mode and the clocks are refused with
+    edgekit's reasons, before the role would change anything."""
+    _, res = role_on_localhost
+    assert "has no /etc/nvpmodel.conf: nvpmodel power modes exist only on Jetson boards" in res.output
+    assert "`jetson_clocks --show` printed no clocks on localhost" in res.output
 
 
 # -- e2e: converge, idempotence, verify, check ----------------------------------------------------------------

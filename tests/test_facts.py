@@ -213,3 +213,91 @@ def test_meminfo_is_read_by_the_telemetry_parser():
     # one /proc/meminfo parser (telemetry.procfs, also on the device); the fact turns its kB into bytes
     assert MemInfo.parse("MemTotal: 1000 kB\nMemFree: 10 kB\nHugePages_Total: 0\n") == {
         "total_bytes": 1024000, "available_bytes": 10240, "swap_total_bytes": 0, "swap_free_bytes": 0}
+
+
+# -- the tuning view: power mode, clocks, boot target, swap (issue 14 item 6) --------------------------------------
+SUPER_CONF = (boards.__file__.rsplit("/facts/", 1)[0] + "/sandbox/jetson_tools/nvpmodel-p3767-0003-super.conf")
+
+
+def raw_orin_nano_super(mode: dict, clocks: str = cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W_PINNED) -> dict:
+    """An Orin Nano 8GB devkit on JetPack 6.2 with NVIDIA's Super nvpmodel.conf, zram plus a disk swap partition."""
+    from pathlib import Path
+
+    from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, NvpmodelConf, SwapBacking, Swaps
+
+    return {**raw_jetson(cap.NV_TEGRA_RELEASE_R36_4_4, "NVIDIA Jetson Orin Nano Developer Kit",
+                         "nvidia,p3768-0000+p3767-0005nvidia,p3767-0005nvidia,tegra234"),
+            "power_mode": mode, "nvpmodel_conf": NvpmodelConf.parse(Path(SUPER_CONF).read_text()),
+            "jetson_clocks": JetsonClocksShow.parse(clocks),
+            "default_target": DefaultTarget.parse(cap.SYSTEMCTL_GET_DEFAULT_ORIN_NANO_HEADLESS),
+            "swaps": Swaps.parse(cap.PROC_SWAPS_ZRAM_AND_PARTITION),
+            "swap_backing": SwapBacking.parse("@@swap /dev/sda2\nsource=/dev/sda2\ndevice=sda\nmmc_type=\n")}
+
+
+@pytest.mark.parametrize("mode, gbs", [("15W", 68.0), ("25W", 102.0), ("MAXN_SUPER", 102.0), ("maxn_super", 102.0),
+                                       ("7W", 68.0), ("SOMETHING_ELSE", 68.0)])
+def test_orin_nano_bandwidth_follows_the_power_mode(mode, gbs):
+    # the memory clock cap of each mode in NVIDIA's conf: 15W 2133 MHz (68 GB/s), 25W and MAXN_SUPER 3199 MHz
+    f = derive("nano", raw_orin_nano_super({"name": mode, "id": None}))
+    assert f.jetson["memory_bandwidth_gbs"] == gbs
+    assert f.jetson["memory_bandwidth_max_gbs"] == 102.0
+
+
+def test_bandwidth_per_mode_in_the_board_table():
+    nano4, nx16, agx = boards.module("p3767-0004"), boards.module("p3767-0000"), boards.module("p3701-0005")
+    assert (nano4.bandwidth_in("10W"), nano4.bandwidth_in("MAXN_SUPER"), nano4.bandwidth_in(None)) == (34.0, 51.0, 34.0)
+    assert (nx16.bandwidth_in("10W"), nx16.bandwidth_in("MAXN_SUPER"), nx16.max_bandwidth_gbs) == (68.0, 102.4, 102.4)
+    assert agx.bandwidth_in("MODE_30W") == agx.bandwidth_in("MAXN") == 204.8
+    # no power mode known (nvpmodel missing): the module's bandwidth outside the named modes
+    f = derive("orin", raw_jetson(cap.NV_TEGRA_RELEASE_R36_4_4, cap.DT_MODEL_ORIN_NANO_JP5, ""))
+    assert f.jetson["memory_bandwidth_gbs"] == 68.0 and f.tuning["power_mode"] is None
+
+
+def test_tuning_view_of_an_orin_nano_super():
+    f = derive("nano", raw_orin_nano_super({"name": "25W", "id": 1}))
+    assert f.tuning["power_mode"] == {"name": "25W", "id": 1, "max": "MAXN_SUPER", "is_max": False,
+                                      "modes": ["15W", "25W", "MAXN_SUPER"], "default": "25W"}
+    assert derive("nano", raw_orin_nano_super({"name": "MAXN_SUPER", "id": 2})).tuning["power_mode"]["is_max"] is True
+    assert f.tuning["clocks"]["pinned"] is True and f.tuning["clocks"]["emc_override"] is True
+    assert (f.tuning["default_target"], f.tuning["headless"]) == ("multi-user", True)
+    assert [(s["path"], s["type"], s["kind"], s["device"]) for s in f.tuning["swap"]] == [
+        ("/dev/zram0", "zram", "zram", "zram0"), ("/dev/sda2", "partition", "disk", "sda")]
+    assert f.tuning["swap"][0]["size_bytes"] == 2993148 * 1024
+    assert f.to_json()["tuning"]["power_mode"]["max"] == "MAXN_SUPER"
+
+
+def test_tuning_view_of_a_plain_linux_host():
+    f = derive("pc", {"arch": "x86_64", "l4t": None, "dt_compatible": [], "default_target": "graphical",
+                      "swaps": [], "desktop_memory": {"bytes": 3 * 2**20, "processes": {"Xorg": 3 * 2**20}}})
+    assert f.tuning["power_mode"] is None and f.tuning["clocks"] is None and f.tuning["swap"] == []
+    assert f.tuning["headless"] is False and f.tuning["desktop_bytes"] == 3 * 2**20
+
+
+def _text(renderable) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=220, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_facts_table_and_fleet_columns_show_power_mode_clocks_headless_swap():
+    from edgekit.cli.facts import facts_table, fleet_facts_table
+
+    nano = derive("orin-1", raw_orin_nano_super({"name": "25W", "id": 1}))
+    top = derive("orin-2", raw_orin_nano_super({"name": "MAXN_SUPER", "id": 2}, clocks=cap.JETSON_CLOCKS_SHOW_AGX_ORIN_30W))
+    pc = derive("pc", {"arch": "x86_64", "l4t": None, "dt_compatible": [], "default_target": "graphical"})
+    one = _text(facts_table(nano))
+    assert "25W (not the board's max, MAXN_SUPER; modes: 15W, 25W, MAXN_SUPER)" in one
+    assert "pinned at the mode's maximum (GPU 612 MHz, memory 3199 MHz)" in one
+    assert "102 GB/s in power mode 25W" in one and "yes (boots to multi-user.target)" in one
+    assert "/dev/zram0 2.9 GiB (zram, in RAM), /dev/sda2 0.9 GiB (partition on disk sda)" in one
+    assert "not pinned (CPU, GPU, memory scaling" in _text(facts_table(top))
+    fleet = _text(fleet_facts_table([("orin-1", nano), ("orin-2", top), ("pc", pc)]))
+    header = next(line for line in fleet.splitlines() if "host" in line)
+    assert [h for h in ("power mode", "clocks", "headless", "swap") if h in header] == \
+        ["power mode", "clocks", "headless", "swap"]
+    assert "25W (max: MAXN_SUPER)" in fleet and "MAXN_SUPER (max)" in fleet and "not pinned" in fleet
+    assert "zram 2.9 GiB, partition 0.9 GiB on disk" in fleet
+    row = next(line for line in fleet.splitlines() if line.startswith("│ pc"))
+    assert "x86_64 (not a Jetson)" in row and " no " in row

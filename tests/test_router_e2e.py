@@ -6,16 +6,14 @@ service never restarts; a second provision changes nothing; `models use` moves t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.served import GEMMA_FILE, GEMMA_REPO, gemma_gguf  # noqa: F401  (fixtures)
+from tests.served import GEMMA_FILE, GEMMA_REPO, cli_in, gemma_gguf  # noqa: F401  (fixtures)
 from tests.test_demo_e2e import smollm2_gguf  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -31,13 +29,7 @@ def router(standin_factory, model_server, gemma_gguf, smollm2_gguf, llama_src, t
     model_server.add(GEMMA_REPO, GEMMA_FILE, gemma_gguf)
     model_server.add(SMOL_REPO, SMOL_FILE, smollm2_gguf)
     home = tmp_path_factory.mktemp("router-home")
-    env = {**os.environ, "EDGEKIT_HOME": str(home), "EDGEKIT_SSH_CONFIG": str(session_dir / "ssh_config"),
-           "COLUMNS": "200"}
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, env=env,
-                              timeout=3600)
-
+    cli = cli_in(home, session_dir)
     args = ["provision", sb.name, "-m", MODELS[0], "-m", MODELS[1], "--models-max", "1", "--llama-src",
             str(llama_src), "--cpu", "--hf-endpoint", model_server.endpoint(sb.host_address), "--fetch-on", "device",
             "--allow-unpinned", "--threads", "2", "--ctx", "1024", "--no-metrics", "--json"]

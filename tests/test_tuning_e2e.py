@@ -5,14 +5,12 @@ SSH. Played by edgekit/sandbox/jetson_tools: nvpmodel and jetson_clocks (their r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.served import GEMMA_FILE, GEMMA_REPO, gemma_gguf  # noqa: F401  (fixture)
+from tests.served import GEMMA_FILE, GEMMA_REPO, cli_in, gemma_gguf  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
 TUNING = ("--power-mode", "MAXN_SUPER", "--clocks", "max", "--headless")
@@ -23,13 +21,7 @@ def board(standin_factory, model_server, gemma_gguf, llama_src, tmp_path_factory
     sb = standin_factory("t-tune", jetson="orin-nano-8gb")
     model_server.add(GEMMA_REPO, GEMMA_FILE, gemma_gguf)
     home = tmp_path_factory.mktemp("tune-home")
-    env = {**os.environ, "EDGEKIT_HOME": str(home), "EDGEKIT_SSH_CONFIG": str(session_dir / "ssh_config"),
-           "COLUMNS": "200"}
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "edgekit", *args], capture_output=True, text=True, env=env,
-                              timeout=3600)
-
+    cli = cli_in(home, session_dir)
     def ssh(command: str) -> str:
         return subprocess.run(["ssh", "-F", str(sb.ssh_config), sb.name, command], capture_output=True, text=True,
                               timeout=60).stdout.strip()

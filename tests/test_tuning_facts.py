@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edgekit.facts.jetson import PowerMode
-from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, NvpmodelConf, Swaps, Zramctl
+from edgekit.facts.tuning import (DefaultTarget, DesktopSession, JetsonClocksShow, NvpmodelConf, SwapBacking, Swaps,
+                                  Zramctl)
 from tests.fixtures import captured as cap
 
 GARBAGE = ["", "\n\n", "bash: nvpmodel: command not found", "cat: /etc/nvpmodel.conf: No such file or directory",
@@ -151,6 +152,41 @@ def test_empty_or_garbage_input(text):
 
 
 def test_fact_names_are_unique_and_commands_set():
-    facts = [NvpmodelConf, PowerMode, JetsonClocksShow, Swaps, Zramctl, DefaultTarget]
+    facts = [NvpmodelConf, PowerMode, JetsonClocksShow, Swaps, SwapBacking, Zramctl, DefaultTarget, DesktopSession]
     assert len({f.name for f in facts}) == len(facts)
     assert all(f.command for f in facts)
+
+
+def test_nvpmodel_conf_is_read_by_the_one_conf_parser():
+    # NvpmodelConf is the facts-layer view of edgekit.tuning.modes.parse_conf: same modes, same default
+    from pathlib import Path
+
+    from edgekit.tuning.modes import parse_conf
+
+    text = (Path(__file__).resolve().parents[1] / "edgekit/sandbox/jetson_tools/nvpmodel-p3767-0003-super.conf").read_text()
+    conf, table = NvpmodelConf.parse(text), parse_conf(text)
+    assert conf == {"modes": [{"id": 0, "name": "15W"}, {"id": 1, "name": "25W"}, {"id": 2, "name": "MAXN_SUPER"}],
+                    "default": 1}
+    assert [(m.id, m.name) for m in table.modes] == [(m["id"], m["name"]) for m in conf["modes"]]
+
+
+def test_swap_backing_names_the_storage_under_each_swap():
+    # SwapBacking's own probe output (its command prints @@swap PATH, then findmnt/lsblk/sysfs values)
+    out = ("@@swap /swapfile\nsource=/dev/mmcblk0p1\ndevice=mmcblk0\nmmc_type=MMC\n"
+           "@@swap /mnt/nvme/swapfile\nsource=/dev/nvme0n1p1\ndevice=nvme0n1\nmmc_type=\n"
+           "@@swap /dev/mmcblk1p2\nsource=/dev/mmcblk1p2\ndevice=mmcblk1\nmmc_type=SD\n"
+           "@@swap /dev/sda2\nsource=/dev/sda2\ndevice=\nmmc_type=\n")
+    found = SwapBacking.parse(out)
+    assert {p: b["kind"] for p, b in found.items()} == {
+        "/swapfile": "eMMC", "/mnt/nvme/swapfile": "NVMe", "/dev/mmcblk1p2": "SD", "/dev/sda2": "disk"}
+    assert found["/dev/sda2"]["device"] == "sda"                  # no lsblk parent: the partition's own disk
+    assert SwapBacking.parse("") == {} and "/dev/zram*) continue" in SwapBacking.command
+
+
+def test_desktop_session_memory_from_ps():
+    ps = "  81236 Xorg\n 204800 gnome-shell\n  10240 gsd-power\n   5120 sshd\n   2048 gsd-color\n bogus line\n"
+    mem = DesktopSession.parse(ps)
+    assert mem["processes"] == {"Xorg": 81236 * 1024, "gnome-shell": 204800 * 1024, "gsd-power": 10240 * 1024,
+                                "gsd-color": 2048 * 1024}
+    assert mem["bytes"] == (81236 + 204800 + 10240 + 2048) * 1024
+    assert DesktopSession.parse("") == {"bytes": 0, "processes": {}}

@@ -151,23 +151,24 @@ def load(path: Path) -> Dict[str, Any]:
         raise UsageError(f"no such result file: {path}", hint="pass a JSON file written by `edgekit bench`") from None
     except ValueError as e:
         raise UsageError(f"{path} is not JSON: {e}", hint="pass a JSON file written by `edgekit bench`") from None
-    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA or "cases" not in data:
+    if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA or not ("cases" in data or is_sweep(data)):
         raise UsageError(f"{path} is not an edgekit bench result (schema {RESULT_SCHEMA})",
                          hint="pass a JSON file written by `edgekit bench`")
     data = redact(data)         # files written before secrets were redacted are shown without them too
-    if "summary" not in data:
+    if "summary" not in data and not is_sweep(data):
         data["summary"] = summarize(data)
     return data
 
 
+def is_sweep(result: Dict[str, Any]) -> bool:
+    """Whether a result is `edgekit bench --sweep`'s (one row per value) rather than a single run."""
+    return isinstance(result.get("sweep"), dict) and isinstance(result["sweep"].get("rows"), list)
+
+
 def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
     """PNG: tok/s vs prompt length, tok/s vs concurrency, telemetry over time. None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     summary = result["summary"]
     cases = [c for c in summary["cases"] if c["tg_tps"]]
@@ -255,6 +256,54 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
     source = (result.get("telemetry") or {}).get("source") or "none"
     ax.set_title(f"telemetry over time (source: {source})")
     ax.set_xlabel("seconds")
+    return _png(plt, fig, path)
+
+
+def plot_sweep(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    """PNG of a sweep: pp and tg tok/s per value (tg labelled with its share of the ceiling), J/token per value.
+    None when matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    sweep, rows, w = result["sweep"], result["sweep"]["rows"], result["workload"]
+    xs, labels = list(range(len(rows))), [r["value"] + (" (skipped)" if r["skipped"] else "") for r in rows]
+    ys = lambda key: [float("nan") if r.get(key) is None else r[key] for r in rows]  # noqa: E731
+    fig, (ax, ax_j) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig.suptitle(f"{(result.get('model') or {}).get('name') or '?'} on {result.get('target') or result.get('url')} - "
+                 f"sweep over {sweep['setting']}, workload v{w['version']}{' (quick)' if w.get('quick') else ''}")
+    ax.plot(xs, ys("pp_tps"), "o-", label="prompt tok/s (longest prompt, concurrency 1)")
+    ax.set(ylabel="prompt tok/s", title="tok/s per value", ylim=(0, None))
+    ax2 = ax.twinx()
+    ax2.plot(xs, ys("tg_tps"), "s--", color="tab:orange", label="generation tok/s (best at concurrency 1)")
+    for x, r in zip(xs, rows):
+        if r.get("tg_tps") is not None and r.get("ceiling_share_pct") is not None:
+            ax2.annotate(f"{r['ceiling_share_pct']:.0f}% of ceiling", (x, r["tg_tps"]), fontsize=7,
+                         textcoords="offset points", xytext=(0, 6), ha="center")
+    ax2.set(ylabel="generation tok/s", ylim=(0, None))
+    (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower left")
+    ax_j.bar(xs, [0 if v != v else v for v in ys("j_per_token")], color="tab:red")
+    ax_j.set(ylabel="J/token (input rail)", title="energy per generated token")
+    for axis in (ax, ax_j):
+        axis.set_xticks(xs, labels)
+    if all(r.get("j_per_token") is None for r in rows):
+        ax_j.text(0.5, 0.5, "no input-rail power (VDD_IN) in the telemetry", ha="center", transform=ax_j.transAxes)
+    return _png(plt, fig, path)
+
+
+def _pyplot():
+    """matplotlib's pyplot drawing to files, None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _png(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -271,13 +320,25 @@ def _errline(ax, xs, stats_list, label, style, color=None):
 
 
 # -- compare --------------------------------------------------------------------------------------------------
-def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Rows of (metric, a, b, change %) for the cases both runs measured, plus headline figures."""
+def _row(metric: str, va: Optional[float], vb: Optional[float], **extra: Any) -> Dict[str, Any]:
+    return {"metric": metric, "a": va, "b": vb,
+            "change_pct": 100.0 * (vb - va) / va if va and vb is not None else None, **extra}
+
+
+def compare(a: Dict[str, Any], b: Dict[str, Any], names: Sequence[str] = ("A", "B")) -> List[Dict[str, Any]]:
+    """Rows of (metric, a, b, change %) for the cases both runs measured, plus headline figures; for two sweeps,
+    per value side by side. A sweep and a single run are refused, saying which is which."""
+    if is_sweep(a) != is_sweep(b):
+        (sweep, swept), single = ((names[0], a), names[1]) if is_sweep(a) else ((names[1], b), names[0])
+        raise UsageError(f"{sweep} is a sweep over {swept['sweep']['setting']} and {single} is a single run: "
+                         "compare two sweeps, or two single runs",
+                         hint="edgekit bench compare A.json B.json with two files of `edgekit bench TARGET --sweep`")
+    if is_sweep(a):
+        return compare_sweeps(a, b, names)
     rows: List[Dict[str, Any]] = []
 
     def add(metric: str, va: Optional[float], vb: Optional[float]) -> None:
-        rows.append({"metric": metric, "a": va, "b": vb,
-                     "change_pct": 100.0 * (vb - va) / va if va and vb is not None else None})
+        rows.append(_row(metric, va, vb))
 
     sa = {c["name"]: c for c in a["summary"]["cases"]}
     sb = {c["name"]: c for c in b["summary"]["cases"]}
@@ -298,12 +359,41 @@ def _median(s: Optional[Dict[str, float]]) -> Optional[float]:
     return s["median"] if s else None
 
 
+SWEEP_METRICS = (("pp_tps", "prompt tok/s"), ("tg_tps", "gen tok/s"), ("power_mean_w", "power W"),
+                 ("power_peak_w", "peak power W"), ("j_per_token", "J/token"), ("temp_max_c", "max temp C"),
+                 ("ceiling_share_pct", "% of ceiling"))
+
+
+def compare_sweeps(a: Dict[str, Any], b: Dict[str, Any], names: Sequence[str] = ("A", "B")) -> List[Dict[str, Any]]:
+    """Per value of two sweeps over the same setting, side by side (rows carry `value`)."""
+    sa, sb = a["sweep"], b["sweep"]
+    if sa["setting"] != sb["setting"]:
+        raise UsageError(f"{names[0]} is a sweep over {sa['setting']} and {names[1]} over {sb['setting']}: "
+                         "compare sweeps over the same setting", hint="edgekit bench compare A.json B.json")
+    ra, rb = {r["value"]: r for r in sa["rows"]}, {r["value"]: r for r in sb["rows"]}
+    rows: List[Dict[str, Any]] = []
+    for value in list(ra) + [v for v in rb if v not in ra]:
+        if value not in ra or value not in rb:
+            rows.append(_row(f"{value}: only in {names[0] if value in ra else names[1]}", None, None, value=value))
+            continue
+        pair = [(label, ra[value].get(key), rb[value].get(key)) for key, label in SWEEP_METRICS]
+        rows += [_row(f"{value} {label}", va, vb, value=value) for label, va, vb in pair
+                 if not (va is None and vb is None and ("power" in label or "J/" in label))]
+    return rows
+
+
 def describe(result: Dict[str, Any]) -> Dict[str, Optional[str]]:
-    """One line per run for compare's header: model, device, power mode, build."""
+    """One line per run for compare's header: model, device, power mode, build (and what a sweep swept)."""
+    if is_sweep(result):
+        sweep, first = result["sweep"], describe(result["runs"][0]) if result.get("runs") else {}
+        return {"model": (result.get("model") or {}).get("name"), "target": result.get("target") or result.get("url"),
+                "power_mode": "swept" if sweep["setting"] == "power-mode" else first.get("power_mode"),
+                "build": (result.get("server") or {}).get("build_info"), "started": result.get("started_iso"),
+                "sweep": f"{sweep['setting']}: {', '.join(r['value'] for r in sweep['rows'])}"}
     facts = result.get("facts") or {}
     jetson = facts.get("jetson") or {}
     samples = (result.get("telemetry") or {}).get("samples") or []
     mode = next((s.get("power_mode") for s in samples if s.get("power_mode")), jetson.get("power_mode"))
     return {"model": (result.get("model") or {}).get("name"), "target": result.get("target") or result.get("url"),
             "power_mode": mode, "build": (result.get("server") or {}).get("build_info"),
-            "started": result.get("started_iso")}
+            "started": result.get("started_iso"), "sweep": None}

@@ -2,6 +2,7 @@
 
 `run_workload` never raises for a failing request: failures are kept in the results so a partial run still
 gets reported and saved. It raises only when the server cannot be used at all (unreachable, wrong key).
+`run_sweep` measures once per value of one setting (edgekit.bench.sweep applies and restores the values).
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ import json
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import urlsplit
 
 from edgekit.bench import limits, pinning, report
+from edgekit.bench import sweep as sw
 from edgekit.bench import llama_bench as lb
 from edgekit.bench.redact import redact
 from edgekit.bench.timing import RequestResult, timed_completion, timed_completions
 from edgekit.bench.workload import PROMPT_TEXT, Case, Workload
 from edgekit.chat.client import Endpoint, LlamaClient
-from edgekit.errors import UsageError
+from edgekit.errors import EdgekitError, UsageError
 from edgekit.facts import device as device_facts
 from edgekit.layout import UNIT_NAME
 from edgekit.remote.command import q
+from edgekit.remote.lock import device_lock
 from edgekit.telemetry.remote import Recorder, Stream
+from edgekit.telemetry.remote import stream as telemetry_stream
 
 
 @dataclass
@@ -145,11 +150,13 @@ def run_bench(settings: BenchSettings, transport=None,
             on_progress(f"restarting {UNIT_NAME} on CPUs {pinning.cpu_list(settings.server_cpus)}")
             pins.enter_context(pinning.server_pinned(transport, settings.server_cpus))
         pins.enter_context(pinning.client_pinned(settings.client_cpus))
-        return _measure(settings, transport, on_progress, telemetry)
+        return measure(settings, transport, on_progress, telemetry)
 
 
-def _measure(settings: BenchSettings, transport, on_progress: Callable[[str], None],
-             telemetry: bool) -> Dict[str, Any]:
+def measure(settings: BenchSettings, transport, on_progress: Callable[[str], None],
+            telemetry: bool) -> Dict[str, Any]:
+    """One measurement of the server as it runs now (no pinning: the caller's; `edgekit bench --sweep` calls this
+    once per value): the result dict, saved when settings.out_dir is set."""
     endpoint = Endpoint(url=settings.url, api_key=settings.api_key, api_key_file=settings.api_key_file,
                         target=getattr(transport, "name", None))
     server = LlamaClient(endpoint, timeout=600.0)
@@ -265,15 +272,22 @@ def _finish(result: Dict[str, Any], settings: BenchSettings) -> None:
     result.clear()
     result.update(redacted)
     result["summary"] = report.summarize(result)
-    if settings.out_dir is None:
+    save(result, settings.out_dir, "bench", report.plot)
+
+
+def save(result: Dict[str, Any], out_dir: Optional[str], prefix: str,
+         plot: Callable[[Dict[str, Any], Path], Optional[Path]]) -> None:
+    """Write a (redacted) result as OUT_DIR/PREFIX-HOST-STAMP.json, then its plot(result, path) .png; the paths go
+    into result['files'] (and into the JSON, written again). Nothing without an out_dir."""
+    if out_dir is None:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(result["started"]))
     host = (result.get("target") or result["url"].split("://")[-1]).replace(":", "_").replace("/", "_")
-    base = Path(settings.out_dir) / f"bench-{host}-{stamp}"
+    base = Path(out_dir) / f"{prefix}-{host}-{stamp}"
     result["files"] = {"json": str(base.with_suffix(".json")), "png": None}
     report.write_json(result, base.with_suffix(".json"))   # first, so a failing plot loses nothing
     try:
-        png = report.plot(result, base.with_suffix(".png"))
+        png = plot(result, base.with_suffix(".png"))
     except Exception as e:  # a plotting bug must not cost the measurements
         result["errors"].append(f"plot: {type(e).__name__}: {e}")
         png = None
@@ -286,3 +300,95 @@ def _json_or_none(text: str):
         return json.loads(text)
     except ValueError:
         return None
+
+
+# -- a sweep: the workload once per value of one setting (edgekit.bench.sweep), the setting restored after --------
+def run_sweep(settings: BenchSettings, spec: sw.SweepSpec, transport,
+              on_progress: Callable[[str], None] = lambda text: None, telemetry: bool = True,
+              result: Optional[Dict[str, Any]] = None, *, measure: Callable = measure, poll=None,
+              sleep: Callable[[float], None] = time.sleep, lock=device_lock) -> Dict[str, Any]:
+    """Measure the workload once per value of `spec` (holding the device's edgekit lock), restore the setting in a
+    `finally` (Ctrl-C and errors too), save under settings.out_dir. `result` is filled as the sweep goes, so a
+    caller still has it (and its saved file) after Ctrl-C. Raises when the restore failed, saying how to do it."""
+    if transport is None:
+        raise UsageError("--sweep changes the device and needs a TARGET", hint=sw.HINT)
+    result = result if result is not None else {}
+    result.update(sw.result_skeleton(settings, spec), target=transport.name)
+    with lock(transport, f"bench sweep over {spec.setting}"):
+        on_progress("reading the device's settings")
+        try:
+            port = urlsplit(settings.url).port
+        except ValueError:
+            port = None
+        dev = sw.prepare(transport, spec, port)       # every check; nothing changed yet
+        result["sweep"]["original"] = {k: v for k, v in dev.original.items() if k != "status"}
+        if poll is None and telemetry and spec.setting == "power-mode":
+            poll = lambda: telemetry_stream(transport, lambda item: None, interval_ms=500, count=4).samples  # noqa
+        with ExitStack() as pins:
+            if settings.server_cpus:
+                on_progress(f"restarting {UNIT_NAME} on CPUs {pinning.cpu_list(settings.server_cpus)}")
+                pins.enter_context(pinning.server_pinned(transport, settings.server_cpus))
+            pins.enter_context(pinning.client_pinned(settings.client_cpus))
+            try:
+                with sw.ctrl_c_sticks() as check:      # checked at every progress step of the sweep and after it
+                    _each_value(dev, settings, result, lambda text: (check(), on_progress(text)), telemetry, measure,
+                                poll, sleep)
+                    check()
+            except BaseException as e:
+                result["errors"].append("interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt)
+                                        else f"{type(e).__name__}: {getattr(e, 'message', e)}")
+                raise
+            finally:
+                with sw.second_ctrl_c_waits():
+                    on_progress("restoring the original settings")
+                    result["sweep"].update(sw.restore(dev))
+                    result.update(ended=time.time(), complete=not result["errors"] and all(
+                        r["complete"] or (r["skipped"] and not r["error"]) for r in result["sweep"]["rows"]))
+                    _save_sweep(result, settings)
+    if not result["sweep"]["restored"]:
+        raise EdgekitError(f"the sweep could not restore {spec.setting} on {transport.name}: "
+                           f"{result['sweep']['restore_error']}", hint=sw.by_hand(dev))
+    return result
+
+
+def _each_value(dev: sw.Sweep, settings: BenchSettings, result, on_progress, telemetry, measure, poll,
+                sleep) -> None:
+    rows, n = result["sweep"]["rows"], len(dev.points)
+    for i, point in enumerate(dev.points, 1):
+        say = lambda text: on_progress(f"[{i}/{n}] {dev.spec.setting} {point.value}: {text}")  # noqa: E731
+        if point.skipped is None and point.mode is not None:
+            say(f"nvpmodel -m {point.mode.id}")
+            point.skipped = sw.switch(dev, point.mode)
+        elif point.skipped is None:
+            say(f"restarting {UNIT_NAME} with {' '.join(f'{k}={v}' for k, v in point.env.items())}")
+            sw.apply_env(dev, point.env)
+        if point.skipped is not None:
+            rows.append(sw.row_for(point, None))
+            continue
+        settled = sw.settle(poll, sleep, sw.SETTLE_WAIT_S, sw.SETTLE_TIMEOUT_S) if point.mode else None
+        try:
+            run = measure(replace(settings, out_dir=None), dev.transport, say, telemetry)
+        except EdgekitError as e:   # one value failing (the server did not come back) leaves the others to run
+            rows.append({**sw.row_for(point, None), "error": f"{type(e).__name__}: {e.message}", "settle": settled})
+            continue
+        result["runs"].append(run)
+        result["model"], result["server"] = result["model"] or run.get("model"), result["server"] or run.get("server")
+        row = sw.row_for(point, run)
+        row.update(settle=settled, run=len(result["runs"]) - 1)
+        if point.mode is None:
+            row["applied"] = sw.applied(dev.spec.setting, point.value, run.get("server") or {})
+            if row["applied"] is False:
+                row["error"] = (f"the server's /props do not show {dev.spec.setting} {point.value}: is {settings.url} "
+                                f"{UNIT_NAME}?")
+        rows.append(row)
+
+
+def _save_sweep(result: Dict[str, Any], settings: BenchSettings) -> None:
+    """Redacted, saved as JSON and PNG; a failure goes into the errors, never raised (this runs in a `finally`)."""
+    redacted = redact(result, [settings.api_key])
+    result.clear()
+    result.update(redacted)
+    try:
+        save(result, settings.out_dir, f"bench-sweep-{result['sweep']['setting']}", report.plot_sweep)
+    except Exception as e:
+        result["errors"].append(f"saving: {type(e).__name__}: {e}")

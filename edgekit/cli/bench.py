@@ -12,7 +12,8 @@ from rich.status import Status
 from edgekit.bench import report
 from edgekit.bench.pinning import parse_cpu_list
 from edgekit.bench.redact import redact
-from edgekit.bench.runner import BenchSettings, run_bench
+from edgekit.bench.runner import BenchSettings, run_bench, run_sweep
+from edgekit.bench.sweep import SweepSpec, parse_sweep
 from edgekit.bench.workload import DEFAULT, QUICK
 from edgekit import state as controller_state
 from edgekit.cli.app import app
@@ -44,12 +45,18 @@ def bench(
     client_cpus: Optional[str] = typer.Option(
         None, "--client-cpus", help="Run the bench client on these CPUs of this machine, e.g. 2,3 (on a stand-in: "
                                     "other cores than --server-cpus)."),
+    sweep: Optional[str] = typer.Option(
+        None, "--sweep", help="Measure once per value of a setting, then restore it: power-mode[=NAME,...] (the "
+                              "device's nvpmodel modes), ctx=N,N, parallel=N,N or cache-type=T,T."),
+    full: bool = typer.Option(False, "--full", help="With --sweep: the full workload per value (default: quick)."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     identity: Optional[Path] = Identity,
     accept_new_host_key: bool = AcceptNewHostKey,
     ask_become_pass: bool = AskBecomePass,
 ) -> None:
-    """Benchmark a llama-server with a fixed workload; `edgekit bench compare A.json B.json` compares two runs."""
+    """Benchmark a llama-server with a fixed workload; `edgekit bench compare A.json B.json` compares two runs.
+
+    With --sweep: the workload under each power mode (or server setting), one row per value, the original restored."""
     if target == "compare":
         if not files or len(files) != 2:
             raise UsageError("compare needs two result files", hint="edgekit bench compare A.json B.json")
@@ -59,7 +66,14 @@ def bench(
         raise UsageError(f"unexpected arguments: {' '.join(files)}", hint="edgekit bench TARGET [--url URL]")
     if target is None and url is None:
         raise UsageError("nothing to benchmark", hint="give a TARGET (device over SSH) or --url http://HOST:PORT")
-    settings = BenchSettings(url=url or "", api_key=api_key, workload=QUICK if quick else DEFAULT,
+    spec = parse_sweep(sweep) if sweep is not None else None
+    if full and (spec is None or quick):
+        raise UsageError("--full is for --sweep, without --quick (a single run uses the full workload unless --quick)",
+                         hint="edgekit bench TARGET --sweep power-mode --full")
+    if spec is not None and target is None:
+        raise UsageError("--sweep changes the device and needs a TARGET", hint="edgekit bench HOST --sweep power-mode")
+    settings = BenchSettings(url=url or "", api_key=api_key,
+                             workload=(DEFAULT if full else QUICK) if spec else QUICK if quick else DEFAULT,
                              llama_bench=llama_bench, bandwidth_gbs=bandwidth, out_dir=str(out),
                              server_cpus=parse_cpu_list(server_cpus) if server_cpus else None,
                              client_cpus=parse_cpu_list(client_cpus) if client_cpus else None)
@@ -82,8 +96,20 @@ def bench(
                     settings.api_key_file = str(controller_state.api_key_path(t.name))
             if settings.api_key is None:
                 settings.api_key = _device_api_key(t)
-            needs_device = llama_bench or server_cpus or not no_telemetry
-            result = _run(settings, t if needs_device else None, telemetry=not no_telemetry)
+            if spec is not None:
+                result = _sweep(settings, spec, t, not no_telemetry)
+            else:
+                needs_device = llama_bench or server_cpus or not no_telemetry
+                result = _run(settings, t if needs_device else None, telemetry=not no_telemetry)
+    if spec is not None:
+        _render_sweep(redact(result, [settings.api_key]), json_out)
+        failed = [r["value"] for r in result["sweep"]["rows"] if r["error"] or not (r["skipped"] or r["complete"])]
+        if failed or not result["complete"]:
+            saved = (result.get("files") or {}).get("json")
+            raise PartialFailure(f"not measured in full: {', '.join(failed)}" if failed else
+                                 "the sweep did not complete",
+                                 hint=f"partial results saved in {saved}; see the errors above" if saved else None)
+        return
     _render(redact(result, [settings.api_key]), json_out)
     failed = sum(c["failed"] for c in result["summary"]["cases"])
     if failed or not result["complete"]:
@@ -113,6 +139,69 @@ def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
                          telemetry=telemetry)
     finally:
         status.stop()
+
+
+def _sweep(settings: BenchSettings, spec: SweepSpec, t, telemetry: bool) -> dict:
+    partial: dict = {}
+    status = Status(plain("starting"), console=err)
+    status.start()
+    try:
+        return run_sweep(settings, spec, t, on_progress=lambda text: status.update(plain(text)), telemetry=telemetry,
+                         result=partial)
+    except KeyboardInterrupt:
+        status.stop()
+        _said_restore(partial.get("sweep") or {})
+        if (partial.get("files") or {}).get("json"):
+            note(f"partial results saved in {partial['files']['json']}")
+        raise
+    finally:
+        status.stop()
+
+
+def _said_restore(sweep: dict) -> None:
+    original = sweep.get("original") or {}
+    what = (f"power mode {original.get('name')} (id {original.get('id')})" if sweep.get("setting") == "power-mode"
+            else ", ".join(f"{k}={v if v is not None else '(unset)'}" for k, v in original.items()) or "settings")
+    if sweep.get("restored"):
+        say((f"restored the original {what}", "dim"))
+    elif sweep.get("restored") is False:
+        warning(f"could not restore the original {what}: {sweep.get('restore_error')}")
+
+
+def _render_sweep(result: dict, json_out: bool) -> None:
+    sweep, w = result["sweep"], result["workload"]
+    if json_out:
+        emit_json({k: result.get(k) for k in ("url", "target", "model", "workload", "sweep", "files", "errors",
+                                               "notes", "complete")})
+    table = DataTable(title=f"bench sweep over {sweep['setting']}: {(result.get('model') or {}).get('name') or '?'} at "
+                            f"{result['url']} (workload v{w['version']}{', quick' if w['quick'] else ''}; medians)",
+                      title_justify="left")
+    for col in (sweep["setting"], "prompt t/s", "gen t/s", "power W mean/peak", "J/token", "max C", "% of ceiling",
+                "notes"):
+        table.add_column(col, justify="left" if col in (sweep["setting"], "notes") else "right")
+    for r in sweep["rows"]:
+        settle = r.get("settle") or {}
+        notes = plain(r["error"], "red") if r["error"] else plain(r["skipped"], "dim") if r["skipped"] else \
+            plain("; ".join(x for x in (r.get("how"), settle.get("why") or (
+                f"clocks steady after {settle['waited_s']:g}s" if settle.get("stable") else None)) if x), "dim")
+        power = "-" if r["power_mean_w"] is None else f"{r['power_mean_w']:.1f}/{r['power_peak_w']:.1f}"
+        table.add_row(r["value"] + (f" (id {r['mode_id']})" if r["mode_id"] is not None else ""), _f(r["pp_tps"]),
+                      _f(r["tg_tps"]), power, _f(r["j_per_token"], 3), _f(r["temp_max_c"], 1),
+                      _f(r["ceiling_share_pct"], 0, "%"), notes)
+    err.print(table)
+    froms = {r["bandwidth_from"] for r in sweep["rows"] if r.get("bandwidth_from")}
+    if froms and not any(r.get("decode_ceiling_tps") for r in sweep["rows"]):
+        say(f"decode ceiling: {'; '.join(sorted(froms))}")
+    if all(r["power_mean_w"] is None for r in sweep["rows"] if not r["skipped"]):
+        say(("power: no input-rail reading (VDD_IN) in the telemetry, so no J/token", "dim"))
+    _said_restore(sweep)
+    for message in result.get("notes") or []:
+        note(message)
+    for message in result.get("errors") or []:
+        warning(message)
+    files = result.get("files") or {}
+    if files:
+        say(f"saved {files.get('json')}" + (f" and {files['png']}" if files.get("png") else ""))
 
 
 def _f(value, digits: int = 1, unit: str = "") -> str:
@@ -194,7 +283,7 @@ def _render(result: dict, json_out: bool) -> None:
 
 def _compare(a_path: str, b_path: str, json_out: bool) -> None:
     a, b = report.load(Path(a_path)), report.load(Path(b_path))
-    rows = report.compare(a, b)
+    rows = report.compare(a, b, (f"A ({os.path.basename(a_path)})", f"B ({os.path.basename(b_path)})"))
     if json_out:
         emit_json({"a": report.describe(a), "b": report.describe(b), "rows": rows})
         return
@@ -204,7 +293,7 @@ def _compare(a_path: str, b_path: str, json_out: bool) -> None:
     table.add_column(f"A: {os.path.basename(a_path)}", justify="right")
     table.add_column(f"B: {os.path.basename(b_path)}", justify="right")
     table.add_column("B vs A", justify="right")
-    for key in ("model", "target", "power_mode", "build", "started"):
+    for key in ("model", "target", "power_mode", "build", "started") + (("sweep",) if da["sweep"] else ()):
         table.add_row(key, str(da[key] or "-"), str(db[key] or "-"), "")
     for row in rows:
         change = row["change_pct"]

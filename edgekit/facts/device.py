@@ -1,4 +1,5 @@
-"""All of a device's facts in one object, read in one round trip, with the Jetson view derived from them."""
+"""All of a device's facts in one object, read in one round trip, with the Jetson view and the tuning view (power
+mode, clocks, boot target, swap) derived from them."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekit.errors import UnsuitableDevice, UsageError
+from edgekit.errors import EdgekitError, UnsuitableDevice, UsageError
 from edgekit.facts import boards
 from edgekit.facts.base import gather
 from edgekit.facts.cuda import CudaToolkit, parse_arch_override
 from edgekit.facts.jetson import DeviceCompatible, DeviceModel, JetsonRelease, JtopService, PowerMode
 from edgekit.facts.system import (Arch, CpuCount, CpuInfo, CpuRefused, DiskSpace, Hostname, InitSystem, MemInfo, OsRelease,
                                   SudoAccess, Tools)
+from edgekit.facts.tuning import (DefaultTarget, DesktopSession, JetsonClocksShow, NvpmodelConf, SwapBacking, Swaps,
+                                  Zramctl)
 
 ALL_FACTS = [Hostname, OsRelease, Arch, CpuCount, CpuInfo, CpuRefused, MemInfo, DiskSpace, InitSystem, SudoAccess, Tools,
-             DeviceModel, DeviceCompatible, JetsonRelease, PowerMode, JtopService, CudaToolkit]
+             DeviceModel, DeviceCompatible, JetsonRelease, PowerMode, JtopService, CudaToolkit,
+             NvpmodelConf, JetsonClocksShow, DefaultTarget, DesktopSession, Swaps, SwapBacking, Zramctl]
 
 
 @dataclass
@@ -35,6 +39,11 @@ class DeviceFacts:
     tools: dict = field(default_factory=dict)
     cpu: dict | None = None                   # {"model", "flags"} as /proc/cpuinfo advertises them
     cpu_refused: list[str] = field(default_factory=list)   # CPU levels that failed the build gate here
+    # What the Jetson tuning changes (edgekit.tuning), as found: {'power_mode': {'name', 'id', 'max', 'is_max',
+    # 'modes', 'default'} | None, 'clocks': JetsonClocksShow's dict | None, 'default_target', 'headless',
+    # 'desktop_bytes', 'swap': [{'path', 'type' (zram/file/partition), 'size_bytes', 'used_bytes', 'priority',
+    # 'device', 'kind' (zram/NVMe/eMMC/SD/disk/...)}], 'zram': zramctl's devices}
+    tuning: dict = field(default_factory=dict)
 
     @property
     def cpu_flags(self) -> set[str]:
@@ -67,7 +76,8 @@ def derive(target: str, raw: dict[str, Any], arch_override: str | None = None) -
             "model": model, "module": module.name if module else None, "part": module.part if module else None,
             "family": module.family if module else None, "soc": soc, "l4t": l4t,
             "jetpack": boards.jetpack_for(l4t), "compute_capability": cc,
-            "memory_bandwidth_gbs": _bandwidth(module, power),
+            "memory_bandwidth_gbs": module.bandwidth_in(power["name"] if power else None) if module else None,
+            "memory_bandwidth_max_gbs": module.max_bandwidth_gbs if module else None,
             "power_mode": power["name"] if power else None, "jtop_service": raw.get("jtop_service"),
         }
     gpu = None
@@ -86,16 +96,52 @@ def derive(target: str, raw: dict[str, Any], arch_override: str | None = None) -
         target=target, hostname=raw.get("hostname"), os=raw.get("os_release"), arch=raw.get("arch"),
         cpus=raw.get("cpus"), memory=raw.get("memory"), disk=raw.get("disk"), systemd=bool(raw.get("systemd")),
         sudo=raw.get("sudo") or "none", jetson=jetson, cuda=raw.get("cuda"), gpu=gpu, tools=raw.get("tools") or {},
-        cpu=raw.get("cpu"), cpu_refused=raw.get("cpu_refused") or [],
+        cpu=raw.get("cpu"), cpu_refused=raw.get("cpu_refused") or [], tuning=derive_tuning(raw, jetson),
     )
 
 
-def _bandwidth(module: boards.Module | None, power: dict | None) -> float | None:
-    if module is None:
+def derive_tuning(raw: dict[str, Any], jetson: dict | None = None) -> dict[str, Any]:
+    """Pure: the tuning view (DeviceFacts.tuning) from gathered raw facts."""
+    target = raw.get("default_target")
+    backing = raw.get("swap_backing") or {}
+    swap = []
+    for s in raw.get("swaps") or []:
+        under = backing.get(s["path"]) or {}
+        swap.append({**{k: s[k] for k in ("path", "size_bytes", "used_bytes", "priority")},
+                     "type": "zram" if s["zram"] else s["type"],
+                     "device": s["path"].rsplit("/", 1)[-1] if s["zram"] else under.get("device"),
+                     "kind": "zram" if s["zram"] else under.get("kind") or "unknown"})
+    return {
+        "power_mode": _power_mode(raw.get("power_mode"), raw.get("nvpmodel_conf"), jetson or {}),
+        "clocks": raw.get("jetson_clocks"),
+        "default_target": target,
+        "headless": None if target is None else target != "graphical",
+        "desktop_bytes": (raw.get("desktop_memory") or {}).get("bytes"),
+        "swap": swap,
+        "zram": raw.get("zramctl") or [],
+    }
+
+
+def _power_mode(current: dict | None, conf: dict | None, jetson: dict) -> dict | None:
+    """The mode in use and the board's top mode (`max` as edgekit.tuning.modes.resolve reads the board's own
+    nvpmodel.conf: MAXN_SUPER, else MAXN, else the most watts)."""
+    if current is None and conf is None:
         return None
-    if module.super_bandwidth_gbs and power and "SUPER" in (power.get("name") or "").upper():
-        return module.super_bandwidth_gbs
-    return module.bandwidth_gbs
+    top = None
+    if conf:
+        from edgekit.tuning.modes import Mode, ModeTable, resolve
+
+        table = ModeTable(tuple(Mode(m["id"], m["name"]) for m in conf["modes"]), conf.get("default"))
+        try:
+            top = resolve("max", table, jetson.get("l4t"), jetson.get("part"))[0].name
+        except EdgekitError:            # no mode states its watts or is MAXN: no top mode to name
+            top = None
+    name = current["name"] if current else None
+    by_id = {m["id"]: m["name"] for m in (conf or {}).get("modes", [])}
+    return {"name": name, "id": current.get("id") if current else None, "max": top,
+            "is_max": None if name is None or top is None else name == top,
+            "modes": [m["name"] for m in (conf or {}).get("modes", [])],
+            "default": by_id.get((conf or {}).get("default"))}
 
 
 def read_facts(transport, arch_override: str | None = None) -> DeviceFacts:

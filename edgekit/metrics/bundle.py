@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import zipfile
-from pathlib import Path
 
+from edgekit.remote.helper import zipapp
 from edgekit.telemetry.collector import AGENT_MODULES
 
-PACKAGE = Path(__file__).resolve().parents[1]        # edgekit/
 EXPORTER_MODULES = ("exporter/__init__", "exporter/__main__", "exporter/textformat", "exporter/board",
                     "exporter/llama", "exporter/facts", "exporter/app")
 MODULES = (*(f"{m}.py" for m in EXPORTER_MODULES), *(f"{m}.py" for m in AGENT_MODULES), "layout.py")
@@ -29,18 +26,7 @@ MAIN = ("import sys\n"
 @functools.lru_cache(maxsize=1)
 def build() -> bytes:
     """The exporter zipapp: `python3 edgekit-exporter.pyz --help` on the device."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        def add(name: str, text: str) -> None:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, text)
-
-        add("__main__.py", MAIN)
-        add("edgekit/__init__.py", "")
-        for rel in MODULES:
-            add(f"edgekit/{rel}", (PACKAGE / rel).read_text(encoding="utf-8"))
-    return buf.getvalue()
+    return zipapp(MAIN, MODULES)
 
 
 def sha256() -> str:

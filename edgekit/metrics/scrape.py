@@ -19,7 +19,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -162,22 +161,6 @@ def targets_from_state(names: list[str]) -> list[ScrapeTarget]:
     return out
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Atomically: a fresh temp file in the same folder, renamed into place (Prometheus re-reads file_sd on change
-    and must never see half a file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_scrape_config(out_dir: str | Path, hosts: list[ScrapeTarget], interval: str = "5s") -> dict[str, Path]:
     """Write prometheus.yml (a whole config), edgekit-scrape.yml (its scrape_configs, to include in an existing
     Prometheus) and edgekit-targets.json into out_dir; -> {"config", "include", "targets"}: their paths."""
@@ -187,7 +170,7 @@ def write_scrape_config(out_dir: str | Path, hosts: list[ScrapeTarget], interval
     config, targets = scrape_config(hosts, targets_file, interval)
     include, _ = scrape_config(hosts, targets_file, interval, standalone=False)
     paths = {"config": out / CONFIG_FILE, "include": out / INCLUDE_FILE, "targets": out / TARGETS_FILE}
-    _write(paths["targets"], targets)              # targets first: a config never names a file that is not there
-    _write(paths["include"], include)
-    _write(paths["config"], config)
+    state.write_file(paths["targets"], targets, 0o644)   # targets first: a config never names a missing file
+    state.write_file(paths["include"], include, 0o644)
+    state.write_file(paths["config"], config, 0o644)
     return paths

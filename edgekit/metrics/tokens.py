@@ -1,20 +1,20 @@
-"""The exporter's bearer token per target on the controller: $EDGEKIT_HOME/targets/<target>.exporter-token (0600).
-
-Next to the target's API key (edgekit.state), written the same way (a fresh temp file, 0600, renamed into place).
-Prometheus reads it through `credentials_file:` (edgekit.metrics.scrape).
+"""The exporter's bearer token per target on the controller: $EDGEKIT_HOME/targets/<target>.exporter-token (0600),
+next to the target's API key and kept the same way (edgekit.state). Prometheus reads it through `credentials_file:`
+(edgekit.metrics.scrape).
 """
 
 from __future__ import annotations
 
 import secrets
-import stat
 from pathlib import Path
 
 from edgekit import state
 
+KIND = "exporter-token"
+
 
 def token_path(target: str) -> Path:
-    return state.targets_dir() / f"{state._slug(target)}.exporter-token"
+    return state.secret_path(target, KIND)
 
 
 def new_token() -> str:
@@ -22,16 +22,8 @@ def new_token() -> str:
 
 
 def save_token(target: str, token: str) -> Path:
-    path = token_path(target)
-    state._write_private(path, token + "\n")
-    return path
+    return state.save_secret(target, KIND, token)
 
 
 def read_token(target: str) -> str | None:
-    """The saved token; a file readable by others is made 0600 first."""
-    path = token_path(target)
-    if not path.is_file():
-        return None
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o600)
-    return path.read_text().strip() or None
+    return state.read_secret(target, KIND)

@@ -40,9 +40,9 @@ _SHA256 = re.compile(r"^([0-9a-f]{64})\s")
 _paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@functools.lru_cache(maxsize=1)
-def build() -> bytes:
-    """The helper zipapp: the same bytes for the same code (fixed times, fixed order)."""
+def zipapp(main: str, modules: tuple[str, ...], packages: tuple[str, ...] = ()) -> bytes:
+    """A zipapp of some of edgekit's modules (paths under edgekit/) with `main` as __main__.py: the same bytes for
+    the same code (fixed times, fixed order). `packages`: more empty __init__.py to add (edgekit/ has one)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         def add(name: str, text: str) -> None:
@@ -50,12 +50,18 @@ def build() -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, text)
 
-        add("__main__.py", MAIN)
-        add("edgekit/__init__.py", "")
-        add("edgekit/models/__init__.py", "")
-        for rel in MODULES:
+        add("__main__.py", main)
+        for package in ("", *packages):
+            add(f"edgekit/{package}__init__.py", "")
+        for rel in modules:
             add(f"edgekit/{rel}", (PACKAGE / rel).read_text(encoding="utf-8"))
     return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def build() -> bytes:
+    """The helper zipapp."""
+    return zipapp(MAIN, MODULES, ("models/",))
 
 
 def helper_name(blob: bytes) -> str:

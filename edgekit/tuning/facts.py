@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from edgekit import layout as L
 from edgekit.facts.jetson import PowerMode as _PowerModeQuery
-from edgekit.facts.tuning import DefaultTarget, JetsonClocksShow, Swaps, parse_backing
-from edgekit.facts.tuning import storage_kind  # noqa: F401  (here too: BackingDevice's callers classify with it)
+from edgekit.facts.tuning import DefaultTarget, DesktopSession, JetsonClocksShow, Swaps, parse_backing
+from edgekit.facts.tuning import DESKTOP_NAMES, storage_kind  # noqa: F401  (importable from here too)
 from edgekit.remote.command import q
 from edgekit.tuning.modes import ModeTable, parse_conf, status_pmode
 
@@ -83,40 +83,17 @@ class BootTarget:
         return DefaultTarget.parse(output)
 
 
-# Processes of a desktop session (names as `ps -o comm` shows them: at most 15 characters).
-DESKTOP_NAMES = ("Xorg", "Xwayland", "gnome-shell", "gdm3", "gdm-session-wor", "gdm-wayland-ses", "gdm-x-session",
-                 "gnome-session-b", "gnome-session-c", "gnome-keyring-d", "gnome-software", "nautilus",
-                 "nautilus-deskto", "unity-settings-", "compiz", "lightdm", "ibus-daemon", "ibus-x11",
-                 "ibus-extension-", "evolution-alarm", "evolution-sourc", "evolution-calen", "evolution-addre",
-                 "tracker-miner-f", "goa-daemon", "goa-identity-se", "xdg-desktop-por", "gsd-*", "at-spi*",
-                 "mutter-x11-fram", "nm-applet", "update-notifier", "gvfs*", "pulseaudio", "pipewire*",
-                 "wireplumber", "zeitgeist*", "snap-store")
-
-
-def _is_desktop(name: str) -> bool:
-    return any(name.startswith(n[:-1]) if n.endswith("*") else name == n for n in DESKTOP_NAMES)
-
-
 @dataclass(frozen=True)
 class DesktopMemory:
-    """The resident memory of the desktop session's processes (DESKTOP_NAMES) from `ps -eo rss=,comm=`:
-    {'bytes': total, 'processes': {name: bytes}}. RSS counts shared pages in each process, so the total is an
-    upper estimate of what booting headless frees."""
+    """The resident memory of the desktop session's processes (edgekit.facts.tuning.DesktopSession, the one parser
+    of it): {'bytes': total, 'processes': {name: bytes}}, an upper estimate of what booting headless frees."""
 
     sudo: bool = False
-    command: str = "ps -eo rss=,comm="
+    command: str = DesktopSession.command
 
     @staticmethod
     def parse(output: str) -> dict:
-        processes: dict[str, int] = {}
-        for line in output.splitlines():
-            parts = line.split(None, 1)
-            if len(parts) != 2 or not parts[0].isdigit():
-                continue
-            name = parts[1].strip()
-            if _is_desktop(name):
-                processes[name] = processes.get(name, 0) + int(parts[0]) * 1024
-        return {"bytes": sum(processes.values()), "processes": processes}
+        return DesktopSession.parse(output)
 
 
 @dataclass(frozen=True)
