@@ -138,8 +138,7 @@ def check_disk(facts: DeviceFacts, cuda: bool) -> None:
         raise UnsuitableDevice(
             f"not enough disk on {_describe(facts)}: {free / S.GIB:.1f} GiB free at {facts.disk.get('path')}, "
             f"a {'CUDA' if cuda else 'CPU'} build needs {need / S.GIB:.0f} GiB",
-            hint="free space under /opt (old builds: /opt/edgekit/llama.cpp, /opt/edgekit/build) or use a "
-                 "bigger disk")
+            hint=f"free space under /opt (old builds: {S.INSTALL_ROOT}, {S.BUILD_ROOT}) or use a bigger disk")
 
 
 def plan_build(facts: DeviceFacts, build: S.BuildSpec, source: SourceInfo) -> BuildPlan:

@@ -195,6 +195,10 @@ def _render_sweep(result: dict, json_out: bool) -> None:
     if all(r["power_mean_w"] is None for r in sweep["rows"] if not r["skipped"]):
         say(("power: no input-rail reading (VDD_IN) in the telemetry, so no J/token", "dim"))
     _said_restore(sweep)
+    _said_notes_and_files(result)
+
+
+def _said_notes_and_files(result: dict) -> None:
     for message in result.get("notes") or []:
         note(message)
     for message in result.get("errors") or []:
@@ -272,13 +276,7 @@ def _render(result: dict, json_out: bool) -> None:
     if tel:
         why = f" ({'; '.join(tel['why'])})" if tel.get("why") else ""
         say(f"telemetry: {len(tel['samples'])} samples from {tel['source']}{why}")
-    for message in result.get("notes") or []:
-        note(message)
-    for message in result.get("errors") or []:
-        warning(message)
-    files = result.get("files") or {}
-    if files:
-        say(f"saved {files.get('json')}" + (f" and {files['png']}" if files.get("png") else ""))
+    _said_notes_and_files(result)
 
 
 def _compare(a_path: str, b_path: str, json_out: bool) -> None:

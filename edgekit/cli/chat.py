@@ -245,7 +245,7 @@ def _turn(client, profile, conv: Conversation, message: str, sampling, raw: bool
 def modelfile(
     model: str = typer.Argument(..., help="Catalog model name."),
     path: Optional[str] = typer.Option(None, "--path", help="GGUF path for FROM (default: where edgekit puts it "
-                                                             "on the device, /opt/edgekit/models/MODEL/FILE)."),
+                                                             f"on the device, {MODELS_DIR}/MODEL/FILE)."),
     family: Optional[str] = Family, system: Optional[str] = System,
     num_ctx: Optional[int] = typer.Option(None, "--num-ctx", help="Add PARAMETER num_ctx."),
 ) -> None:
