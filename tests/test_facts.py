@@ -301,3 +301,12 @@ def test_facts_table_and_fleet_columns_show_power_mode_clocks_headless_swap():
     assert "zram 2.9 GiB, partition 0.9 GiB on disk" in fleet
     row = next(line for line in fleet.splitlines() if line.startswith("│ pc"))
     assert "x86_64 (not a Jetson)" in row and " no " in row
+
+
+def test_clocks_unknown_says_why():
+    from edgekit.cli.facts import clocks_text
+
+    raw = {**raw_orin_nano_super({"name": "15W", "id": 0}), "jetson_clocks": None, "sudo": "password"}
+    assert "runs as root only, and sudo asks for a password" in clocks_text(derive("nano", raw))
+    assert "is nvidia-l4t-tools installed?" in clocks_text(derive("nano", {**raw, "sudo": "nopasswd"}))
+    assert clocks_text(derive("nano", raw), short=True) == "?"

@@ -90,7 +90,8 @@ def clocks_text(f: DeviceFacts, short: bool = False) -> str:
             return "-"
         if short:
             return "?"
-        return ("unknown (`jetson_clocks --show` runs as root only, and sudo asks for a password)" if f.sudo == "none"
+        return ("unknown (`jetson_clocks --show` runs as root only, and sudo asks for a password)"
+                if f.sudo in ("none", "password")
                 else "unknown (`jetson_clocks --show` printed no clocks: is nvidia-l4t-tools installed?)")
     if short:
         return "pinned" if c["pinned"] else "not pinned"
