@@ -210,7 +210,7 @@ class _FakeLlamaServer(_JsonHandler):
 @pytest.fixture
 def fake_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeLlamaServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli_inprocess as run_cli
 from test_chat_client import BAD_KEY, Server, chat_events, split_inside_characters
 
 from edgekit import state

@@ -16,7 +16,7 @@ import edgekit
 from edgekit.cli import app, main
 from edgekit.console import DataTable, StepPrinter, error, note, say, warning
 from edgekit.models import catalog
-from tests.conftest import run_cli
+from tests.conftest import run_cli_inprocess as run_cli
 
 PACKAGE = Path(edgekit.__file__).resolve().parent
 

@@ -138,6 +138,7 @@ def test_cli_fit_board_exit_codes():
     assert unknown.returncode == 2 and "did you mean" in unknown.stderr
 
 
+@pytest.mark.e2e          # writes a 9 MB GGUF with the sdist's gguf-py (2.5 s): with the end-to-end tests that use it
 def test_tiny_llama_synthetic_gguf(tiny_llama_file):
     h = read_header_file(tiny_llama_file)
     assert (h.architecture, h.block_count, h.head_count, h.head_count_kv, h.vocab_size) == ("llama", 2, 4, 2, 32000)

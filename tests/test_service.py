@@ -8,7 +8,7 @@ import pytest
 
 from edgekit.errors import UsageError
 from edgekit.service.settings import EXAMPLE, render_env, render_unit, service_variables
-from tests.conftest import run_cli
+from tests.conftest import run_cli_inprocess as run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
