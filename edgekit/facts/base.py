@@ -7,10 +7,19 @@ from typing import Any, Callable, ClassVar, Iterable
 
 
 class Fact:
-    """Subclasses set `command` (shell, run as the login user) and implement `parse(output)` (pure)."""
+    """Subclasses set `command` (shell, run as the login user; as root with `sudo = True`) and implement
+    `parse(output)` (pure). A step reads one with `ctx.fact(TheFact())`: instances of one fact are equal (a test
+    hands one in by `given={TheFact(): value}`)."""
 
     name: ClassVar[str]
     command: ClassVar[str]
+    sudo: ClassVar[bool] = False
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
 
     @staticmethod
     def parse(output: str) -> Any:  # pragma: no cover - abstract

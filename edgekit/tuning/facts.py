@@ -58,54 +58,18 @@ class CurrentPowerMode:
                 "boot_id": boot.strip() or None}
 
 
-@dataclass(frozen=True)
-class ClocksState:
-    """`jetson_clocks --show` run as root, as the real script requires: JetsonClocksShow's dict (the EMC pinned by
-    its FreqOverride flag). None when there is no jetson_clocks."""
+class ClocksState(JetsonClocksShow):
+    """`jetson_clocks --show` run as root, as the real script requires (through the transport's sudo, which honours
+    --ask-become-pass): JetsonClocksShow's dict, the EMC pinned by its FreqOverride flag; None without the tool."""
 
-    sudo: bool = True
-    command: str = "jetson_clocks --show"
-
-    @staticmethod
-    def parse(output: str) -> dict | None:
-        return JetsonClocksShow.parse(output)
+    sudo = True
+    command = "jetson_clocks --show"
 
 
-@dataclass(frozen=True)
-class BootTarget:
-    """`systemctl get-default`: 'graphical', 'multi-user', ... (without '.target'), None when unreadable."""
-
-    sudo: bool = False
-    command: str = DefaultTarget.command
-
-    @staticmethod
-    def parse(output: str) -> str | None:
-        return DefaultTarget.parse(output)
-
-
-@dataclass(frozen=True)
-class DesktopMemory:
-    """The resident memory of the desktop session's processes (edgekit.facts.tuning.DesktopSession, the one parser
-    of it): {'bytes': total, 'processes': {name: bytes}}, an upper estimate of what booting headless frees."""
-
-    sudo: bool = False
-    command: str = DesktopSession.command
-
-    @staticmethod
-    def parse(output: str) -> dict:
-        return DesktopSession.parse(output)
-
-
-@dataclass(frozen=True)
-class SwapState:
-    """/proc/swaps (edgekit.facts.tuning.Swaps): [{'path', 'type', 'size_bytes', 'used_bytes', 'priority', 'zram'}]."""
-
-    sudo: bool = False
-    command: str = Swaps.command
-
-    @staticmethod
-    def parse(output: str) -> list[dict]:
-        return Swaps.parse(output)
+# Read by the tuning steps as they are (the one parser of each lives in edgekit.facts.tuning).
+BootTarget = DefaultTarget            # `systemctl get-default`: 'graphical', 'multi-user', ... or None
+DesktopMemory = DesktopSession        # {'bytes', 'processes'}: what booting headless frees, an upper estimate
+SwapState = Swaps                     # /proc/swaps: [{'path', 'type', 'size_bytes', 'used_bytes', 'priority', 'zram'}]
 
 
 @dataclass(frozen=True)
