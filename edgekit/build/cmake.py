@@ -169,6 +169,10 @@ def plan_build(facts: DeviceFacts, build: S.BuildSpec, source: SourceInfo) -> Bu
     if cuda:
         defines += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={arch}",
                     f"-DCMAKE_CUDA_COMPILER={toolkit['nvcc']}"]
+        if facts.jetson and not any(f.startswith("-DGGML_CUDA_NO_VMM") for f in build.extra_flags):
+            # CUDA's VMM pool reserves 32 GB of address space up front, which fails on 8 GB Orin boards
+            # (docs/jetson-settings.md has the reports); --cmake-flag -DGGML_CUDA_NO_VMM=OFF puts it back
+            defines.append("-DGGML_CUDA_NO_VMM=ON")
     else:
         defines += ["-DGGML_CUDA=OFF"]
     for flag in build.extra_flags:
