@@ -12,6 +12,7 @@ from edgekit import layout as L
 from edgekit import settings
 from edgekit import state as controller_state
 from edgekit.build.current import switch_commands
+from edgekit.build.packs import InstallPack
 from edgekit.build.spec import BuildSpec
 from edgekit.build.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
@@ -116,7 +117,7 @@ class Preflight:
                     f"{(facts.memory or {}).get('total_bytes', 0) / 2**30:.1f} GiB RAM")
 
 
-def provision(ctx: Context, opts: ProvisionOptions):
+def provision(ctx: Context, opts: ProvisionOptions, pack=None):
     """Run every step; remember where the server listens on the controller. Returns the step results.
 
     Order: every check that can run before a change (facts, ports, build plan, tuning, fit) first; then the Jetson
@@ -128,9 +129,13 @@ def provision(ctx: Context, opts: ProvisionOptions):
     results: list = []
     with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
         fits, fetches = model_set_steps(opts.models, opts.models_max)
-        results += run_steps(ctx, [Preflight(), *checks(opts), BuildPlanned(opts.build), *fits, ServiceUser()])
+        planned = [BuildPlanned(opts.build)] if pack is None else []
+        results += run_steps(ctx, [Preflight(), *checks(opts), *planned, *fits, ServiceUser()])
         results += run_steps(ctx, tuning_steps(opts.tuning))
-        results += run_build(ctx, opts.build)
+        if pack is None:
+            results += run_build(ctx, opts.build)
+        else:                                      # a fleet's build, packed on its builder: gated here, then current
+            results += run_steps(ctx, [InstallPack(pack, opts.build.keep)])
         results += deploy_steps(ctx, opts.service, [*fetches, *service_steps()])
         results += run_steps(ctx, exporter_steps(opts))
     remember(ctx, opts)

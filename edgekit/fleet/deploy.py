@@ -15,18 +15,16 @@ from typing import Any
 from edgekit import paths
 from edgekit.build.cmake import plan_build
 from edgekit.build.source import resolve_source
-from edgekit.build.packs import InstallPack, fetch_pack, pack_build
+from edgekit.build.packs import fetch_pack, pack_build
 from edgekit.build.steps import run_build
 from edgekit.errors import UsageError
 from edgekit.fleet.inventory import Host
 from edgekit.fleet.runner import FleetReporter, HostRow, run_fleet
-from edgekit.models.router import model_set_steps
-from edgekit.provision import Preflight, ProvisionOptions, deploy_steps, provision, remember, service_steps
+from edgekit.provision import Preflight, ProvisionOptions, provision
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
-from edgekit.service.steps import PortFree, ServiceUser
 
 class Fleet:
     def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
@@ -115,16 +113,9 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
         with fleet.transport(host) as t:
             ctx = Context(t, dry_run=dry_run, reporter=row)
             ctx.run.facts = info["facts"]
-            if build["builder"] == host.name or build["tarball"] is None:
-                results = provision(ctx, o)  # the builder (or a dry run): its own build steps are no-ops / the plan
-            else:
-                ctx.run.service = o.service
-                fits, fetches = model_set_steps(o.models, o.models_max)
-                with device_lock(t, "fleet provision", enabled=not dry_run):
-                    results = run_steps(ctx, [Preflight(), PortFree(), *fits, ServiceUser(),
-                                              InstallPack(build["tarball"], o.build.keep)])
-                    results += deploy_steps(ctx, o.service, [*fetches, *service_steps()])
-                remember(ctx, o)
+            # the builder (or a dry run) runs its own build steps (no-ops / the plan); the others install the pack
+            own = build["builder"] == host.name or build["tarball"] is None
+            results = provision(ctx, o, pack=None if own else build["tarball"])
         row.result.steps[:] = results
         return f"serving {ctx.run.model.name if ctx.run.model else '?'} on :{o.service.port}", None
 
