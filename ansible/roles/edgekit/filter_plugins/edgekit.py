@@ -17,18 +17,16 @@ _CHECKOUT = Path(__file__).resolve().parents[4]      # <checkout>/ansible/roles/
 
 
 def _edgekit():
-    """Import edgekit (installed, else from the checkout holding this role), or say how to get it."""
+    """Import edgekit: the checkout holding this role first (the role and its edgekit are one version), else the
+    installed package; or say how to get it."""
+    if (_CHECKOUT / "edgekit" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(_CHECKOUT))
     try:
         import edgekit  # noqa: F401
-    except ImportError:
-        if (_CHECKOUT / "edgekit" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
-            sys.path.insert(0, str(_CHECKOUT))
-        try:
-            import edgekit  # noqa: F401,F811
-        except ImportError as e:
-            raise AnsibleFilterError(
-                "the edgekit role needs the edgekit Python package on the controller, importable by "
-                f"ansible-playbook's Python ({sys.executable}): pip install edgekit ({e})") from None
+    except ImportError as e:
+        raise AnsibleFilterError(
+            "the edgekit role needs the edgekit Python package on the controller, importable by "
+            f"ansible-playbook's Python ({sys.executable}): pip install edgekit ({e})") from None
 
 
 def _refusal(e: Exception) -> AnsibleFilterError:

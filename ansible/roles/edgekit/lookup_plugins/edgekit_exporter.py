@@ -22,18 +22,16 @@ _CHECKOUT = Path(__file__).resolve().parents[4]      # <checkout>/ansible/roles/
 
 
 def _bundle():
+    """edgekit's exporter bundle: the checkout holding this role first (one version with the role), else installed."""
+    if (_CHECKOUT / "edgekit" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(_CHECKOUT))
     try:
         from edgekit.metrics import bundle
-    except ImportError:
-        if (_CHECKOUT / "edgekit" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
-            sys.path.insert(0, str(_CHECKOUT))
-        try:
-            from edgekit.metrics import bundle
-        except ImportError as e:
-            raise AnsibleLookupError(
-                "the edgekit role builds the metrics exporter with the edgekit Python package on the controller, "
-                f"importable by ansible-playbook's Python ({sys.executable}): pip install edgekit, or set "
-                f"edgekit_metrics: false ({e})") from None
+    except ImportError as e:
+        raise AnsibleLookupError(
+            "the edgekit role builds the metrics exporter with the edgekit Python package on the controller, "
+            f"importable by ansible-playbook's Python ({sys.executable}): pip install edgekit, or set "
+            f"edgekit_metrics: false ({e})") from None
     return bundle
 
 
