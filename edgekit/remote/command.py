@@ -1,9 +1,11 @@
 """The one command builder: shell quoting, and the operations a step's change runs, each printed as it runs.
 
 A `Change` holds a list of operations. A string is a shell command run as root, exactly as printed (build it with
-`sh(...)`, which quotes every argument, or `q` for one value inside shell syntax). An `Upload` writes a file
-atomically and prints as one line: destination, mode, owner, size and sha256 (`secret=True` leaves the sha256
-out). `--dry-run` prints `str(op)` for each; the run executes the same, so the dry run is the plan.
+`sh(...)`, which quotes every argument, or `q` for one value inside shell syntax); a `Cmd` runs as the login user.
+An `Upload` writes a file atomically and prints as one line: destination, mode, owner, size and sha256
+(`secret=True` leaves the sha256 out). A `Check` is a read the step judges (a poll, a verification), a `Local` the
+controller's own work (a download to its cache): both printed, neither changes the device. `--dry-run` prints
+`str(op)` for each; the run executes the same, in the same order, so the dry run is the plan.
 """
 
 from __future__ import annotations
