@@ -16,7 +16,7 @@ from edgekit.build.packs import InstallPack
 from edgekit.build.spec import BuildSpec
 from edgekit.build.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
-from edgekit.facts.deployed import Device, FileText, read
+from edgekit.facts.deployed import Device, FileText, RouterChildren, read
 from edgekit.facts.device import require_supported
 from edgekit.models import catalog
 from edgekit.models.router import model_set_steps
@@ -237,8 +237,9 @@ def status(transport) -> dict:
         if env.get("LLAMA_ARG_MODELS_PRESET"):      # router mode: each model and whether it is loaded now
             code, body = probe.request(transport, f"{base}/models", key=key, timeout=5)
             if code == 200:
-                out["models"] = [{"id": m.get("id"), "status": (m.get("status") or {}).get("value")}
-                                 for m in json.loads(body).get("data") or []]
+                rss = read(transport, RouterChildren())
+                out["models"] = [{"id": m.get("id"), "status": (m.get("status") or {}).get("value"),
+                                  "rss_bytes": rss.get(m.get("id"))} for m in json.loads(body).get("data") or []]
             return out
         code, body = probe.request(transport, f"{base}/slots", key=key, timeout=5)
         if code == 200:

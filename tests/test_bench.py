@@ -298,24 +298,17 @@ def test_service_pinned_by_a_runtime_dropin_and_restored():
 
 
 def test_pinned_service_is_restored_when_the_bench_fails():
-    class Recorder:
-        def __init__(self):
-            self.ops = []
+    from tests.steps_harness import RecordingTransport
 
-        def sudo(self, command, **kwargs):
-            self.ops.append(command)
-
-        def put_text(self, text, dest, **kwargs):
-            self.ops.append(("upload", dest, kwargs.get("sudo")))
-
-    t = Recorder()
+    t = RecordingTransport()
     with pytest.raises(RuntimeError):
         with pinning.server_pinned(t, [0, 1]):
-            assert t.ops[-1] == "systemctl restart edgekit-llama-server.service"
+            assert t.ran[-1] == "systemctl restart edgekit-llama-server.service"
             raise RuntimeError("the bench broke")
-    assert t.ops[-3:] == [str(pinning.unpin_ops()[0]), "systemctl daemon-reload",
+    assert t.ran[-3:] == [str(pinning.unpin_ops()[0]), "systemctl daemon-reload",
                           "systemctl restart edgekit-llama-server.service"]
-    assert ("upload", pinning.DROPIN, True) in t.ops
+    upload = next(op for op in t.ran if not isinstance(op, str))
+    assert upload.dest == pinning.DROPIN and upload.root and b"CPUAffinity=0 1" in upload.data
 
 
 def test_llama_bench_runs_on_the_servers_cpus():

@@ -85,6 +85,8 @@ def test_a_second_provision_changes_nothing_and_status_lists_the_models(router):
     status = router["cli"]("status", router["sb"].name, "--json")
     info = json.loads(status.stdout)
     assert {m["id"] for m in info["models"]} == set(MODELS) and info["models_max"] == "1"
+    loaded = [m for m in info["models"] if m["status"] == "loaded"]
+    assert len(loaded) == 1 and loaded[0]["rss_bytes"] > 50 * 2**20       # the loaded child's memory
 
 
 def test_models_use_moves_the_default_and_ask_follows_it(router):

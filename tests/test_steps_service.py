@@ -218,3 +218,12 @@ def test_router_presets_are_part_of_the_healthy_state_and_restored():
         healthy.restore_commands(changed)
     single = {**st, "healthy": {**record, "preset_sha256": healthy.sha("")}}
     assert f"rm -f {L.PRESET_PATH}" in healthy.restore_commands(single)
+
+
+def test_router_children_memory_by_alias():
+    from edgekit.facts.deployed import RouterChildren
+
+    ps = (" 190000 /opt/edgekit/llama.cpp/current/bin/llama-server --host 127.0.0.1 --port 41234 --alias gemma3-270m\n"
+          "   5000 /usr/bin/python3 helper.pyz --alias not-a-server\n"
+          " 120000 /opt/edgekit/llama.cpp/current/bin/llama-server\n")        # the router itself: no alias
+    assert RouterChildren.parse(ps) == {"gemma3-270m": 190000 * 1024}

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from edgekit.errors import UsageError
 from edgekit.layout import UNIT_NAME
-from edgekit.remote.command import Op, Upload, q, sh
+from edgekit.remote.command import Op, Upload, q, run_op, sh
 
 DROPIN_DIR = f"/run/systemd/system/{UNIT_NAME}.service.d"
 DROPIN = f"{DROPIN_DIR}/50-edgekit-bench-cpus.conf"
@@ -60,15 +60,26 @@ def dropin_text(cpus: Sequence[int]) -> str:
             f"CPUAffinity={' '.join(str(c) for c in sorted(set(cpus)))}\n")
 
 
-def pin_ops(cpus: Sequence[int]) -> List[Op]:
-    """Pure: what pins the service to `cpus` (run as root; printed as they run)."""
-    return [sh("mkdir", "-p", DROPIN_DIR), Upload(dest=DROPIN, text=dropin_text(cpus), mode="0644"),
+def dropin_ops(path: str, text: str, before: Sequence[Op] = ()) -> List[Op]:
+    """Pure: a runtime drop-in for the service (under /run: a reboot drops it even if a run is killed; `before`:
+    files it names, written first) and the service restarted into it. Run as root; printed as they run."""
+    return [sh("mkdir", "-p", DROPIN_DIR), *before, Upload(dest=path, text=text, mode="0644"),
             "systemctl daemon-reload", sh("systemctl", "restart", f"{UNIT_NAME}.service")]
 
 
+def dropout_ops(*paths: str) -> List[Op]:
+    """Pure: the drop-in (and what it named) gone, the service restarted on its own settings."""
+    return [sh("rm", "-f", *paths), "systemctl daemon-reload", sh("systemctl", "restart", f"{UNIT_NAME}.service")]
+
+
+def pin_ops(cpus: Sequence[int]) -> List[Op]:
+    """Pure: what pins the service to `cpus`."""
+    return dropin_ops(DROPIN, dropin_text(cpus))
+
+
 def unpin_ops() -> List[Op]:
-    """Pure: what restores the service's own affinity (the drop-in gone, the service restarted)."""
-    return [sh("rm", "-f", DROPIN), "systemctl daemon-reload", sh("systemctl", "restart", f"{UNIT_NAME}.service")]
+    """Pure: what restores the service's own affinity."""
+    return dropout_ops(DROPIN)
 
 
 def taskset(command: str, cpus: Optional[Sequence[int]]) -> str:
@@ -76,23 +87,16 @@ def taskset(command: str, cpus: Optional[Sequence[int]]) -> str:
     return f"taskset -c {q(cpu_list(cpus))} {command}" if cpus else command
 
 
-def _apply(transport, op: Op) -> None:
-    if isinstance(op, Upload):
-        transport.put_text(op.text or "", op.dest, sudo=True, mode=op.mode, owner=op.owner)
-    else:
-        transport.sudo(op)
-
-
 @contextmanager
 def server_pinned(transport, cpus: Sequence[int]) -> Iterator[None]:
     """The service runs on `cpus` inside the block (restarted into it), and as before after it, also on errors."""
     try:
         for op in pin_ops(cpus):
-            _apply(transport, op)
+            run_op(transport, op)
         yield
     finally:
         for op in unpin_ops():
-            _apply(transport, op)
+            run_op(transport, op)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from edgekit.bench import llama_bench as lb
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts import device as device_facts
 from edgekit.facts.deployed import read
-from edgekit.remote.command import Upload, run_op, sh
+from edgekit.remote.command import Upload, run_op
 from edgekit.service.settings import parse_env
 from edgekit.settings import CACHE_TYPES, MAX_CTX
 from edgekit.telemetry.sample import Sample
@@ -104,16 +104,13 @@ def env_ops(env: Dict[str, str]) -> list:
     Environment= would not)."""
     dropin = ("# edgekit bench --sweep: llama-server settings for one value of the sweep; removed when it ends\n"
               f"[Service]\nEnvironmentFile={SWEEP_ENV}\n")
-    return [sh("mkdir", "-p", pinning.DROPIN_DIR),
-            Upload(SWEEP_ENV, "# edgekit bench --sweep\n" + "".join(f"{k}={v}\n" for k, v in sorted(env.items()))),
-            Upload(SWEEP_DROPIN, dropin), "systemctl daemon-reload",
-            sh("systemctl", "restart", f"{L.UNIT_NAME}.service")]
+    settings = Upload(SWEEP_ENV, "# edgekit bench --sweep\n" + "".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+    return pinning.dropin_ops(SWEEP_DROPIN, dropin, before=[settings])
 
 
 def unenv_ops() -> list:
     """Pure: the service back on its own settings."""
-    return [sh("rm", "-f", SWEEP_DROPIN, SWEEP_ENV), "systemctl daemon-reload",
-            sh("systemctl", "restart", f"{L.UNIT_NAME}.service")]
+    return pinning.dropout_ops(SWEEP_DROPIN, SWEEP_ENV)
 
 
 def clocks_steady(values: List[float]) -> bool:

@@ -182,7 +182,9 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
                       f"{info['restarts']} restart(s)"),
             ("since", info["since"] or "-"), ("listen", info["listen"] or "-"),
             ("model", info["model"] or "-"), ("ctx", info["ctx"] or "-"),
-            *([("models", ", ".join(f"{m['id']} ({m['status']})" for m in info["models"])
+            *([("models", ", ".join(f"{m['id']} ({m['status']}" + (f", {m['rss_bytes'] / 2**20:.0f} MiB"
+                                                                   if m.get("rss_bytes") else "") + ")"
+                                    for m in info["models"])
                 + f"; at most {info['models_max']} loaded")] if info.get("models") else []),
             ("build", describe_stamp(build) if build else "-"),
             ("health", info["health"] or "-"),

@@ -239,6 +239,23 @@ class HealthyBuild(Fact):
         return build.rsplit("/", 1)[-1] if isinstance(build, str) else ""
 
 
+@dataclass(frozen=True)
+class RouterChildren(Fact):
+    """Router mode: the resident memory of each model's llama-server child, by the alias the router gives it."""
+
+    template = "ps -eo rss=,args="
+
+    @staticmethod
+    def parse(output: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for line in output.splitlines():
+            rss, _, args = line.strip().partition(" ")
+            words = args.split()
+            if rss.isdigit() and words and words[0].endswith("llama-server") and "--alias" in words[:-1]:
+                found[words[words.index("--alias") + 1]] = int(rss) * 1024
+        return found
+
+
 def read(transport, fact):
     """One fact read outside a run's steps (status, bench, rollback)."""
     if hasattr(fact, "read"):
