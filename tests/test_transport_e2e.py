@@ -63,3 +63,19 @@ def test_changed_host_key_hint_runs_and_fixes_it(standin, edgekit_home, tmp_path
     subprocess.run(shlex.split(commands[0]), check=True, capture_output=True)
     res = run_cli("facts", target, "-i", str(standin.key), "--accept-new-host-key", "--json", env=env)
     assert res.returncode == 0, res.stderr
+
+
+def test_ctrl_c_stops_waiting_for_a_remote_command(standin):
+    """A remote command without a pty ignores the ^C invoke would send: edgekit closes the channel and raises."""
+    import _thread
+    import threading
+    import time
+
+    with Transport(parse_target(standin.name)) as t:
+        t.run("true")                                        # connected before the clock starts
+        timer = threading.Timer(1.0, _thread.interrupt_main)
+        start = time.monotonic()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            t.run("sleep 30")
+        assert time.monotonic() - start < 10, "Ctrl-C waited for the remote command to end"

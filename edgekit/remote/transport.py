@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 
 import invoke
 import paramiko
+import fabric.runners
 from fabric import Config, Connection
 
 from edgekit import paths
@@ -46,6 +47,16 @@ class _WholeStdin(io.StringIO):
 
     def read(self, size: int | None = -1) -> str:
         return super().read(-1)
+
+
+class _InterruptibleRemote(fabric.runners.Remote):
+    """Ctrl-C stops waiting for a remote command: invoke would write ^C to its stdin (which a command without a pty
+    ignores) and wait on. The channel is closed and the interrupt raised (exit 130); work the command started on the
+    device finishes there under the work lock (edgekit.remote.lock), before any later run's work starts."""
+
+    def send_interrupt(self, interrupt: KeyboardInterrupt) -> None:
+        self.channel.close()
+        raise interrupt
 
 
 class _LineSink(io.TextIOBase):
@@ -101,7 +112,7 @@ class Transport:
 
     def _connect(self) -> Connection:
         t = self.target
-        config = Config(ssh_config=_ssh_config())
+        config = Config(ssh_config=_ssh_config(), overrides={"runners": {"remote": _InterruptibleRemote}})
         connect_kwargs: dict = {}
         if t.identity:
             connect_kwargs["key_filename"] = [str(t.identity)]
