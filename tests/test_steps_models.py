@@ -177,7 +177,8 @@ def test_going_headless_frees_it_and_swap_is_not_counted():
 def test_default_model_moves_the_load_at_start_line_and_refuses_others():
     from edgekit import layout as L
     from edgekit.facts.deployed import FileText
-    from edgekit.models.router import DefaultModel, preset_models
+    from edgekit.models.router import DefaultModel
+    from edgekit.service.settings import preset_models
     from edgekit.service.settings import render_preset, router_model
 
     preset = render_preset({"edgekit_models": [

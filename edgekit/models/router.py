@@ -10,6 +10,7 @@ from edgekit.models import fit
 from edgekit.models.steps import FetchModel, FitCheck, ModelRequest, _total_memory, require_pinned
 from edgekit.remote.command import Upload
 from edgekit.remote.plan import Change, Context, Noop
+from edgekit.service.settings import preset_models
 
 
 class ModelSetFits:
@@ -53,12 +54,6 @@ def model_set_steps(requests: list[ModelRequest], models_max: int | None = None)
 
 
 DEFAULT_LINES = ("; the default model: loaded when the service starts", "load-on-startup = true")
-
-
-def preset_models(preset: str) -> list[str]:
-    """Pure: the model sections of router presets, in order (the default first when edgekit wrote them)."""
-    return [line.strip()[1:-1] for line in preset.splitlines()
-            if line.strip().startswith("[") and line.strip().endswith("]") and line.strip() != "[*]"]
 
 
 def with_default(preset: str, model: str) -> str:

@@ -20,16 +20,10 @@ from edgekit.errors import EdgekitError, RemoteCommandFailed
 from edgekit.facts.deployed import read
 from edgekit.remote.command import Upload, q
 from edgekit.remote.plan import Change, Context, Noop
-from edgekit.service.settings import parse_env
+from edgekit.service.settings import parse_env, preset_models
 ENV_COPY = f"{L.HEALTHY_DIR}/llama-server.env"
 UNIT_COPY = f"{L.HEALTHY_DIR}/{L.UNIT_NAME}.service"
 PRESET_COPY = f"{L.HEALTHY_DIR}/models.ini"
-
-
-def first_section(preset: str) -> str | None:
-    """Pure: the first model of router presets (the default), or None."""
-    return next((line.strip()[1:-1] for line in preset.splitlines()
-                 if line.strip().startswith("[") and line.strip().endswith("]")), None)
 
 
 class DeployRolledBack(EdgekitError):
@@ -107,7 +101,7 @@ class RecordHealthy:
         if is_recorded(st):
             return Noop(f"already recorded: {describe(st['healthy'])}")
         env = parse_env(st["env"])
-        record = {"build": st["current"], "model": env.get("LLAMA_ARG_ALIAS") or first_section(st["preset"]),
+        record = {"build": st["current"], "model": env.get("LLAMA_ARG_ALIAS") or next(iter(preset_models(st["preset"])), None),
                   "model_path": env.get("LLAMA_ARG_MODEL"), "env_sha256": sha(st["env"]),
                   "unit_sha256": sha(st["unit"]), "preset_sha256": sha(st["preset"]),
                   "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

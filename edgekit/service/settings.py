@@ -74,6 +74,12 @@ def render_preset(variables: dict[str, Any]) -> str:
     return render("models.ini.j2", variables)
 
 
+def preset_models(preset: str) -> list[str]:
+    """Pure: the model sections of router presets, in order (the default first when edgekit wrote them)."""
+    return [line.strip()[1:-1] for line in preset.splitlines()
+            if line.strip().startswith("[") and line.strip().endswith("]") and line.strip() != "[*]"]
+
+
 def router_model(*, name: str, path: str, ctx: int, chat_template: str | None, sampling: dict) -> dict[str, Any]:
     """One model of a router preset: its file, context, chat template and sampling defaults (llama-server args)."""
     return {"name": name, "path": path, "ctx": ctx, "chat_template": chat_template,
