@@ -27,7 +27,7 @@ from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import healthy, probe
 from edgekit.service.settings import parse_env
 from edgekit.service.steps import (USER, ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile,
-                                   ServiceOptions, ServiceRunning, ServiceUser, UnitFile, unit_properties,
+                                   ServiceOptions, ServiceRunning, ServiceUser, UnitFile, probe_host, unit_properties,
                                    wait_healthy)
 from edgekit.metrics.steps import ExporterInstalled, ExporterOptions, ExporterPortFree
 from edgekit.metrics.tokens import token_path
@@ -170,10 +170,7 @@ def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
                 f"{failed.step} failed on {target}: {e.message.splitlines()[0]}; rolling back to the last healthy "
                 f"state ({healthy.describe(st['healthy'])}) failed too: {again.message.splitlines()[0]}",
                 hint=f"see `edgekit logs {target}` and `edgekit status {target}`") from None
-        saved = controller_state.load(target) or {}
-        if saved:
-            controller_state.save(target, {**{k: v for k, v in saved.items() if k != "target"},
-                                           "model": record.get("model")})
+        controller_state.set_model(target, record.get("model"))
         raise healthy.DeployRolledBack(
             f"{failed.step} failed on {target} after this run changed {', '.join(sorted(changed))}: "
             f"{e.message.splitlines()[0]}. Rolled back to the last healthy state ({healthy.describe(record)}); "
@@ -215,7 +212,8 @@ def remember(ctx: Context, opts: ProvisionOptions) -> None:
 def status(transport) -> dict:
     """The service's state, model, build, uptime, health and slots, read from the device."""
     show = unit_properties(transport)
-    env = _env(transport)
+    st = read(transport, healthy.DeployState())
+    env = parse_env(st["env"])
     stamp = read(transport, FileText(f"{L.CURRENT}/{L.STAMP_NAME}"))
     out = {"unit": L.UNIT_NAME, "installed": show.get("LoadState") == "loaded", "active": show.get("ActiveState"),
            "sub": show.get("SubState"), "pid": int(show.get("MainPID") or 0), "enabled": show.get("UnitFileState"),
@@ -224,13 +222,12 @@ def status(transport) -> dict:
            "models_max": env.get("LLAMA_ARG_MODELS_MAX"),
            "listen": f"{env.get('LLAMA_ARG_HOST')}:{env.get('LLAMA_ARG_PORT')}" if env else None,
            "build": json.loads(stamp) if stamp else None, "health": None, "slots": None}
-    st = read(transport, healthy.DeployState())
     h = st["healthy"]
     out["last_healthy"] = h
     out["state"] = ("no healthy state recorded" if not h else
                     "the last healthy state" if healthy.is_recorded(st) else "changed since the last healthy state")
     if env.get("LLAMA_ARG_PORT") and out["active"] == "active":
-        base = f"http://127.0.0.1:{env['LLAMA_ARG_PORT']}"
+        base = f"http://{probe_host(env.get('LLAMA_ARG_HOST') or '')}:{env['LLAMA_ARG_PORT']}"
         code, body = probe.request(transport, f"{base}/health", timeout=5)
         out["health"] = {200: "ok", 503: "loading"}.get(code, f"HTTP {code}" if code else "no answer")
         key = controller_state.read_api_key(transport.name)
@@ -296,20 +293,21 @@ def _rollback(transport) -> dict:
         for command in switch_commands(previous, current):
             transport.sudo(command)
         done["build"] = {"from": current.rsplit("/", 1)[-1], "to": previous.rsplit("/", 1)[-1]}
-    if transport.sudo(f"test -f {L.ENV_PATH}.previous", check=False).ok:
-        transport.sudo(f"cp -p {L.ENV_PATH} {L.ENV_PATH}.rollback && mv -f {L.ENV_PATH}.previous {L.ENV_PATH} && "
-                       f"mv -f {L.ENV_PATH}.rollback {L.ENV_PATH}.previous")
-        done["settings"] = _env(transport).get("LLAMA_ARG_MODEL")
+    for path in (L.ENV_PATH, L.PRESET_PATH):            # the settings and, in router mode, the models' presets
+        if transport.sudo(f"test -f {path}.previous", check=False).ok:
+            transport.sudo(f"cp -p {path} {path}.rollback && mv -f {path}.previous {path} && "
+                           f"mv -f {path}.rollback {path}.previous")
+            done.setdefault("settings", None)
+    if "settings" in done:
+        env = _env(transport)
+        done["settings"] = env.get("LLAMA_ARG_MODEL") or env.get("LLAMA_ARG_MODELS_PRESET")
     if not done:
         raise UnsuitableDevice(f"nothing to roll back to on {transport.name}: one build and one setting only",
                                hint=f"see `edgekit status {transport.name}`")
     # after a crash loop systemd refuses a restart ("start request repeated too quickly") until this
     transport.sudo(f"systemctl reset-failed {L.UNIT_NAME} 2>/dev/null; systemctl restart {L.UNIT_NAME}")
-    saved = controller_state.load(transport.name)
-    if saved and done.get("settings"):
-        alias = _env(transport).get("LLAMA_ARG_ALIAS")
-        controller_state.save(transport.name, {**{k: v for k, v in saved.items() if k != "target"},
-                                               "model": alias or saved.get("model")})
+    if done.get("settings"):
+        controller_state.set_model(transport.name, _env(transport).get("LLAMA_ARG_ALIAS"))
     # the restored state answers? then it is the last healthy state (what a later failed change returns to)
     ctx = Context(transport)
     done["healthy_after_s"] = round(wait_as_configured(ctx, 300), 1)

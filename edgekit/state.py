@@ -60,6 +60,13 @@ def save(target: str, data: dict) -> Path:
     return path
 
 
+def set_model(target: str, model: str | None) -> None:
+    """The default model recorded for a target (after a rollback or `models use`); nothing when none is saved."""
+    saved = load(target)
+    if saved and model:
+        save(target, {**saved, "model": model})
+
+
 def forget(target: str) -> None:
     for path in (state_path(target), api_key_path(target), secret_path(target, "exporter-token")):
         path.unlink(missing_ok=True)

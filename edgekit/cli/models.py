@@ -230,8 +230,7 @@ def use(
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())
         with device_lock(t, "models use", enabled=not dry_run):
             run_steps(context, [DefaultModel(name)])
-        saved = controller_state.load(t.name)
-        if saved and not dry_run:
-            controller_state.save(t.name, {**{k: v for k, v in saved.items() if k != "target"}, "model": name})
+        if not dry_run:
+            controller_state.set_model(t.name, name)
     if not dry_run:
         say(f"{name} is the default model of {target}: `edgekit ask {target} ...` asks it; others with --model")
