@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from edgekit import layout as L
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
 from edgekit.exporter.app import DEFAULT_PORT, is_loopback
-from edgekit.facts.deployed import FileOwnerMode, FileSha256, FileText, PortListener, UnitState
+from edgekit.facts.deployed import FileOwnerMode, FileSha256, FileText, UnitState
 from edgekit.metrics import bundle, tokens
 from edgekit.remote.command import Check, Local, Upload, q, sh
 from edgekit.remote.plan import Change, Context, Noop
+from edgekit.service.steps import port_held, probe_host
 from edgekit.service.settings import render
 
-# The exporter's place on the device (to move into edgekit.layout with the other device paths).
+# The exporter's place on the device (edgekit.layout), by the names this module's callers use.
 EXPORTER_DIR, EXPORTER_PYZ, EXPORTER_TOKEN = L.EXPORTER_DIR, L.EXPORTER_PYZ, L.EXPORTER_TOKEN
 EXPORTER_UNIT, EXPORTER_UNIT_PATH = L.EXPORTER_UNIT, L.EXPORTER_UNIT_PATH
 JTOP_GROUP = "jtop"
@@ -80,10 +81,8 @@ EXAMPLE = (ExporterOptions(), [JTOP_GROUP])
 
 
 def check_url(options: ExporterOptions) -> str:
-    host = options.host
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"http://{'[' + host + ']' if ':' in host else host}:{int(options.port)}/metrics"
+    """Where /metrics is reached from the device itself."""
+    return f"http://{probe_host(options.host)}:{int(options.port)}/metrics"
 
 
 def poll_command(url: str, token_file: str | None, seconds: int = 20) -> str:
@@ -101,20 +100,13 @@ def poll_command(url: str, token_file: str | None, seconds: int = 20) -> str:
     return sh("python3", "-I", "-c", code, url, token_file or "", seconds)
 
 
-def _refuse_unless_it_can_listen(ctx: Context, o: ExporterOptions) -> dict[str, str]:
-    """The exporter unit's state (UnitState); raises when it would serve without a token off loopback, or when
-    another program holds its port."""
+def _refuse_unless_it_can_listen(ctx: Context, o: ExporterOptions) -> str:
+    """What holds the exporter's port (free, or its own unit); raises when it would serve without a token off
+    loopback, or when another program holds its port."""
     if not o.token and not is_loopback(o.host):
         raise UnsuitableDevice(f"the exporter would serve {o.host}:{o.port} without a token",
                                hint="keep the token (the default), or bind the exporter to 127.0.0.1")
-    show = ctx.fact(UnitState(EXPORTER_UNIT))
-    main_pid = show.get("MainPID") or "0"
-    listener = ctx.fact(PortListener(o.port))
-    if listener and not (main_pid != "0" and f"pid={main_pid}," in listener):
-        user = listener.split("users:")[-1].strip() if "users:" in listener else listener
-        raise UnsuitableDevice(f"port {o.port} on {ctx.transport.name} is already in use by {user}",
-                               hint="choose another exporter port, or stop that program")
-    return show
+    return port_held(ctx, o.port, EXPORTER_UNIT, "choose another with --metrics-port")
 
 
 class ExporterPortFree:
@@ -126,10 +118,7 @@ class ExporterPortFree:
         self.options = options or ExporterOptions()
 
     def plan(self, ctx: Context):
-        main_pid = _refuse_unless_it_can_listen(ctx, self.options).get("MainPID") or "0"
-        o = self.options
-        return Noop(f"port {o.port} is " + (f"served by {EXPORTER_UNIT} (PID {main_pid})" if main_pid != "0"
-                                            else "free"))
+        return Noop(_refuse_unless_it_can_listen(ctx, self.options))
 
 
 class ExporterInstalled:
@@ -142,7 +131,8 @@ class ExporterInstalled:
 
     def plan(self, ctx: Context):
         o, target = self.options, ctx.transport.name
-        show = _refuse_unless_it_can_listen(ctx, o)          # checked again: facts are re-read before a change
+        _refuse_unless_it_can_listen(ctx, o)                # checked again: facts are re-read before a change
+        show = ctx.fact(UnitState(EXPORTER_UNIT))
         main_pid = show.get("MainPID") or "0"
         ops: list = []
         changed: list[str] = []

@@ -197,16 +197,20 @@ class PortFree:
     name = "port"
 
     def plan(self, ctx: Context):
-        port = ctx.run.service.port
-        listener = ctx.fact(PortListener(port))
-        if not listener:
-            return Noop(f"port {port} is free")
-        main_pid = ctx.fact(UnitState()).get("MainPID", "0")
-        if main_pid != "0" and f"pid={main_pid}," in listener:
-            return Noop(f"port {port} is served by {L.UNIT_NAME} (PID {main_pid})")
-        user = listener.split("users:")[-1].strip() if "users:" in listener else listener
-        raise UnsuitableDevice(f"port {port} on {ctx.transport.name} is already in use by {user}",
-                               hint="choose another with --port, or stop that program")
+        return Noop(port_held(ctx, ctx.run.service.port, L.UNIT_NAME, "choose another with --port"))
+
+
+def port_held(ctx: Context, port: int, unit: str, choose: str) -> str:
+    """'port N is free' or '... is served by UNIT (PID n)'; raises when another program holds it."""
+    listener = ctx.fact(PortListener(port))
+    if not listener:
+        return f"port {port} is free"
+    main_pid = ctx.fact(UnitState(unit)).get("MainPID", "0")
+    if main_pid != "0" and f"pid={main_pid}," in listener:
+        return f"port {port} is served by {unit} (PID {main_pid})"
+    user = listener.split("users:")[-1].strip() if "users:" in listener else listener
+    raise UnsuitableDevice(f"port {port} on {ctx.transport.name} is already in use by {user}",
+                           hint=f"{choose}, or stop that program")
 
 
 class ServiceRunning:
