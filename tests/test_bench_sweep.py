@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from edgekit import layout as L
 from edgekit.bench import limits, report, sweep
 from edgekit.bench.runner import BenchSettings, CaseRun, run_sweep
 from edgekit.bench.timing import RequestResult
 from edgekit.bench.workload import QUICK
 from edgekit.errors import EdgekitError, UnsuitableDevice, UsageError
 from edgekit.facts import boards
+from edgekit.facts.deployed import FileText
 from edgekit.remote.command import Upload
 from edgekit.telemetry.sample import Sample
 from edgekit.tuning.modes import parse_conf
@@ -62,8 +64,8 @@ class Jetson(RecordingTransport):
             return done.returncode, done.stdout
         if command.startswith("jetson_clocks"):
             return tool(self.root, "jetson_clocks", *command.split()[1:]).stdout
-        if command.startswith("cat /etc/edgekit/llama-server.env"):
-            return (0, self.env) if self.env is not None else (1, "")
+        if command == FileText(L.ENV_PATH).command:           # the env file, read as a fact
+            return "@@present\n" + self.env if self.env is not None else "@@edgekit-missing\n"
         return ""
 
     def mode(self) -> str:

@@ -26,7 +26,7 @@ from edgekit.bench import limits, pinning, report
 from edgekit.bench import llama_bench as lb
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts import device as device_facts
-from edgekit.facts.deployed import read
+from edgekit.facts.deployed import FileText, read
 from edgekit.remote.command import Upload, run_op
 from edgekit.service.settings import parse_env
 from edgekit.settings import CACHE_TYPES, MAX_CTX
@@ -231,11 +231,11 @@ def prepare(t, spec: SweepSpec, url_port: Optional[int]) -> Sweep:
         original = {"id": current["id"], "name": current["name"] or getattr(table.by_id(current["id"]), "name", None),
                     "status": current["status"], "clocks_pinned": bool(clocks and clocks["pinned"])}
         return Sweep(t, spec, points, original, table, current=current["id"])
-    env = t.sudo(f"cat {L.ENV_PATH}", check=False)
-    if not env.ok:
+    env = read(t, FileText(L.ENV_PATH))
+    if env is None:
         raise UnsuitableDevice(f"no edgekit service on {t.name} ({L.ENV_PATH} is missing): the sweep changes its "
                                "settings", hint=f"edgekit provision {t.name}")
-    values = parse_env(env.stdout)
+    values = parse_env(env)
     if "LLAMA_ARG_MODELS_PRESET" in values:
         raise UnsuitableDevice(f"{L.UNIT_NAME} on {t.name} is a router (several models, each with its own settings in "
                                f"{L.PRESET_PATH}): --sweep {spec.setting} changes one server's setting",
