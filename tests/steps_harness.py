@@ -3,6 +3,8 @@
 `plan_and_apply(step, given, ...)` plans the step twice as provision would (a dry run, then a real run) against the
 same facts, applies the real plan through a RecordingTransport, and returns (dry-run decision, what ran). The
 caller asserts the Noop/Change branch; `assert_ran_as_printed` checks that what ran equals what the dry run printed.
+A handed-in fact keeps its value for the whole step: a read that must see the device change mid-apply (the sha256
+after an upload, the mode after nvpmodel -m) goes through `ctx.read`, which the test answers with `answer`.
 """
 
 from __future__ import annotations
