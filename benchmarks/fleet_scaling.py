@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgekit.build.spec import SDIST_FILE
+from edgekit.llamacpp.spec import SDIST_FILE
 from edgekit.sandbox import standin
 
 CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test"))

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit import layout as L  # noqa: E402
-from edgekit.build.gate import run_gate  # noqa: E402
-from edgekit.build.current import gate_run_for  # noqa: E402
+from edgekit.llamacpp.gate import run_gate  # noqa: E402
+from edgekit.llamacpp.current import gate_run_for  # noqa: E402
 from edgekit.remote.plan import Context  # noqa: E402
 from edgekit.remote.target import parse_target  # noqa: E402
 from edgekit.remote.transport import Transport  # noqa: E402

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Run on the controller (not the GPU machine): fill the ignored folder .device-carry/ for gpu_build.sh.
-#   - llama.cpp from the pinned llama-cpp-python sdist (edgekit/build/spec.py), trimmed (docs/, models/, tests/
+#   - llama.cpp from the pinned llama-cpp-python sdist (edgekit/llamacpp/spec.py), trimmed (docs/, models/, tests/
 #     removed: ~11 MB)
 #   - a wheelhouse of edgekit's runtime deps, for a GPU machine that cannot reach PyPI
 # Only 64 MiB travels with `run(carry=[".device-carry"])`; this prints the total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r SDIST_FILE INNER VERSION < <(python3 -c \
-    'from edgekit.build import spec as S; print(S.SDIST_FILE, S.SDIST_INNER, S.LLAMA_CPP_VERSION)')
+    'from edgekit.llamacpp import spec as S; print(S.SDIST_FILE, S.SDIST_INNER, S.LLAMA_CPP_VERSION)')
 SDIST=${1:-/var/cache/edgekit/test/src/$SDIST_FILE}
 CARRY=.device-carry
 mkdir -p "$CARRY/wheels"

@@ -3,8 +3,8 @@
 
     sudo python3 benchmarks/portable_vs_native.py [--sdist PATH] [--model GGUF] [--rounds 3]
 
-Builds the pinned llama.cpp twice from the same source with edgekit's own cmake flags (edgekit.build.cmake),
-once with `-DGGML_NATIVE=ON` and once at the CPU level edgekit picks for this machine (edgekit.build.isa), both
+Builds the pinned llama.cpp twice from the same source with edgekit's own cmake flags (edgekit.llamacpp.cmake),
+once with `-DGGML_NATIVE=ON` and once at the CPU level edgekit picks for this machine (edgekit.llamacpp.isa), both
 cold (ccache disabled), the targets edgekit builds, `-j` = CPUs. Then llama-bench (pp512, tg128) on the same
 model, the two builds interleaved for `--rounds` rounds, the same threads; medians. Writes
 benchmarks/results/portable-vs-native.json. Client and llama-bench share this machine's cores with nothing else
@@ -26,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgekit.build import spec as S  # noqa: E402
-from edgekit.build.cmake import plan_build  # noqa: E402
-from edgekit.build.source import resolve_source  # noqa: E402
+from edgekit.llamacpp import spec as S  # noqa: E402
+from edgekit.llamacpp.cmake import plan_build  # noqa: E402
+from edgekit.llamacpp.source import resolve_source  # noqa: E402
 from edgekit.facts.base import gather  # noqa: E402
 from edgekit.facts.device import ALL_FACTS, derive  # noqa: E402
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from edgekit import layout as L
 from edgekit import settings
 from edgekit import state as controller_state
-from edgekit.build.current import switch_commands
-from edgekit.build.packs import InstallPack
-from edgekit.build.spec import BuildSpec
-from edgekit.build.steps import BuildPlanned, run_build
+from edgekit.llamacpp.current import switch_commands
+from edgekit.llamacpp.packs import InstallPack
+from edgekit.llamacpp.spec import BuildSpec
+from edgekit.llamacpp.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.deployed import Device, FileText, RouterChildren, read
 from edgekit.facts.device import require_supported

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.build import spec
+from edgekit.llamacpp import spec
 
 pytest_plugins = ["modelserver", "served"]  # tests/modelserver.py: Hub-like nginx `model_server`; tests/served.py: `served_standin`
 
-LLAMA_SDIST = spec.SDIST_FILE               # the pin lives in edgekit/build/spec.py
+LLAMA_SDIST = spec.SDIST_FILE               # the pin lives in edgekit/llamacpp/spec.py
 LLAMA_SDIST_SHA256 = spec.SDIST_SHA256
 TEST_CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test"))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgekit.build import spec as S
-from edgekit.build.cmake import plan_build
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import plan_build
 from edgekit.service.settings import DEFAULTS, TEMPLATES, render_env, render_unit, service_variables
 from tests.conftest import TEST_CACHE
 from tests.test_build import SDIST, jetson_facts
@@ -354,8 +354,8 @@ def built_standin(served_standin):
 
 @pytest.fixture(scope="session")
 def build_pack(built_standin, session_dir) -> Path:
-    """The built stand-in's current build packed (edgekit.build.packs.pack_build) and fetched to the controller."""
-    from edgekit.build.packs import fetch_pack, pack_build
+    """The built stand-in's current build packed (edgekit.llamacpp.packs.pack_build) and fetched to the controller."""
+    from edgekit.llamacpp.packs import fetch_pack, pack_build
     from edgekit.remote.plan import Context
     from edgekit.remote.target import parse_target
     from edgekit.remote.transport import Transport
@@ -569,7 +569,7 @@ def test_source_path_recognises_edgekits_build_in_check_mode(molecule, llama_src
     assert run.returncode == 0, run.output[-4000:]
     assert run.recap[m.sb.name]["changed"] == 0, run.changed_tasks()
     assert run.task_results("Configure with CMake") == ["skipping"]
-    assert run.task_results("Compile (log in /var/log/edgekit/build-" + cpu.id + ".log)") == ["skipping"]
+    assert run.task_results("Compile (log in /var/log/edgekit/llamacpp-" + cpu.id + ".log)") == ["skipping"]
 
 
 @pytest.mark.e2e
@@ -578,7 +578,7 @@ def test_role_builds_on_the_device_without_a_pack(standin_factory, model_server,
                                                   tmp_path_factory):
     """The slow path: CMake on the device (warm: the shared ccache holds edgekit's build of the same flags),
     installed where `edgekit build` would put it, with a stamp edgekit reads; the second run changes nothing."""
-    from edgekit.build.stamp import parse_stamp, stamp_matches
+    from edgekit.llamacpp.stamp import parse_stamp, stamp_matches
 
     from edgekit.facts.device import read_facts
     from edgekit.remote.target import parse_target
@@ -594,7 +594,7 @@ def test_role_builds_on_the_device_without_a_pack(standin_factory, model_server,
     print("converge (build on device):", converge.recap_line(sb.name) if "PLAY RECAP" in converge.output
           else converge.output[-2000:])
     assert converge.returncode == 0, converge.output[-6000:]
-    assert converge.task_results("Compile (log in /var/log/edgekit/build-" + cpu.id + ".log)") == ["changed"]
+    assert converge.task_results("Compile (log in /var/log/edgekit/llamacpp-" + cpu.id + ".log)") == ["changed"]
     assert m.device(f"readlink {S.CURRENT}").stdout.strip() == cpu.prefix
     stamp = parse_stamp(m.device(f"cat {cpu.prefix}/{S.STAMP_NAME}").stdout)
     assert stamp_matches(stamp, cpu) and stamp["backend"] == "cpu" and stamp["built_by"] == "ansible"

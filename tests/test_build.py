@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.build import spec as S
-from edgekit.build.cmake import SourceInfo, flags_hash, jobs_for, parse_progress, plan_build
-from edgekit.build.source import fetch_commands, find_root, pack_tree, resolve_source, tarball_source
-from edgekit.build.stamp import describe, make_stamp, parse_installed, parse_stamp, stamp_matches
-from edgekit.build.current import prune_candidates, switch_commands
-from edgekit.build.steps import linked_ggml
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import SourceInfo, flags_hash, jobs_for, parse_progress, plan_build
+from edgekit.llamacpp.source import fetch_commands, find_root, pack_tree, resolve_source, tarball_source
+from edgekit.llamacpp.stamp import describe, make_stamp, parse_installed, parse_stamp, stamp_matches
+from edgekit.llamacpp.current import prune_candidates, switch_commands
+from edgekit.llamacpp.steps import linked_ggml
 from edgekit.facts.deployed import DebPackages
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.cuda import CudaToolkit
@@ -175,9 +175,9 @@ def test_unknown_tarball_gets_a_content_version(tmp_path):
     good = _tar(tmp_path / "l.tar.gz", {f"llama.cpp-x/{f}": f for f in LLAMA_FILES})
     src = tarball_source(good)
     assert src.version.startswith("src-") and src.inner == "llama.cpp-x" and src.commit is None
-    cmds = fetch_commands(src, "/opt/edgekit/build/i/src")
+    cmds = fetch_commands(src, "/opt/edgekit/llamacpp/i/src")
     assert "--strip-components=1" in cmds[1] and cmds[1].endswith("llama.cpp-x")
-    assert "mv /opt/edgekit/build/i/src.partial /opt/edgekit/build/i/src" in cmds[2]
+    assert "mv /opt/edgekit/llamacpp/i/src.partial /opt/edgekit/llamacpp/i/src" in cmds[2]
 
 
 def test_sdist_is_recognised_as_the_pinned_version(llama_src):
@@ -205,7 +205,7 @@ def test_local_tree_is_validated_and_packed_reproducibly(tmp_path):
 def test_git_source_default_is_the_pinned_tag():
     src = resolve_source(S.BuildSpec())
     assert (src.kind, src.version, src.commit) == ("git", "b11312", S.LLAMA_CPP_COMMIT)
-    cmds = fetch_commands(src, "/opt/edgekit/build/b11312-x/src")
+    cmds = fetch_commands(src, "/opt/edgekit/llamacpp/b11312-x/src")
     assert "git clone --quiet --depth 1 --branch b11312 https://github.com/ggml-org/llama.cpp" in cmds[1]
     with pytest.raises(UsageError):
         resolve_source(S.BuildSpec(version="b1; rm -rf /"))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.build.cmake import plan_build
-from edgekit.build.source import resolve_source
-from edgekit.build.spec import BuildSpec
+from edgekit.llamacpp.cmake import plan_build
+from edgekit.llamacpp.source import resolve_source
+from edgekit.llamacpp.spec import BuildSpec
 from edgekit.facts.device import read_facts
 from edgekit.remote.target import Target
 from edgekit.remote.transport import Transport

@@ -39,7 +39,7 @@ def test_refuses_without_cuda_unless_cpu(dev, llama_src):
 
 def test_cpu_build_noop_flag_change_and_failure(dev, llama_src):
     sb, t = dev
-    t.sudo("rm -rf /opt/edgekit/llama.cpp /opt/edgekit/build", check=False)
+    t.sudo("rm -rf /opt/edgekit/llama.cpp /opt/edgekit/llamacpp", check=False)
     stats0 = t.run("CCACHE_DIR=/var/cache/edgekit/ccache ccache --print-stats", check=False).stdout
 
     start = time.monotonic()
@@ -84,7 +84,7 @@ def test_cpu_build_noop_flag_change_and_failure(dev, llama_src):
     failed = run_cli("build", sb.name, "--cpu", "--llama-src", str(llama_src), "--cmake-flag",
                      "-DCMAKE_CXX_COMPILER=/nonexistent/g++")
     assert failed.returncode == 4, failed.stderr
-    assert "/var/log/edgekit/build-b11312-" in failed.stderr and "previous `current`" in failed.stderr
+    assert "/var/log/edgekit/llamacpp-b11312-" in failed.stderr and "previous `current`" in failed.stderr
     assert "CMAKE_CXX_COMPILER" in failed.stderr       # the log tail
     assert current(t) == second["prefix"]
     assert "build 11312" in t.run(f"{ROOT}/current/bin/llama-server --version 2>&1").stdout
@@ -129,7 +129,7 @@ def _stat(text: str, key: str) -> int:
 
 def test_pack_fetch_and_install_on_another_device(dev, standin):
     """Build once, deploy many: pack t-build's current build, fetch it, install it on the plain stand-in."""
-    from edgekit.build.packs import InstallPack, fetch_pack, pack_build
+    from edgekit.llamacpp.packs import InstallPack, fetch_pack, pack_build
     from edgekit.remote.plan import Context, run_steps
 
     _, t = dev

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.build import isa
-from edgekit.build.gate import GateRun, judge, parse_record, sandbox_properties, unit_name
+from edgekit.llamacpp import isa
+from edgekit.llamacpp.gate import GateRun, judge, parse_record, sandbox_properties, unit_name
 from edgekit.errors import UsageError
 from edgekit.models.tiny import tiny_llama_bytes, tiny_llama_sha256
 from edgekit.service.settings import render_unit
@@ -141,10 +141,10 @@ def test_run_build_falls_back_one_level_after_sigill(monkeypatch):
     level is planned; an explicit --cpu-level is never second-guessed."""
     from types import SimpleNamespace
 
-    from edgekit.build import spec as S
-    from edgekit.build import steps as B
-    from edgekit.build.current import CpuLevelRefused
-    from edgekit.build.gate import GateRefused, Verdict
+    from edgekit.llamacpp import spec as S
+    from edgekit.llamacpp import steps as B
+    from edgekit.llamacpp.current import CpuLevelRefused
+    from edgekit.llamacpp.gate import GateRefused, Verdict
     from edgekit.remote.plan import Context, NullReporter
 
     refused: list[str] = []
@@ -190,9 +190,9 @@ def test_probe_host_reaches_the_server_where_it_binds():
 def test_commands_quote_device_paths_and_refuse_path_like_versions():
     import shlex
 
-    from edgekit.build import spec as S
-    from edgekit.build.cmake import BuildPlan
-    from edgekit.build.source import resolve_source
+    from edgekit.llamacpp import spec as S
+    from edgekit.llamacpp.cmake import BuildPlan
+    from edgekit.llamacpp.source import resolve_source
 
     plan = BuildPlan(version="b1", commit=None, backend="cpu", cuda_arch=None, cuda_version=None, nvcc=None,
                      defines=["-DCMAKE_INSTALL_RPATH=$ORIGIN/../lib;$ORIGIN"], flags_hash="h", jobs=2, jobs_note="")
@@ -218,7 +218,7 @@ def test_judge_does_not_blame_vmm_for_every_cuda_failure():
 
 
 def test_prune_keeps_the_last_healthy_build():
-    from edgekit.build.current import prune_candidates
+    from edgekit.llamacpp.current import prune_candidates
 
     listing = "1 b-old\n2 b-healthy\n3 b-mid\n4 b-prev\n5 b-new\n@@current b-new\n@@previous b-prev\n"
     assert prune_candidates(listing, 3) == ["b-healthy", "b-old"]

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-from edgekit.build.gate import GateRefused
+from edgekit.llamacpp.gate import GateRefused
 from edgekit.digest import sha256_file
-from edgekit.build.packs import InstallPack, fetch_pack, pack_build
+from edgekit.llamacpp.packs import InstallPack, fetch_pack, pack_build
 from edgekit.facts.device import read_facts
 from edgekit.models.tiny import tiny_llama_bytes
 from edgekit.remote.plan import Context, run_steps

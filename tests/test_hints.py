@@ -30,7 +30,7 @@ IDENTITY, INVENTORY = "every command that logs in to a device", "every command t
 # of its own (a CPU build of a fixed model), so build/model hints are not held against its options.
 PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "bench/": ("bench",),
-    "build/": ("build", "provision"),
+    "llamacpp/": ("build", "provision"),
     "chat/": ("chat", "ask"),
     "chat/client.py": ("ask", "chat", "bench"),
     "chat/profile.py": ("chat", "ask", "modelfile"),
@@ -60,7 +60,7 @@ PENDING: dict[tuple, str] = {}
 
 @dataclass(frozen=True)
 class Hint:
-    module: str   # path under edgekit/, e.g. "build/steps.py"
+    module: str   # path under edgekit/, e.g. "llamacpp/steps.py"
     line: int
     text: str     # the literal parts; interpolations read as {}
     function: str = ""   # the top-level function it is in

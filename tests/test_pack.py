@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgekit.build.pack import UnsafePack, check_members, check_pack, stripped, unpack_command
+from edgekit.llamacpp.pack import UnsafePack, check_members, check_pack, stripped, unpack_command
 from edgekit.remote.transport import Result
 
 NAME = "b11312-abcdef12"
@@ -160,7 +160,7 @@ def test_unpack_command_runs_with_local_tar(tmp_path):
 
 
 def test_install_pack_refuses_a_crafted_pack_before_uploading(tmp_path):
-    from edgekit.build.packs import InstallPack
+    from edgekit.llamacpp.packs import InstallPack
     from edgekit.remote.plan import Context, run_steps
 
     evil = GOOD + [_member(f"{NAME}//etc/sudoers.d/edgekit", data=b"ALL ALL=(ALL) NOPASSWD: ALL\n")]
@@ -185,7 +185,7 @@ APP_ID = "d04aa105c3bb42cd820020108c8831e7"   # `systemd-id128 machine-id --app-
 
 
 def test_built_on_is_hostname_and_app_specific_machine_id():
-    from edgekit.build.stamp import app_machine_id, parse_built_on
+    from edgekit.llamacpp.stamp import app_machine_id, parse_built_on
 
     assert parse_built_on(f"orin-nano\n{MACHINE_ID}\n") == {"hostname": "orin-nano", "machine_id": APP_ID}
     assert parse_built_on("orin-nano\n") == {"hostname": "orin-nano", "machine_id": None}
@@ -195,7 +195,7 @@ def test_built_on_is_hostname_and_app_specific_machine_id():
 @pytest.mark.skipif(not shutil.which("systemd-id128") or not Path("/etc/machine-id").is_file(),
                     reason="needs systemd-id128 and /etc/machine-id")
 def test_app_machine_id_is_what_systemd_derives():
-    from edgekit.build.stamp import EDGEKIT_APP_ID, app_machine_id
+    from edgekit.llamacpp.stamp import EDGEKIT_APP_ID, app_machine_id
 
     res = subprocess.run(["systemd-id128", "machine-id", f"--app-specific={EDGEKIT_APP_ID}"],
                          capture_output=True, text=True)
@@ -205,9 +205,9 @@ def test_app_machine_id_is_what_systemd_derives():
 
 
 def test_the_installed_stamp_records_built_on_and_the_source_sha256():
-    from edgekit.build import spec as S
-    from edgekit.build.cmake import plan_build
-    from edgekit.build.steps import LlamaInstall, Resolved
+    from edgekit.llamacpp import spec as S
+    from edgekit.llamacpp.cmake import plan_build
+    from edgekit.llamacpp.steps import LlamaInstall, Resolved
     from edgekit.facts.deployed import BuiltOn, InstalledBuild
     from edgekit.remote.command import Upload
     from edgekit.remote.run_state import RunState
@@ -238,9 +238,9 @@ def test_the_installed_stamp_records_built_on_and_the_source_sha256():
 
 
 def test_make_stamp_stays_backward_compatible():
-    from edgekit.build import spec as S
-    from edgekit.build.cmake import SourceInfo, plan_build
-    from edgekit.build.stamp import make_stamp
+    from edgekit.llamacpp import spec as S
+    from edgekit.llamacpp.cmake import SourceInfo, plan_build
+    from edgekit.llamacpp.stamp import make_stamp
     from tests.test_build import SDIST, jetson_facts
 
     plan = plan_build(jetson_facts(), S.BuildSpec(), SDIST)
@@ -261,8 +261,8 @@ def _git(*args, cwd):
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git")
 def test_clone_of_a_moved_tag_is_refused(tmp_path):
     """The device commands, run here against a local repository: the tag's commit is checked after cloning."""
-    from edgekit.build.cmake import SourceInfo
-    from edgekit.build.source import fetch_commands
+    from edgekit.llamacpp.cmake import SourceInfo
+    from edgekit.llamacpp.source import fetch_commands
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -337,8 +337,8 @@ def served():
 
 
 def test_source_url_is_hashed_and_cached_by_content(served):
-    from edgekit.build import spec as S
-    from edgekit.build.source import resolve_source
+    from edgekit.llamacpp import spec as S
+    from edgekit.llamacpp.source import resolve_source
 
     url, state = served
     state["body"] = first = _source_tarball("one")
@@ -358,8 +358,8 @@ def test_source_url_is_hashed_and_cached_by_content(served):
 
 
 def test_source_url_pinned_by_sha256(served):
-    from edgekit.build import spec as S
-    from edgekit.build.source import resolve_source
+    from edgekit.llamacpp import spec as S
+    from edgekit.llamacpp.source import resolve_source
     from edgekit.errors import UsageError
 
     url, state = served
@@ -381,7 +381,7 @@ def test_source_url_pinned_by_sha256(served):
 def test_a_real_pack_passes_the_check_and_unpacks_root_owned_without_writable_bits(served_standin, tmp_path):
     """pack_build's output passes check_pack; the device's unpack leaves root-owned files, nothing group/world
     writable, no set-uid bits, even for members packed 0666/0777; the stamp says who built it from what."""
-    from edgekit.build.packs import fetch_pack, pack_build
+    from edgekit.llamacpp.packs import fetch_pack, pack_build
     from edgekit.remote.plan import Context
     from edgekit.remote.target import parse_target
     from edgekit.remote.transport import Transport
@@ -414,7 +414,7 @@ def test_a_real_pack_passes_the_check_and_unpacks_root_owned_without_writable_bi
 
 @pytest.mark.e2e
 def test_a_crafted_pack_is_refused_before_anything_reaches_the_device(served_standin, tmp_path):
-    from edgekit.build.packs import InstallPack
+    from edgekit.llamacpp.packs import InstallPack
     from edgekit.remote.plan import Context, run_steps
     from edgekit.remote.target import parse_target
     from edgekit.remote.transport import Transport

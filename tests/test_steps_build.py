@@ -9,12 +9,12 @@ import json
 import pytest
 
 from edgekit import layout as L
-from edgekit.build import spec as S
-from edgekit.build.cmake import SourceInfo, plan_build
-from edgekit.build.current import CpuLevelRefused, prune_candidates
-from edgekit.build.gate import GATE_MODEL, GateRefused
-from edgekit.build.stamp import BUILT_ON_COMMAND
-from edgekit.build.steps import (BuildDeps, BuildPlanned, LlamaCompile, LlamaCurrent, LlamaGate, LlamaInstall,
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import SourceInfo, plan_build
+from edgekit.llamacpp.current import CpuLevelRefused, prune_candidates
+from edgekit.llamacpp.gate import GATE_MODEL, GateRefused
+from edgekit.llamacpp.stamp import BUILT_ON_COMMAND
+from edgekit.llamacpp.steps import (BuildDeps, BuildPlanned, LlamaCompile, LlamaCurrent, LlamaGate, LlamaInstall,
                                  LlamaSource, Resolved)
 from edgekit.errors import UnsuitableDevice
 from edgekit.facts.deployed import (BuildDirs, BuiltOn, DebPackages, FileSha256, GateRecord, GpuGroups, HealthyBuild,
@@ -232,7 +232,7 @@ def _pack_here(tmp_path):
 
 
 def test_install_pack_uploads_checks_gates_moves_records_and_switches_as_printed(tmp_path):
-    from edgekit.build.packs import InstallPack
+    from edgekit.llamacpp.packs import InstallPack
 
     path, name, _ = _pack_here(tmp_path)
     prefix = f"{L.INSTALL_ROOT}/{name}"
@@ -251,7 +251,7 @@ def test_install_pack_uploads_checks_gates_moves_records_and_switches_as_printed
 
 
 def test_install_pack_refuses_a_pack_for_another_machine(tmp_path):
-    from edgekit.build.packs import InstallPack
+    from edgekit.llamacpp.packs import InstallPack
 
     path, name, _ = _pack_here(tmp_path)
     x86 = jetson_facts()
@@ -261,7 +261,7 @@ def test_install_pack_refuses_a_pack_for_another_machine(tmp_path):
 
 
 def test_install_pack_already_current_is_a_noop(tmp_path):
-    from edgekit.build.packs import InstallPack
+    from edgekit.llamacpp.packs import InstallPack
 
     path, name, stamp = _pack_here(tmp_path)
     prefix = f"{L.INSTALL_ROOT}/{name}"

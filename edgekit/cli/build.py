@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from edgekit.build.spec import LLAMA_CPP_VERSION, BuildSpec
-from edgekit.build.steps import run_build
+from edgekit.llamacpp.spec import LLAMA_CPP_VERSION, BuildSpec
+from edgekit.llamacpp.steps import run_build
 from edgekit.cli.app import app
 from edgekit.cli.common import Json, Login, logs_in
 from edgekit.cli.options import CmakeFlag, Cpu, CpuLevel, CudaArch, DryRun, Jobs, LlamaSrc, SkipDeps, Target

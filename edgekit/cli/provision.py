@@ -12,7 +12,7 @@ from edgekit import lockfile
 from edgekit import provision as prov
 from edgekit import state as controller_state
 from edgekit.cli.app import app
-from edgekit.build.stamp import describe as describe_stamp
+from edgekit.llamacpp.stamp import describe as describe_stamp
 from edgekit.cli.common import Forks, Inventory, Json, Login, fleet_for, hosts_for, is_fleet, logs_in, run_on_fleet
 from edgekit.cli.options import (AllowUnpinned, CmakeFlag, Cpu, CpuLevel, Ctx, CudaArch, DryRun, FetchOn, Force, Jobs,
                                  LlamaSrc, SkipDeps, Target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.build.isa import parse_cpuinfo
+from edgekit.llamacpp.isa import parse_cpuinfo
 from edgekit.facts.base import Fact
 from edgekit.layout import CPU_REFUSED
 from edgekit.layout import PREFIX as INSTALL_PREFIX

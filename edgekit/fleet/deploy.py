@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from edgekit import paths
-from edgekit.build.cmake import plan_build
-from edgekit.build.source import resolve_source
-from edgekit.build.packs import fetch_pack, pack_build
-from edgekit.build.steps import run_build
+from edgekit.llamacpp.cmake import plan_build
+from edgekit.llamacpp.source import resolve_source
+from edgekit.llamacpp.packs import fetch_pack, pack_build
+from edgekit.llamacpp.steps import run_build
 from edgekit.errors import UsageError
 from edgekit.fleet.inventory import Host
 from edgekit.fleet.runner import FleetReporter, HostRow, run_fleet

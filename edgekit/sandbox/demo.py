@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 from edgekit import paths
 from edgekit import provision as prov
-from edgekit.build.spec import KNOWN_SOURCES, SDIST_FILE, SDIST_PACKAGE, SDIST_VERSION, BuildSpec
+from edgekit.llamacpp.spec import KNOWN_SOURCES, SDIST_FILE, SDIST_PACKAGE, SDIST_VERSION, BuildSpec
 from edgekit.chat.client import Completion, LlamaClient
 from edgekit.chat.endpoint import Endpoint, endpoint_for
 from edgekit.chat.profile import profile_for

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from edgekit import layout as L
-from edgekit.build.current import switch_commands
+from edgekit.llamacpp.current import switch_commands
 from edgekit.errors import EdgekitError, RemoteCommandFailed
 from edgekit.facts.deployed import read
 from edgekit.remote.command import Upload, q

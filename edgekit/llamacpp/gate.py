@@ -193,7 +193,7 @@ def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str,
         words = SIGNAL_WORDS.get(name, "it was killed by a signal")
         hint = None
         if name == "SIGILL":
-            hint = "build for a lower CPU level, e.g. --cpu-level x86-64-v3 (the levels: edgekit/build/isa.py)"
+            hint = "build for a lower CPU level, e.g. --cpu-level x86-64-v3 (the levels: edgekit/llamacpp/isa.py)"
         return Verdict(False, f"llama-server died of {name}: {words}", hint, signal=name, gpu=gpu_info)
     for pattern, words, hint in LOG_CAUSES:
         m = re.search(pattern, log)

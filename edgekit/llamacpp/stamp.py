@@ -8,8 +8,8 @@ import json
 import re
 import uuid
 
-from edgekit.build import spec as S
-from edgekit.build.cmake import BuildPlan, SourceInfo
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import BuildPlan, SourceInfo
 from edgekit.remote.command import q
 
 STAMP_FORMAT = 1

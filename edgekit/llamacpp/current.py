@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 from edgekit import layout as L
-from edgekit.build.gate import GATE_MODEL, GateRefused, GateRun, run_gate, sandbox_properties
-from edgekit.build.stamp import describe
+from edgekit.llamacpp.gate import GATE_MODEL, GateRefused, GateRun, run_gate, sandbox_properties
+from edgekit.llamacpp.stamp import describe
 from edgekit.errors import UnsuitableDevice
 from edgekit.facts.deployed import (BuildDirs, FileSha256, GateRecord, GpuGroups, HealthyBuild, InstalledBuild,
                                     SystemdVersion, UserGroups)

@@ -6,7 +6,7 @@ on one host must run on another. So edgekit never builds natively by default: it
 device advertises (x86-64-v4/v3/v2 as in the psABI, or an Arm architecture string), sets every ggml instruction
 switch explicitly (cmake's defaults would turn some back on), never enables AMX, and records the level in the
 build stamp. A level that fails the build gate on a device (SIGILL) is recorded there and the next lower one is
-built instead (`edgekit.build.gate`).
+built instead (`edgekit.llamacpp.gate`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 from edgekit import lockfile, paths
-from edgekit.build import spec as S
-from edgekit.build.cmake import SourceInfo
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import SourceInfo
 from edgekit.digest import sha256_file
 from edgekit.errors import UsageError
 from edgekit.remote.command import q

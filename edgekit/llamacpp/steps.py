@@ -1,12 +1,12 @@
 """The build steps: dependencies, source, compile, install (verified), gate, switch `current`. Public API:
 
-    from edgekit.build.spec import BuildSpec
-    from edgekit.build.steps import run_build
+    from edgekit.llamacpp.spec import BuildSpec
+    from edgekit.llamacpp.steps import run_build
     run_build(ctx, BuildSpec(source=..., cpu_only=...))
 
 Uses ctx.run.facts (a DeviceFacts) when present, else reads the facts itself; leaves ctx.run.build (BuildState).
 A build that fails leaves the previous `current` untouched; the full log stays on the device.
-The gate and the switch of `current`: edgekit.build.current; build once, deploy many: edgekit.build.packs.
+The gate and the switch of `current`: edgekit.llamacpp.current; build once, deploy many: edgekit.llamacpp.packs.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pathlib import Path
 
 from edgekit import layout as L
 from edgekit import lockfile
-from edgekit.build import isa
-from edgekit.build import spec as S
-from edgekit.build.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
-from edgekit.build.current import CpuLevelRefused, gate_plan, switch_plan
-from edgekit.build.gate import GateRefused
-from edgekit.build.source import fetch_commands, remote_tarball, resolve_source
-from edgekit.build.stamp import describe, make_stamp, stamp_matches
+from edgekit.llamacpp import isa
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
+from edgekit.llamacpp.current import CpuLevelRefused, gate_plan, switch_plan
+from edgekit.llamacpp.gate import GateRefused
+from edgekit.llamacpp.source import fetch_commands, remote_tarball, resolve_source
+from edgekit.llamacpp.stamp import describe, make_stamp, stamp_matches
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
 from edgekit.facts.deployed import BuiltOn, DebPackages, FileSha256, InstalledBuild, SourceMarker
 from edgekit.facts.device import DeviceFacts, read_facts, require_supported
