@@ -73,21 +73,17 @@ def options(s: Settings) -> ProvisionOptions:
     requests = []
     for ref in s.model_refs:
         name, quant = catalog.split_ref(ref)
-        requests.append(ModelRequest(
-            name=None if by_url else name, quant=None if by_url else quant, n_ctx=s.ctx, fetch_on=s.fetch_on,
-            hf_endpoint=s.hf_endpoint, source_url=s.model_url, force=s.force, sha256=s.sha256,
-            kv_type=s.cache_type_kv or "f16", allow_unpinned=s.allow_unpinned, lock_file=s.lock_file))
+        requests.append(s.take(ModelRequest, name=None if by_url else name, quant=None if by_url else quant,
+                               n_ctx=s.ctx, source_url=s.model_url, kv_type=s.cache_type_kv or "f16"))
         require_pinned(requests[-1])
-    tuning = TuningOptions(power_mode=s.power_mode, clocks=s.clocks, headless=s.headless, swap=s.swap,
-                           swap_path=s.swap_path, force_swap_on_sd=s.force_swap_on_sd)
+    tuning = s.take(TuningOptions)
     tuning.validate()
     return ProvisionOptions(
         model=requests[0], more_models=requests[1:], models_max=s.models_max, tuning=tuning,
-        exporter=ExporterOptions(port=s.metrics_port, host=s.metrics_host, token=s.metrics_token) if s.metrics else None,
+        exporter=s.take(ExporterOptions, "metrics_") if s.metrics else None,
         build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
                         extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
-        service=ServiceOptions(port=s.port, host=s.host, api_key=s.api_key, n_ctx=s.ctx, parallel=s.parallel,
-                               threads=s.threads, cache_type_kv=s.cache_type_kv, rollback=s.rollback))
+        service=s.take(ServiceOptions, n_ctx=s.ctx))
 
 
 def options_for(flags: dict, host) -> ProvisionOptions:

@@ -1,5 +1,9 @@
-"""The ONE settings model for a provision: command-line flags, inventory values and defaults, merged and then
-validated once, before anything connects. Every value remembers where it came from, so an error names the
+"""The ONE settings model for a provision: every setting declared once (`SETTINGS`: name, type, default,
+validation, help, its flag and inventory spellings), and command-line flags, inventory values and defaults merged
+and then validated once, before anything connects. Derived from the declaration: the options of `edgekit
+provision` (edgekit.cli.options.takes_settings), the inventory reader (`resolve`, unknown keys refused with a "did
+you mean"), the Ansible argument spec (`ansible_argument_spec`) and docs/settings.md (`python3 -m
+edgekit.settings_doc`). Every value remembers where it came from, so an error names the
 setting and its source ("--ctx (flag)", "ctx (inventory edgekit.toml, host orin-1)", "default").
 
 Precedence: an explicit flag > the host's inventory settings (host > group > [defaults]) > edgekit's defaults.
@@ -7,11 +11,13 @@ Precedence: an explicit flag > the host's inventory settings (host > group > [de
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import socket
 import urllib.parse
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Callable
 
 from edgekit.errors import UsageError
@@ -29,12 +35,37 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
-class Field:
-    name: str
-    flag: str | None                   # the provision flag that sets it (None: inventory only)
+class Setting:
+    """One setting, declared once: everything else (the command line's options, the inventory reader, the Ansible
+    module's argument spec, docs/settings.md) is derived from this declaration."""
+
+    name: str                          # the key in edgekit.toml and inventories, the Ansible module argument
+    type: type                         # bool, int, str, or tuple (a list of text)
     default: Any
     check: Callable[[Any], Any]        # returns the normalised value or raises ValueError(reason)
-    aliases: tuple[str, ...] = ()      # inventory spellings (Ansible's variable names without `edgekit_`)
+    help: str                          # one sentence; "{default}" is replaced by the default
+    flag: str | None = None            # the `edgekit provision` option (None: inventory and Ansible only)
+    short: str | None = None           # its short form, e.g. -m
+    negated: bool = False              # the flag is --no-x and sets the setting to False
+    repeat_into: str | None = None     # -m given more than once: the first is this setting, all go to the one named
+    envvar: str | None = None          # an environment variable that sets the option too
+    aliases: tuple[str, ...] = ()      # other inventory spellings (Ansible's variable names without `edgekit_`)
+    negated_alias: str | None = None   # an inventory spelling that holds the opposite (no_api_key = true)
+    choices: tuple[str, ...] | None = None
+    secret: bool = False               # never logged (Ansible's no_log)
+
+    @property
+    def applies(self) -> tuple[str, ...]:
+        """Where the setting can be given: the command line (when it has a flag), inventories, Ansible."""
+        return (*(("cli",) if self.flag else ()), "inventory", "ansible")
+
+    @property
+    def help_text(self) -> str:
+        return self.help.replace("{default}", str(self.default))
+
+    @property
+    def repeatable(self) -> bool:
+        return self.type is tuple or self.repeat_into is not None
 
 
 def _int(lo: int, hi: int | None = None, optional: bool = False):
@@ -169,54 +200,139 @@ def _cuda_arch(v):
     return v
 
 
-FIELDS = [
-    Field("model", "--model", "chinese-alpaca-2-1.3b", _text(_MODEL, "a catalog NAME or NAME:QUANT", False),
-          ("model_name",)),
-    Field("models", None, (), _models, ("model_names",)),    # -m given more than once; inventory `models = [...]`
-    Field("models_max", "--models-max", None, _int(1, 64, optional=True)),
-    Field("ctx", "--ctx", None, _int(1, MAX_CTX, optional=True)),
-    Field("port", "--port", 8080, _int(1, 65535)),
-    Field("host", "--host", "0.0.0.0", normalize_host),
-    Field("api_key", "--no-api-key", True, _bool, ("no_api_key",)),
-    Field("parallel", "--parallel", 2, _int(1, 256)),
-    Field("threads", "--threads", None, _int(1, 1024, optional=True)),
-    Field("cache_type_kv", "--cache-type", None, _choice(CACHE_TYPES), ("cache_type",)),
-    Field("llama_src", "--llama-src", None, _text()),
-    Field("cpu", "--cpu", False, _bool),
-    Field("cuda_arch", "--cuda-arch", None, _cuda_arch),
-    Field("jobs", "--jobs", None, _int(1, 1024, optional=True), ("build_jobs",)),
-    Field("cmake_flags", "--cmake-flag", (), _cmake_flags),
-    Field("cpu_level", "--cpu-level", None, _text(re.compile(r"^[A-Za-z0-9.+_-]+$"), "a CPU level name")),
-    Field("fetch_on", "--fetch-on", "auto", _choice(FETCH_ON, optional=False)),
-    Field("hf_endpoint", "--hf-endpoint", None, _url),
-    Field("model_url", "--model-url", None, _url),
-    Field("sha256", "--sha256", None, _sha256, ("model_sha256",)),
-    Field("force", "--force", False, _bool),
-    Field("allow_unpinned", "--allow-unpinned", False, _bool),
-    Field("skip_deps", "--skip-deps", False, _bool),
-    Field("rollback", "--no-rollback", True, _bool),
-    Field("lock_file", "--lock-file", None, _text()),
+_POWER_MODE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+_SWAP = re.compile(r"^[1-9][0-9]{0,5}(\.[0-9]+)?[KMGT]i?B?$", re.I)
+_PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+_CPU_LEVEL = re.compile(r"^[A-Za-z0-9.+_-]+$")
+
+# Every setting of a provision, in the order `edgekit provision --help` and docs/settings.md list them.
+SETTINGS: list[Setting] = [
+    # the model and the server
+    Setting("model", str, "chinese-alpaca-2-1.3b", _text(_MODEL, "a catalog NAME or NAME:QUANT", False),
+            "Catalog name, optionally NAME:QUANT (default {default}). Repeat it to serve several models from one "
+            "service (router mode; the first is the default).", "--model", "-m", repeat_into="models",
+            aliases=("model_name",)),
+    Setting("models", tuple, (), _models, "Several catalog models served by one service (router mode); the "
+            "command line gives them as -m repeated.", aliases=("model_names",)),
+    Setting("models_max", int, None, _int(1, 64, optional=True), "Router mode: models loaded at once (default: as "
+            "many as fit this device's memory together).", "--models-max"),
+    Setting("ctx", int, None, _int(1, MAX_CTX, optional=True), "Context length in tokens (default: the model's "
+            "recommended one, capped to what fits).", "--ctx"),
+    Setting("port", int, 8080, _int(1, 65535), "Port llama-server listens on (default {default}).", "--port"),
+    Setting("host", str, "0.0.0.0", normalize_host, "Address to bind (default {default}, with an API key).",
+            "--host"),
+    Setting("api_key", bool, True, _bool, "Serve without a key (loopback --host only).", "--no-api-key",
+            negated=True, negated_alias="no_api_key"),
+    # the build
+    Setting("llama_src", str, None, _text(), "llama.cpp source: a directory, a .tar.gz (e.g. the llama-cpp-python "
+            "sdist) or a URL, pushed to the device.", "--llama-src"),
+    Setting("cpu", bool, False, _bool, "Build CPU-only on purpose (refused by default without CUDA).", "--cpu"),
+    Setting("cuda_arch", str, None, _cuda_arch, "GPU arch, e.g. 87 or compute_87 (default: from the device; also "
+            "CUDA_DOCKER_ARCH).", "--cuda-arch"),
+    Setting("cpu_level", str, None, _text(_CPU_LEVEL, "a CPU level name"), "CPU instruction level, e.g. x86-64-v3, "
+            "armv8.2-a+dotprod+fp16 or native (default: the best that passes the gate).", "--cpu-level"),
+    Setting("cmake_flags", tuple, (), _cmake_flags, "Extra cmake definition -DNAME=VALUE (repeatable; changes the "
+            "flags hash, so it is a separate build).", "--cmake-flag"),
+    Setting("jobs", int, None, _int(1, 1024, optional=True), "Parallel compile jobs (default: from CPUs and RAM).",
+            "--jobs", "-j", aliases=("build_jobs",)),
+    Setting("skip_deps", bool, False, _bool, "Do not apt-get install missing build tools (offline machines that "
+            "have what they need).", "--skip-deps"),
+    # fetching the model
+    Setting("fetch_on", str, "auto", _choice(FETCH_ON, optional=False), "Who downloads the model: device, "
+            "controller, or auto (the device when it can reach the source).", "--fetch-on", choices=FETCH_ON),
+    Setting("hf_endpoint", str, None, _url, "Hugging Face mirror (also HF_ENDPOINT).", "--hf-endpoint",
+            envvar="HF_ENDPOINT"),
+    Setting("model_url", str, None, _url, "Fetch the model file from this URL instead.", "--model-url"),
+    Setting("sha256", str, None, _sha256, "The sha256 the --model-url download must have.", "--sha256",
+            aliases=("model_sha256",)),
+    Setting("allow_unpinned", bool, False, _bool, "Install a model quant that has no pinned commit and sha256 "
+            "(checked only against the server's X-Linked-Etag).", "--allow-unpinned"),
+    Setting("force", bool, False, _bool, "Install a model even if the fit check says it will not fit.", "--force"),
+    # the server's settings
+    Setting("parallel", int, 2, _int(1, 256), "Server slots (concurrent requests, default {default}).",
+            "--parallel"),
+    Setting("threads", int, None, _int(1, 1024, optional=True), "CPU threads for llama-server.", "--threads", "-t"),
+    Setting("cache_type_kv", str, None, _choice(CACHE_TYPES), "KV cache type, e.g. q8_0 or q4_0 (less memory).",
+            "--cache-type", aliases=("cache_type",), choices=CACHE_TYPES),
+    Setting("lock_file", str, None, _text(), "edgekit.lock: the sha256 of every model, recorded on first fetch and "
+            "checked on every later install (default: next to the inventory, else in edgekit's state folder).",
+            "--lock-file"),
+    Setting("rollback", bool, True, _bool, "Keep a change that leaves the service unhealthy (for debugging) instead "
+            "of restoring the last healthy state.", "--no-rollback", negated=True),
     # Jetson tuning (edgekit.tuning)
-    Field("power_mode", "--power-mode", None, _text(re.compile(r"^[A-Za-z0-9_.+-]{1,64}$"), "a power mode's name")),
-    Field("clocks", "--clocks", None, _choice(("max",))),
-    Field("headless", "--headless", False, _bool),
-    Field("swap", "--swap", None, _text(re.compile(r"^[1-9][0-9]{0,5}(\.[0-9]+)?[KMGT]i?B?$", re.I), "a size like 8G")),
-    Field("swap_path", "--swap-path", SWAP_FILE, _text(re.compile(r"^/[A-Za-z0-9._/-]{1,200}$"), "an absolute path",
-                                                          False)),
-    Field("force_swap_on_sd", "--force-swap-on-sd", False, _bool),
+    Setting("power_mode", str, None, _text(_POWER_MODE, "a power mode's name"), "Jetson power mode by its name in "
+            "the board's /etc/nvpmodel.conf (e.g. MAXN_SUPER, 25W), or max / efficient.", "--power-mode"),
+    Setting("clocks", str, None, _choice(("max",)), "max: pin the clocks (jetson_clocks), at every boot too (a "
+            "oneshot unit before the server).", "--clocks", choices=("max",)),
+    Setting("headless", bool, False, _bool, "Boot to multi-user.target: the desktop's memory goes to the model "
+            "(next boot).", "--headless"),
+    Setting("swap", str, None, _text(_SWAP, "a size like 8G"), "A swap file of this size (e.g. 8G) instead of zram; "
+            "refused on eMMC/SD.", "--swap"),
+    Setting("swap_path", str, SWAP_FILE, _text(_PATH, "an absolute path", False), "Where the swap file goes "
+            "(default {default}; put it on NVMe).", "--swap-path"),
+    Setting("force_swap_on_sd", bool, False, _bool, "Allow --swap on eMMC/SD (it wears the card, and a model that "
+            "swaps there crawls).", "--force-swap-on-sd"),
     # the board + server metrics exporter (edgekit.exporter, edgekit.metrics)
-    Field("metrics", "--no-metrics", True, _bool),
-    Field("metrics_port", "--metrics-port", 9838, _int(1, 65535)),
-    Field("metrics_host", "--metrics-host", "0.0.0.0", normalize_host),
-    Field("metrics_token", "--no-metrics-token", True, _bool),
+    Setting("metrics", bool, True, _bool, "Do not install the board + server metrics exporter.", "--no-metrics",
+            negated=True),
+    Setting("metrics_port", int, 9838, _int(1, 65535), "Port of the metrics exporter (default {default}).",
+            "--metrics-port"),
+    Setting("metrics_host", str, "0.0.0.0", normalize_host, "Address the exporter binds (default {default}, with a "
+            "token).", "--metrics-host"),
+    Setting("metrics_token", bool, True, _bool, "Exporter without a token (loopback --metrics-host only).",
+            "--no-metrics-token", negated=True),
 ]
-BY_NAME = {f.name: f for f in FIELDS}
-DEFAULTS = {f.name: f.default for f in FIELDS}   # edgekit's defaults (the CLI's help and `sandbox demo` read them)
-ALIASES = {a: f.name for f in FIELDS for a in f.aliases}
+DEFAULTS = {s.name: s.default for s in SETTINGS}   # edgekit's defaults (the CLI's help and `sandbox demo` read them)
 # Ansible-role variables an inventory may carry that only the role uses (edgekit builds, packs and derives them).
 ANSIBLE_ONLY = {"build_tarball", "build_from_source", "model_file", "model_path", "chat_template", "api_key",
                 "api_key_file", "llama_version", "llama_commit", "llama_repo", "llama_src_archive",
                 "llama_src_inner", "build_backend", "model_timeout", "gpu_layers", "flash_attn"}
+
+
+def from_cli(given: dict[str, Any]) -> dict[str, Any]:
+    """Pure: the values of the command line's options (by setting name, None or empty when not given) -> the flags
+    `resolve` takes: --no-x flipped to x = False, a repeated -m spread into model (the first) and models."""
+    flags: dict[str, Any] = {}
+    declared = by_name()
+    for name, value in given.items():
+        s = declared[name]
+        if value is None or (s.repeatable and not value):
+            continue
+        if s.negated:
+            value = not value
+        if s.repeat_into:
+            items = list(value)
+            value = items[0]
+            if len(items) > 1:
+                flags[s.repeat_into] = tuple(items)
+        elif s.type is tuple:
+            value = tuple(value)
+        flags[name] = value
+    return flags
+
+
+def ansible_argument_spec() -> dict[str, dict[str, Any]]:
+    """The argument spec of an Ansible module that provisions (for `AnsibleModule(argument_spec=...)` or an action
+    plugin's `validate_argument_spec`): one argument per setting, named as in edgekit.toml, with its type (`bool`,
+    `int`, `str`, or `list` of `str`), its default (lists for tuples), `choices` where the setting has a fixed set,
+    its plain inventory `aliases`, and `no_log` (True only for secrets). Ansible checks the types; the values are
+    still validated by `resolve` (ranges, patterns, the rules that span settings), so pass the module's arguments
+    to `resolve` as the inventory layer."""
+    types = {bool: "bool", int: "int", str: "str", tuple: "list"}
+    spec: dict[str, dict[str, Any]] = {}
+    for s in SETTINGS:
+        if "ansible" not in s.applies:
+            continue
+        arg: dict[str, Any] = {"type": types[s.type], "required": False,
+                               "default": list(s.default) if s.type is tuple else s.default, "no_log": s.secret}
+        if s.type is tuple:
+            arg["elements"] = "str"
+        if s.choices:
+            arg["choices"] = list(s.choices)
+        if s.aliases:
+            arg["aliases"] = list(s.aliases)
+        spec[s.name] = arg
+    return spec
 
 
 @dataclass
@@ -240,35 +356,75 @@ class Settings:
     def source(self, name: str) -> str:
         return self.sources.get(name, "default")
 
+    def take(self, cls: type, prefix: str = "", **named: Any) -> Any:
+        """A typed options dataclass from these settings: each field named like a setting (after `prefix`:
+        ExporterOptions.port is metrics_port) gets its value, `named` gives the fields named otherwise, and the
+        rest keep the class's defaults. A field no setting fills and `named` lacks is the class's own (timeouts)."""
+        taken = {f.name: self.values[prefix + f.name] for f in dataclass_fields(cls)
+                 if f.init and prefix + f.name in self.values and f.name not in named}
+        return cls(**taken, **named)
+
+
+def by_name() -> dict[str, Setting]:
+    """The declaration by setting name (read each time: a test may declare one more)."""
+    return {s.name: s for s in SETTINGS}
+
 
 def _where(name: str, source: str) -> str:
-    f = BY_NAME[name]
-    return f"{f.flag} (flag)" if source == "flag" and f.flag else f"{name} ({source})"
+    if source == "flag":
+        flag = by_name()[name].flag or next((f"{s.flag} (repeated)" for s in SETTINGS if s.repeat_into == name), None)
+        if flag:
+            return f"{flag} (flag)"
+    return f"{name} ({source})"
+
+
+def inventory_keys() -> dict[str, tuple[str, bool]]:
+    """Every key an inventory may use -> (the setting it sets, whether it holds the opposite: no_api_key)."""
+    keys = {}
+    for s in SETTINGS:
+        keys[s.name] = (s.name, False)
+        keys.update({a: (s.name, False) for a in s.aliases})
+        if s.negated_alias:
+            keys[s.negated_alias] = (s.name, True)
+    return keys
+
+
+def _unknown(key: str, source: str) -> UsageError:
+    known = [k for k in inventory_keys() if k not in ANSIBLE_ONLY]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return UsageError(f"unknown setting {key!r} ({source})",
+                      hint=(f"did you mean {close[0]!r}? " if close else "") + "settings: " +
+                      ", ".join(s.name for s in SETTINGS) + " (docs/settings.md)")
 
 
 def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inventory_source: str = "inventory"
             ) -> Settings:
     """Merge defaults < inventory < flags, validate every value once, and apply the rules that span settings.
-    Raises UsageError (exit 2) naming the setting and where it came from."""
-    values = {f.name: f.default for f in FIELDS}
-    sources = {f.name: "default" for f in FIELDS}
+    Raises UsageError (exit 2) naming the setting and where it came from. `flags` are by setting name (None: not
+    given); a name no setting declares is a bug in the caller and raises TypeError, never dropped."""
+    declared = by_name()
+    values = {s.name: s.default for s in SETTINGS}
+    sources = {s.name: "default" for s in SETTINGS}
+    keys = inventory_keys()
     for key, value in (inventory or {}).items():
         if key in ANSIBLE_ONLY:
             continue
-        name = ALIASES.get(key, key)
-        if name not in BY_NAME:
-            raise UsageError(f"unknown setting {key!r} ({inventory_source})",
-                             hint="inventory settings: " + ", ".join(sorted(BY_NAME)))
-        if name == "api_key" and key == "no_api_key":
+        if key not in keys:
+            raise _unknown(key, inventory_source)
+        name, opposite = keys[key]
+        if opposite:
             try:
                 value = not _bool(value)
             except ValueError as e:
-                raise UsageError(f"no_api_key ({inventory_source}): {e}", hint="no_api_key = true or false") from None
+                raise UsageError(f"{key} ({inventory_source}): {e}", hint=f"{key} = true or false") from None
         values[name], sources[name] = value, inventory_source
+    undeclared = sorted(set(flags) - set(declared))
+    if undeclared:
+        raise TypeError(f"resolve() got flags no setting declares: {', '.join(undeclared)} (edgekit/settings.py)")
     for name, value in flags.items():
-        if value is not None and name in BY_NAME:
+        if value is not None:
             values[name], sources[name] = value, "flag"
-    for f in FIELDS:
+    for f in SETTINGS:
         try:
             values[f.name] = f.check(values[f.name])
         except (ValueError, TypeError) as e:
@@ -317,4 +473,4 @@ def _hint(name: str) -> str:
         "model": "see `edgekit models list`",
         "models": "see `edgekit models list`",
         "cuda_arch": "use a form like 87, compute_87, sm_87 or 8.7",
-    }.get(name, f"see `edgekit provision --help` ({BY_NAME[name].flag or name})")
+    }.get(name, f"see `edgekit provision --help` ({by_name()[name].flag or name})")

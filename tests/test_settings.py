@@ -106,3 +106,70 @@ def test_the_provision_help_shows_edgekits_own_defaults():
     text = " ".join(res.stdout.split())
     assert f"(default {DEFAULTS['port']})" in text and f"default {DEFAULTS['parallel']})" in text
     assert f"(default {DEFAULTS['model']})" in text
+
+
+def test_a_new_setting_is_one_declaration(monkeypatch):
+    """A throwaway setting added to the declaration alone is a command-line option, an inventory key, an Ansible
+    module argument and a row of the settings reference."""
+    import typer
+    from typer.testing import CliRunner
+
+    from edgekit import settings
+    from edgekit.cli.options import takes_settings
+    from edgekit.settings_doc import render
+
+    monkeypatch.setattr(settings, "SETTINGS", [*settings.SETTINGS, settings.Setting(
+        "throwaway_knob", int, 3, settings._int(1, 9), "A knob for this test (default {default}).",
+        "--throwaway-knob", aliases=("knob",))])
+    seen = []
+    app = typer.Typer()
+
+    @app.command()
+    @takes_settings
+    def cmd(flags: dict = None) -> None:
+        seen.append(flags)
+
+    res = CliRunner().invoke(app, ["--throwaway-knob", "7", "--no-api-key", "-m", "a", "-m", "b"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1] == {"throwaway_knob": 7, "api_key": False, "model": "a", "models": ("a", "b")}
+    assert "A knob for this test (default 3)." in " ".join(CliRunner().invoke(app, ["--help"]).output.split())
+    assert resolve(seen[-1] | {"api_key": None, "model": None, "models": None}).throwaway_knob == 7
+    s = resolve({}, {"knob": "5"}, "inventory lab.toml, host a")
+    assert s.throwaway_knob == 5 and s.source("throwaway_knob") == "inventory lab.toml, host a"
+    with pytest.raises(UsageError, match=r"throwaway_knob \(inventory lab.toml, host a\): 10 is out of range"):
+        resolve({}, {"throwaway_knob": 10}, "inventory lab.toml, host a")
+    assert settings.ansible_argument_spec()["throwaway_knob"] == {
+        "type": "int", "required": False, "default": 3, "no_log": False, "aliases": ["knob"]}
+    assert "| `throwaway_knob` | int | `3` | `--throwaway-knob` | `throwaway_knob`, `knob` |" in render()
+
+
+def test_every_declared_flag_is_an_option_of_provision_and_reaches_the_settings():
+    import typer.main
+
+    from edgekit import settings
+    from edgekit.cli import app
+
+    command = typer.main.get_command(app).commands["provision"]
+    options = {opt for p in command.params for opt in p.opts}
+    declared = [s for s in settings.SETTINGS if s.flag]
+    assert {s.flag for s in declared} | {s.short for s in declared if s.short} <= options
+    assert {p.name for p in command.params} >= {s.name for s in declared}
+
+
+def test_resolve_never_drops_a_flag_no_setting_declares():
+    with pytest.raises(TypeError, match="metrics_prot"):
+        resolve({"metrics_prot": 9000})
+
+
+def test_an_unknown_inventory_key_is_refused_with_the_one_it_resembles(tmp_path):
+    path = tmp_path / "lab.toml"
+    path.write_text('[hosts.orin-1]\naddress = "127.0.0.1"\nmetrics_prot = 9000\n')
+    res = run_cli("provision", "orin-1", "--inventory", str(path), "--dry-run")
+    _refused(res, "unknown setting 'metrics_prot'", "host orin-1")
+    assert "did you mean 'metrics_port'?" in res.stderr
+
+
+def test_the_settings_reference_is_generated_from_the_declaration():
+    from edgekit.settings_doc import PAGE, render
+
+    assert PAGE.read_text() == render(), "docs/settings.md is stale: run `python3 -m edgekit.settings_doc`"

@@ -14,75 +14,22 @@ from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.llamacpp.stamp import describe as describe_stamp
 from edgekit.cli.common import Forks, Inventory, Json, Login, fleet_for, hosts_for, is_fleet, logs_in, run_on_fleet
-from edgekit.cli.options import (AllowUnpinned, CmakeFlag, Cpu, CpuLevel, Ctx, CudaArch, DryRun, FetchOn, Force, Jobs,
-                                 LlamaSrc, SkipDeps, Target)
+from edgekit.cli.options import DryRun, Target, takes_settings
 from edgekit.console import DataTable, StepPrinter, emit_json, err, say
 from edgekit.fleet.deploy import provision_fleet
 from edgekit.fleet.runner import raise_for_failures
 from edgekit.layout import UNIT_NAME
 from edgekit.remote.plan import Context
 from edgekit.service.healthy import describe as describe_healthy
-from edgekit.settings import DEFAULTS
 
 
 @app.command()
 @logs_in
+@takes_settings
 def provision(
     targets: list[str] = typer.Argument(..., help="Hosts: [user@]host[:port], ssh_config aliases, inventory names, "
                                                   "@group, @all, or `local`."),
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Catalog name, optionally NAME:QUANT "
-                                              f"(default {DEFAULTS['model']}). Repeat it to serve several models "
-                                              "from one service (router mode; the first is the default)."),
-    models_max: Optional[int] = typer.Option(None, "--models-max", help="Router mode: models loaded at once "
-                                             "(default: as many as fit this device's memory together)."),
-    ctx: Ctx = None,
-    port: Optional[int] = typer.Option(None, "--port", help=f"Port llama-server listens on (default {DEFAULTS['port']})."),
-    host: Optional[str] = typer.Option(None, "--host", help=f"Address to bind (default {DEFAULTS['host']}, with an "
-                                       "API key)."),
-    no_api_key: Optional[bool] = typer.Option(None, "--no-api-key", help="Serve without a key (loopback --host only)."),
-    llama_src: LlamaSrc = None,
-    cpu: Cpu = None,
-    cuda_arch: CudaArch = None,
-    cpu_level: CpuLevel = None,
-    cmake_flag: CmakeFlag = None,
-    jobs: Jobs = None,
-    skip_deps: SkipDeps = None,
-    fetch_on: FetchOn = None,
-    hf_endpoint: Optional[str] = typer.Option(None, "--hf-endpoint", envvar="HF_ENDPOINT",
-                                              help="Hugging Face mirror (also HF_ENDPOINT)."),
-    model_url: Optional[str] = typer.Option(None, "--model-url", help="Fetch the model file from this URL instead."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="The sha256 the --model-url download must have."),
-    allow_unpinned: AllowUnpinned = None,
-    force: Force = None,
-    parallel: Optional[int] = typer.Option(None, "--parallel", help="Server slots (concurrent requests, default "
-                                           f"{DEFAULTS['parallel']})."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="CPU threads for llama-server."),
-    cache_type_kv: Optional[str] = typer.Option(None, "--cache-type", help="KV cache type, e.g. q8_0 or q4_0 (less memory)."),
-    lock_file: Optional[str] = typer.Option(None, "--lock-file", help="edgekit.lock: the sha256 of every model, "
-                                            "recorded on first fetch and checked on every later install (default: "
-                                            "next to the inventory, else in edgekit's state folder)."),
-    no_rollback: Optional[bool] = typer.Option(None, "--no-rollback", help="Keep a change that leaves the service "
-                                               "unhealthy (for debugging) instead of restoring the last healthy state."),
-    power_mode: Optional[str] = typer.Option(None, "--power-mode", help="Jetson power mode by its name in the "
-                                             "board's /etc/nvpmodel.conf (e.g. MAXN_SUPER, 25W), or max / efficient."),
-    clocks: Optional[str] = typer.Option(None, "--clocks", help="max: pin the clocks (jetson_clocks), at every boot "
-                                         "too (a oneshot unit before the server)."),
-    headless: Optional[bool] = typer.Option(None, "--headless", help="Boot to multi-user.target: the desktop's "
-                                            "memory goes to the model (next boot)."),
-    swap: Optional[str] = typer.Option(None, "--swap", help="A swap file of this size (e.g. 8G) instead of zram; "
-                                       "refused on eMMC/SD."),
-    swap_path: Optional[str] = typer.Option(None, "--swap-path", help="Where the swap file goes (default /swapfile; "
-                                            "put it on NVMe)."),
-    force_swap_on_sd: Optional[bool] = typer.Option(None, "--force-swap-on-sd", help="Allow --swap on eMMC/SD "
-                                                    "(it wears the card, and a model that swaps there crawls)."),
-    no_metrics: Optional[bool] = typer.Option(None, "--no-metrics", help="Do not install the board + server "
-                                              "metrics exporter."),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Port of the metrics exporter "
-                                               f"(default {DEFAULTS['metrics_port']})."),
-    metrics_host: Optional[str] = typer.Option(None, "--metrics-host", help="Address the exporter binds "
-                                               f"(default {DEFAULTS['metrics_host']}, with a token)."),
-    no_metrics_token: Optional[bool] = typer.Option(None, "--no-metrics-token", help="Exporter without a token "
-                                                    "(loopback --metrics-host only)."),
+    flags: dict = None,                    # every setting's option, from edgekit/settings.py (takes_settings)
     dry_run: DryRun = False,
     json_out: bool = Json,
     inventory: Optional[Path] = Inventory,
@@ -94,21 +41,9 @@ def provision(
     login: Login = Login(),
 ) -> None:
     """Build llama.cpp, fetch a model and run it as a hardened systemd service; idempotent."""
-    flags = {"power_mode": power_mode, "clocks": clocks, "headless": headless, "swap": swap, "swap_path": swap_path,
-             "force_swap_on_sd": force_swap_on_sd, "metrics": None if no_metrics is None else not no_metrics,
-             "metrics_port": metrics_port, "metrics_host": metrics_host,
-             "metrics_token": None if no_metrics_token is None else not no_metrics_token,
-             "model": model[0] if model else None, "models": model if model and len(model) > 1 else None,
-             "models_max": models_max, "ctx": ctx, "port": port, "host": host, "llama_src": llama_src, "cpu": cpu,
-             "cuda_arch": cuda_arch, "cpu_level": cpu_level, "cmake_flags": cmake_flag or None, "jobs": jobs,
-             "skip_deps": skip_deps, "fetch_on": fetch_on, "hf_endpoint": hf_endpoint, "model_url": model_url,
-             "sha256": sha256, "allow_unpinned": allow_unpinned, "force": force, "parallel": parallel,
-             "threads": threads, "cache_type_kv": cache_type_kv,
-             "api_key": None if no_api_key is None else not no_api_key,
-             "rollback": None if no_rollback is None else not no_rollback, "lock_file": lock_file}
     hosts = hosts_for(targets, inventory)
     inventory_file = inventory or (Path("edgekit.toml") if Path("edgekit.toml").is_file() else None)
-    if lock_file is None and inventory_file is not None:
+    if "lock_file" not in flags and inventory_file is not None:
         flags["lock_file"] = str(lockfile.for_inventory(inventory_file))
     opts = {h.name: prov.options_for(flags, h) for h in hosts}       # every host validated before any connects
     if is_fleet(targets, hosts):
