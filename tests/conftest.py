@@ -1,15 +1,14 @@
 """Shared test fixtures: an isolated EDGEKIT_HOME per test, and stand-in devices (real systemd + sshd).
 
 Stand-ins are session-scoped and shared: `standin_factory(name, jetson=None)` boots one once per session.
-End-to-end tests are marked `e2e`; they need root, systemd-nspawn and debootstrap (`.ci/run` installs them).
-Outside CI they are skipped with the reason when those are missing; in CI (CI=true) the run fails instead.
+End-to-end tests are marked `e2e`; what they and other tests need of this machine is checked in one place,
+tests/prereqs.py: outside CI a test whose prerequisite is missing is skipped naming it; under CI (CI=1) the run fails.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,32 +17,13 @@ import pytest
 
 from edgekit.llamacpp import spec
 
-pytest_plugins = ["modelserver", "served"]  # tests/modelserver.py: Hub-like nginx `model_server`; tests/served.py: `served_standin`
+# tests/prereqs.py: what tests need of this machine (skip outside CI, fail under CI); tests/modelserver.py: Hub-like
+# nginx `model_server`; tests/served.py: `served_standin`
+pytest_plugins = ["prereqs", "modelserver", "served"]
 
 LLAMA_SDIST = spec.SDIST_FILE               # the pin lives in edgekit/llamacpp/spec.py
 LLAMA_SDIST_SHA256 = spec.SDIST_SHA256
 TEST_CACHE = Path(os.environ.get("EDGEKIT_TEST_CACHE", "/var/cache/edgekit/test"))
-
-
-def _e2e_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("systemd-nspawn", "debootstrap", "zstd"):
-        if not shutil.which(tool):
-            return f"needs {tool} (apt-get install systemd-container debootstrap zstd)"
-    return None
-
-
-def pytest_collection_modifyitems(config, items):
-    reason = _e2e_unavailable()
-    if not reason:
-        return
-    selected = [item for item in items if "e2e" in item.keywords]
-    if selected and os.environ.get("CI") == "true":
-        # CI must run them: a missing prerequisite fails the run (it is not a pass, nor an xfail)
-        raise pytest.UsageError(f"CI cannot run the {len(selected)} e2e tests: {reason}; .ci/setup installs them")
-    for item in selected:
-        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

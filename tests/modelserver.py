@@ -189,8 +189,6 @@ http {{
 @pytest.fixture(scope="session")
 def model_server(tmp_path_factory):
     """A running nginx that serves files the Hub's way (see module doc); files are added per test."""
-    if not shutil.which("nginx"):
-        pytest.skip("needs nginx (apt-get install nginx-light)")
     server = ModelServer(tmp_path_factory.mktemp("modelserver"), _free_port())
     server.start()
     yield server

@@ -329,7 +329,7 @@ def test_role_reads_a_jetson_with_edgekits_probes_and_parsers(role_on_localhost)
     assert Path(got["exporter"]["path"]).read_bytes() == bundle.build()
 
 
-@pytest.mark.skipif(not NOT_A_JETSON, reason="needs a machine that is not a Jetson")
+@pytest.mark.needs("not-a-jetson")
 def test_role_checks_refuse_tuning_on_a_non_jetson_before_any_change(role_on_localhost):
     """checks.yml's read-only probes on this (non-Jetson) machine: a power mode and the clocks are refused with
     edgekit's reasons, before the role would change anything."""

@@ -145,13 +145,13 @@ def test_failed_requests_are_counted_not_hidden():
     assert s["requests"] == 2 and s["failed"] == 1 and s["errors"] == ["HTTP 500: boom"]
 
 
+@pytest.mark.needs("matplotlib")
 def test_result_file_roundtrip_plot_and_compare(tmp_path):
     a, b = _result(), _result(scale=1.1, samples=False)
     pa, pb = report.write_json(a, tmp_path / "a.json"), report.write_json(b, tmp_path / "b.json")
     assert report.load(pa)["summary"] == a["summary"]
     rows = {r["metric"]: r for r in report.compare(report.load(pa), report.load(pb))}
     assert rows["p128-c1 gen tok/s"]["change_pct"] == pytest.approx(10.0)
-    pytest.importorskip("matplotlib")
     png = report.plot(a, tmp_path / "a.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -318,9 +318,8 @@ def test_llama_bench_runs_on_the_servers_cpus():
     assert not llama_bench.command(proc, 512, 128, 1).startswith("taskset")
 
 
+@pytest.mark.needs("sched_setaffinity")
 def test_client_pinned_restores_this_process():
-    if not hasattr(os, "sched_getaffinity"):
-        pytest.skip("no sched_setaffinity here")
     before = os.sched_getaffinity(0)
     one = min(before)
     with pinning.client_pinned([one]):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prereqs import unavailable
+
 from edgekit.llamacpp.cmake import plan_build
 from edgekit.llamacpp.source import resolve_source
 from edgekit.llamacpp.spec import BuildSpec
@@ -23,9 +25,7 @@ from edgekit.facts.device import read_facts
 from edgekit.remote.target import Target
 from edgekit.remote.transport import Transport
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(os.environ.get("EDGEKIT_CUDA_TESTS") != "1",
-                                 reason="slow CUDA compile; set EDGEKIT_CUDA_TESTS=1 to run")]
+pytestmark = pytest.mark.cuda      # slow CUDA compile: deselected unless EDGEKIT_CUDA_TESTS=1 (tests/prereqs.py)
 
 NVCC = "/usr/local/cuda/bin/nvcc"
 SOME_CU = ("acc.cu", "arange.cu", "clamp.cu")
@@ -42,7 +42,7 @@ def _cublas() -> Path:
             root = Path(list(spec.submodule_search_locations)[0])
             if list((root / "lib").glob("libcublas.so*")):
                 return root
-    pytest.skip("cuBLAS not found: pip install nvidia-cublas (the wheel for this CUDA major version)")
+    unavailable("cuBLAS", "pip install nvidia-cublas (the wheel for this CUDA major version)")
 
 
 def fatbin_entries(obj: Path, scratch: Path) -> list[tuple[int, int]]:
@@ -65,7 +65,7 @@ def fatbin_entries(obj: Path, scratch: Path) -> list[tuple[int, int]]:
 
 def test_configure_cuda_87_and_compile_some_cu_files(tmp_path, llama_src):
     if not os.access(NVCC, os.X_OK):
-        pytest.skip(f"no {NVCC}")
+        unavailable("nvcc", f"no {NVCC}")
     arches = subprocess.run([NVCC, "--list-gpu-arch"], capture_output=True, text=True, check=True).stdout
     assert "compute_87" in arches.split()
 

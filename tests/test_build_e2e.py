@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.prereqs import unavailable
+
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
 from tests.conftest import run_cli
@@ -134,7 +136,7 @@ def test_pack_fetch_and_install_on_another_device(dev, standin):
 
     _, t = dev
     if not t.run(f"test -x {ROOT}/current/bin/llama-server", check=False).ok:
-        pytest.skip("no build on t-build (the build test did not run)")
+        unavailable("a build on t-build", "test_build_e2e's build test did not run before this one")
     pack = pack_build(Context(transport=t))
     assert pack["stamp"]["version"] == "b11312" and len(pack["sha256"]) == 64
     local = fetch_pack(Context(transport=t), pack)

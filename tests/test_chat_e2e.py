@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -207,8 +206,6 @@ class Tmux:
 
 @pytest.fixture
 def tmux(tmp_path):
-    if not shutil.which("tmux"):
-        pytest.skip("needs tmux")
     t = Tmux(tmp_path)
     yield t
     subprocess.run(["tmux", "-L", t.sock, "kill-server"], capture_output=True)

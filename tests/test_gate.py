@@ -120,8 +120,9 @@ def test_gate_record_is_per_machine():
     assert parse_record("abc\n@@gate\n") is None
 
 
+@pytest.mark.needs("gguf")
 def test_tiny_gguf_is_valid_and_deterministic():
-    gguf = pytest.importorskip("gguf")
+    import gguf
     data = tiny_llama_bytes()
     assert data == tiny_llama_bytes() and len(data) < 500_000 and tiny_llama_sha256() == tiny_llama_sha256()
     import tempfile

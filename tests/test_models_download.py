@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.prereqs import unavailable
 
 from edgekit import errors
 from edgekit.device import files
@@ -218,8 +219,6 @@ def endless(total: int):
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost (trust it with SSL_CERT_FILE)."""
-    if not shutil.which("openssl"):
-        pytest.skip("needs openssl")
     d = tmp_path_factory.mktemp("tls")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
                     "-out", str(d / "cert.pem"), "-days", "2", "-subj", "/CN=127.0.0.1",
@@ -229,18 +228,16 @@ def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """small_disk(mib) -> a directory on a fresh tmpfs of that size (needs root; skipped otherwise)."""
+    """small_disk(mib) -> a directory on a fresh tmpfs of that size (needs root: tests/prereqs.py `tmpfs`)."""
     mounted: list[Path] = []
 
     def make(mib: int) -> Path:
-        if os.geteuid() != 0 or not shutil.which("mount"):
-            pytest.skip("a small real filesystem (tmpfs mount) needs root")
         d = tmp_path / f"disk{len(mounted)}"
         d.mkdir()
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", str(d)], capture_output=True,
                            text=True)
         if r.returncode:
-            pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+            unavailable("tmpfs", f"cannot mount one: {r.stderr.strip()}")
         mounted.append(d)
         return d
 
@@ -419,7 +416,7 @@ def test_device_pull_refused_on_a_small_disk(standin_factory, model_server, gemm
     where = "/opt/edgekit/models/gemma3-270m"
     subprocess.run(ssh + [f"sudo rm -rf {where} && sudo mkdir -p {where}"], check=True)
     if subprocess.run(ssh + [f"sudo mount -t tmpfs -o size=100m tmpfs {where}"]).returncode:
-        pytest.skip("the stand-in cannot mount a tmpfs")
+        unavailable("tmpfs", "the stand-in cannot mount one")
     try:
         r = run_cli("models", "pull", "gemma3-270m", "--allow-unpinned", "--target", sb.name, "--hf-endpoint",
                     model_server.endpoint(sb.host_address), "--fetch-on", "device",

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -16,6 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from tests.prereqs import unavailable
 
 from edgekit.llamacpp.pack import UnsafePack, check_members, check_pack, stripped, unpack_command
 from edgekit.remote.transport import Result
@@ -70,7 +71,7 @@ def test_strip_emulates_gnu_tar():
     assert stripped(f"{NAME}//tmp/x") == "/tmp/x"          # absolute once the first component is gone
 
 
-@pytest.mark.skipif(not shutil.which("tar"), reason="needs tar")
+@pytest.mark.needs("tar")
 def test_gnu_tar_writes_a_double_slash_member_outside_and_the_check_refuses_it(tmp_path):
     """What the check guards against, shown with the real tar (inside tmp_path): `name//ABS` lands at ABS."""
     outside = tmp_path / "outside" / "evil"
@@ -83,7 +84,7 @@ def test_gnu_tar_writes_a_double_slash_member_outside_and_the_check_refuses_it(t
     res = subprocess.run(["tar", "-xzf", str(path), "-C", str(dest), "--strip-components=1"],
                          capture_output=True, text=True)
     if not outside.exists():
-        pytest.skip(f"this tar strips leading slashes after --strip-components ({res.stderr.strip()})")
+        unavailable("tar", f"this tar strips leading slashes after --strip-components ({res.stderr.strip()})")
     assert outside.read_bytes() == b"boom" and not any(dest.iterdir())
     with pytest.raises(UnsafePack, match="absolute name"):
         check_pack(path, top=NAME)
@@ -142,7 +143,7 @@ def test_unpack_command_drops_owners_and_modes(tmp_path):
     assert cmd.endswith("chmod -R u+rwX,go+rX,go-w,a-st /opt/edgekit/llama.cpp/p.partial")
 
 
-@pytest.mark.skipif(not shutil.which("tar"), reason="needs tar")
+@pytest.mark.needs("tar")
 def test_unpack_command_runs_with_local_tar(tmp_path):
     """A world-writable file and a set-gid directory (refused by the check; here to show the device side alone)
     come out 0755/0644-like, with no set-uid bits."""
@@ -192,15 +193,14 @@ def test_built_on_is_hostname_and_app_specific_machine_id():
     assert app_machine_id("not-an-id") is None
 
 
-@pytest.mark.skipif(not shutil.which("systemd-id128") or not Path("/etc/machine-id").is_file(),
-                    reason="needs systemd-id128 and /etc/machine-id")
+@pytest.mark.needs("systemd-id128")
 def test_app_machine_id_is_what_systemd_derives():
     from edgekit.llamacpp.stamp import EDGEKIT_APP_ID, app_machine_id
 
     res = subprocess.run(["systemd-id128", "machine-id", f"--app-specific={EDGEKIT_APP_ID}"],
                          capture_output=True, text=True)
     if res.returncode != 0:
-        pytest.skip(res.stderr.strip())
+        unavailable("systemd-id128", res.stderr.strip())
     assert app_machine_id(Path("/etc/machine-id").read_text()) == res.stdout.strip()
 
 
@@ -258,7 +258,7 @@ def _git(*args, cwd):
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+@pytest.mark.needs("git")
 def test_clone_of_a_moved_tag_is_refused(tmp_path):
     """The device commands, run here against a local repository: the tag's commit is checked after cloning."""
     from edgekit.llamacpp.cmake import SourceInfo

@@ -4,7 +4,6 @@ value that reaches the YAML checked once, files written atomically; checked by p
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -112,7 +111,7 @@ def test_targets_come_from_what_provision_recorded():
     assert targets_json([]) == "[]\n"
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian: prometheus) is not installed")
+@pytest.mark.needs("promtool")
 def test_promtool_accepts_the_config(tmp_path):
     hosts = fleet(tmp_path)
     (tmp_path / "agx.tok").write_text("ekm-b\n")

@@ -4,7 +4,6 @@ keeps the token Prometheus holds, refuses a taken port or no token off loopback 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def test_the_rendered_unit_in_systemd_is_the_template_rendered():
     assert (ROOT / "systemd/edgekit-exporter.service").read_text() == render_exporter_unit(*EXAMPLE)
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
+@pytest.mark.needs("systemd-analyze")
 def test_systemd_knows_every_directive_of_the_unit(tmp_path):
     unit = tmp_path / f"{EXPORTER_UNIT}.service"
     unit.write_text(render_exporter_unit(*EXAMPLE))

@@ -44,23 +44,21 @@ def _run(agent: Path, *args: str, env: dict | None = None) -> Stream:
     return stream
 
 
+@pytest.mark.needs("not-a-jetson")
 def test_choose_source_explains_every_missing_source(tmp_path):
     def no_jtop(name):
         raise ImportError(name)
 
     source, why = choose_source(1000, importer=no_jtop)
-    if shutil.which("tegrastats"):
-        pytest.skip("this machine has tegrastats")
     assert source == "procfs"
     assert why[0] == "jtop: not installed - sudo pip3 install -U jetson-stats"
     assert why[1].startswith("tegrastats: not found")
     assert "no GPU, EMC or power" in why[2]
 
 
+@pytest.mark.needs("not-a-jetson")
 def test_choose_source_jtop_installed_but_service_down():
     source, why = choose_source(1000, importer=lambda name: object())
-    if os.path.exists("/run/jtop.sock"):
-        pytest.skip("this machine runs the jtop service")
     assert source != "jtop"
     assert "systemctl enable --now jtop.service" in why[0]
 

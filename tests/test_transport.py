@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import paramiko
 import pytest
+
+from tests.prereqs import require
 from fabric import Connection
 
 from edgekit import paths
@@ -89,7 +90,7 @@ def test_put_that_fails_leaves_no_temp(local, tmp_path):
     assert _files(dest_dir) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="sudo puts as root: the local transport runs them directly as root")
+@pytest.mark.needs("root")      # sudo puts as root: the local transport runs them directly as root
 def test_sudo_put_writes_through_a_fresh_temp_name(local, tmp_path):
     src = tmp_path / "src"
     src.write_text("new")
@@ -154,8 +155,7 @@ def test_changed_host_key_hint_is_a_command_that_removes_it(monkeypatch, target,
     assert "has CHANGED" in error.message and error.exit_code == 3
     commands = re.findall(r"`(ssh-keygen [^`]*)`", error.hint)
     assert commands == [f"ssh-keygen -f {shlex.quote(str(known))} -R {shlex.quote(name)}"], error.hint
-    if not shutil.which("ssh-keygen"):
-        pytest.skip("needs ssh-keygen to run the hint")
+    require("ssh-keygen")
     subprocess.run(shlex.split(commands[0]), check=True, capture_output=True)
     assert paramiko.HostKeys(str(known)).lookup(name) is None
     assert paramiko.HostKeys(str(known)).lookup("other-host") is not None
