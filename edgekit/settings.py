@@ -27,6 +27,8 @@ from edgekit.facts.cuda import parse_arch_override
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 FETCH_ON = ("auto", "device", "controller")
 MAX_CTX = 1 << 20
+MAX_CACHE_RAM_MIB = 1 << 20       # MiB; edgekit always bounds the prompt cache (llama.cpp's -1, no limit, is refused)
+MAX_SLEEP_IDLE = 7 * 86400        # llama.cpp refuses 0; "never" is leaving the setting out
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
                        r"[A-Za-z0-9])?)*\.?$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[A-Za-z0-9_.-]{1,32})?$")
@@ -254,6 +256,11 @@ SETTINGS: list[Setting] = [
     Setting("threads", int, None, _int(1, 1024, optional=True), "CPU threads for llama-server.", "--threads", "-t"),
     Setting("cache_type_kv", str, None, _choice(CACHE_TYPES), "KV cache type, e.g. q8_0 or q4_0 (less memory).",
             "--cache-type", aliases=("cache_type",), choices=CACHE_TYPES),
+    Setting("cache_ram_mib", int, None, _int(0, MAX_CACHE_RAM_MIB, optional=True), "Prompt cache in host RAM, MiB "
+            "(0: off; default: half the headroom the fit leaves, at most llama.cpp's 8192).", "--cache-ram",
+            aliases=("cache_ram",)),
+    Setting("sleep_idle_seconds", int, None, _int(1, MAX_SLEEP_IDLE, optional=True), "Unload the model after this "
+            "many seconds without requests (default: never).", "--sleep-idle-seconds"),
     Setting("lock_file", str, None, _text(), "edgekit.lock: the sha256 of every model, recorded on first fetch and "
             "checked on every later install (default: next to the inventory, else in edgekit's state folder).",
             "--lock-file"),
@@ -473,4 +480,7 @@ def _hint(name: str) -> str:
         "model": "see `edgekit models list`",
         "models": "see `edgekit models list`",
         "cuda_arch": "use a form like 87, compute_87, sm_87 or 8.7",
+        "cache_ram_mib": "a prompt-cache bound in MiB, 0 to turn it off, e.g. --cache-ram 512 (default: from the fit)",
+        "sleep_idle_seconds": "seconds without requests before the server unloads the model, e.g. "
+                              "--sleep-idle-seconds 600 (leave it out: never)",
     }.get(name, f"see `edgekit provision --help` ({by_name()[name].flag or name})")

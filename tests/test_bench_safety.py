@@ -56,7 +56,7 @@ def test_probe_output_to_the_service_process():
     proc = lb.parse_probe(4242, out)
     assert (proc.pid, proc.prefix, proc.port, proc.parallel, proc.ctx_size, proc.n_gpu_layers) == (
         4242, "/opt/edgekit/llama.cpp/b1-abc", 8080, 2, 4096, "999")
-    assert proc.model == "/opt/edgekit/models/chinese-alpaca-2-1.3b/ggml-model-q2_k.gguf"
+    assert proc.model == "/opt/edgekit/models/chinese-alpaca-2-1.3b/ggml-model-q4_k.gguf"   # 8 GB: q4_k
     assert (proc.exe, proc.bench_exe, proc.stamp_path) == (
         "/opt/edgekit/llama.cpp/b1-abc/bin/llama-server", "/opt/edgekit/llama.cpp/b1-abc/bin/llama-bench",
         "/opt/edgekit/llama.cpp/b1-abc/build-stamp.json")

@@ -28,7 +28,8 @@ def test_unit_is_hardened_and_restarts():
     unit = render_unit(variables())
     for line in ("Restart=on-failure", "After=network-online.target", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "ReadOnlyPaths=/opt/edgekit",
-                 "MemoryMax=90%", "User=edgekit", "ExecStart=/opt/edgekit/llama.cpp/current/bin/llama-server",
+                 "MemoryMax=90%", "User=edgekit",
+                 "ExecStart=/opt/edgekit/llama.cpp/current/bin/llama-server $EDGEKIT_SERVER_ARGS",
                  "WantedBy=multi-user.target"):
         assert line in unit.splitlines(), line
 

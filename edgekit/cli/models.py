@@ -116,6 +116,8 @@ def fit_cmd(
     board: Optional[str] = typer.Option(None, "--board", help=f"No device: a known board ({', '.join(fit.BOARDS)})."),
     ctx: Ctx = None,
     cache_type: str = typer.Option("f16", "--cache-type", help="KV cache type: f16, q8_0, q4_0."),
+    cache_ram: Optional[int] = typer.Option(None, "--cache-ram", min=0, help="Prompt cache in MiB to count "
+                                            "(default: the bound provision sets, half the headroom)."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table of every model and quant."),
     pairs: bool = typer.Option(False, "--pairs", help="Router mode: a markdown table of which catalog pairs stay "
                                                       "loaded together (the --models-max provision would choose)."),
@@ -142,7 +144,7 @@ def fit_cmd(
         raise UsageError("which model?", hint="e.g. `edgekit models fit chinese-alpaca-2-1.3b --board orin-nano-4gb`")
     entry, quant = catalog.lookup(name, None, total)
     n_ctx = ctx or fit.default_ctx(entry, quant, total, cache_type)
-    report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type)
+    report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type, cache_ram)
     if json_out:
         emit_json(report.to_json())
     elif report.fits:

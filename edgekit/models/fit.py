@@ -6,6 +6,10 @@ Jetson memory is shared by CPU and GPU, so the whole of it counts, less a reserv
   compute  = logits (vocab x ubatch x 4) + attention scores without flash-attn (heads x ctx x ubatch x 4)
   runtime  = CUDA context and llama-server itself (fixed 400 MiB)
   reserve  = 12% of RAM, at least 512 MiB and at most 2 GiB (kernel, systemd, sshd, nvargus...)
+  draft    = a speculative-decoding draft model in the same server: its weights + KV cache + compute
+  prompt cache = llama-server's host-RAM cache of finished prompts (--cache-ram; llama.cpp's default, 8192 MiB,
+             is more than an 8 GB board): set from the fit to half the headroom the models leave (at most 8192
+             MiB, 0 below 256 MiB), or the --cache-ram given, and counted
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ GiB = 2**30
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 UBATCH = 512
 RUNTIME_BYTES = 400 * MiB
+CACHE_RAM_DEFAULT_MIB = 8192      # llama.cpp b11312's --cache-ram default (common.h cache_ram_mib)
+CACHE_RAM_MIN_MIB = 256           # a smaller share is not worth it: the cache is off (0)
 # bits per weight of llama.cpp's quantization mixes (for weights estimated from the shape)
 BPW = {"f32": 32.0, "f16": 16.0, "q8_0": 8.5, "q6_k": 6.56, "q5_k": 5.67, "q5_0": 5.5, "q4_k": 4.85,
        "q4_k_m": 4.85, "q4_0": 4.55, "q3_k": 3.9, "q2_k": 3.35}
@@ -89,10 +95,23 @@ class FitReport:
     runtime_bytes: int
     fits: bool
     suggestions: list[str] = field(default_factory=list)
+    draft: str = ""                   # NAME:QUANT of the draft model served with it ("" = none)
+    draft_bytes: int = 0              # the draft's weights + KV cache + compute (the runtime is shared)
+    cache_ram_bytes: int = 0          # the prompt cache bound (--cache-ram), counted
+    cache_ram_from: str = "fit"       # "fit" (half the headroom) or "setting" (--cache-ram given)
+
+    @property
+    def model_bytes(self) -> int:
+        """The model's own need: weights, KV cache, compute, runtime, and the draft's share."""
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.runtime_bytes + self.draft_bytes
 
     @property
     def need_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.runtime_bytes
+        return self.model_bytes + self.cache_ram_bytes
+
+    @property
+    def cache_ram_mib(self) -> int:
+        return self.cache_ram_bytes // MiB
 
     @property
     def usable_bytes(self) -> int:
@@ -104,14 +123,22 @@ class FitReport:
 
     def to_json(self) -> dict:
         return {**asdict(self), "need_bytes": self.need_bytes, "usable_bytes": self.usable_bytes,
-                "headroom_bytes": self.headroom_bytes}
+                "headroom_bytes": self.headroom_bytes, "cache_ram_mib": self.cache_ram_mib}
 
     def summary(self) -> str:
         w = f"{'~' if self.weights_estimated else ''}{gib(self.weights_bytes)}"
+        draft = f" + draft {self.draft} {gib(self.draft_bytes)}" if self.draft else ""
+        if self.cache_ram_from == "setting":
+            cache = f"prompt cache {self.cache_ram_mib} MiB (--cache-ram)"
+        elif self.cache_ram_bytes:
+            cache = f"prompt cache {self.cache_ram_mib} MiB (half the headroom)"
+        else:
+            cache = f"no prompt cache (--cache-ram 0: under {2 * CACHE_RAM_MIN_MIB} MiB headroom)"
         return (f"{self.model}:{self.quant} ctx {self.ctx} on {self.board}: needs {gib(self.need_bytes)} "
                 f"(weights {w} + KV {self.kv_type} {gib(self.kv_bytes)} + compute {gib(self.compute_bytes)} "
-                f"+ runtime {gib(self.runtime_bytes)}) of {gib(self.usable_bytes)} usable "
-                f"({gib(self.total_bytes)} RAM - {gib(self.reserve_bytes)} OS reserve)")
+                f"+ runtime {gib(self.runtime_bytes)}{draft} + {cache}) "
+                f"of {gib(self.usable_bytes)} usable ({gib(self.total_bytes)} RAM - {gib(self.reserve_bytes)} "
+                "OS reserve)")
 
 
 def gib(n: float) -> str:
@@ -128,6 +155,24 @@ def loadable_together(needs: list[int], usable_bytes: int) -> int:
             break
         total, count = total + need, count + 1
     return count
+
+
+def prompt_cache_mib(headroom_bytes: int) -> int:
+    """The prompt-cache bound the fit sets (--cache-ram, MiB): half the headroom the models leave, in steps of
+    64 MiB, at most llama.cpp's own default; 0 (no cache) when that is under CACHE_RAM_MIN_MIB."""
+    share = min(max(headroom_bytes, 0) // 2 // MiB // 64 * 64, CACHE_RAM_DEFAULT_MIB)
+    return share if share >= CACHE_RAM_MIN_MIB else 0
+
+
+def bound_cache(report: FitReport, cache_ram_mib: int | None = None) -> FitReport:
+    """Count the prompt cache in `report`: `cache_ram_mib` when given (--cache-ram), else the fit's share."""
+    if cache_ram_mib is None:
+        report.cache_ram_bytes, report.cache_ram_from = 0, "fit"
+        report.cache_ram_bytes = prompt_cache_mib(report.usable_bytes - report.model_bytes) * MiB
+    else:
+        report.cache_ram_bytes, report.cache_ram_from = cache_ram_mib * MiB, "setting"
+    report.fits = report.need_bytes <= report.usable_bytes
+    return report
 
 
 def usable_bytes(total_bytes: int) -> int:
@@ -182,6 +227,12 @@ def max_ctx(size: int, shape: Shape, quant: str, total_bytes: int, kv_type: str 
 def suggest(report: FitReport, size_of: dict[str, int], shape: Shape) -> list[str]:
     """What would fit instead: a smaller context, a quantized KV cache, a smaller quantization."""
     out = []
+    spare = report.usable_bytes - report.model_bytes
+    if report.cache_ram_from == "setting" and report.cache_ram_bytes and spare >= 0:
+        return [f"--cache-ram {prompt_cache_mib(spare)} (the prompt cache the fit would set: the model fits, "
+                f"{report.cache_ram_mib} MiB of cache next to it does not)"]
+    if report.draft and spare < 0 and report.model_bytes - report.draft_bytes <= report.usable_bytes:
+        out.append(f"no --draft (the draft {report.draft} takes {gib(report.draft_bytes)})")
     size = size_of[report.quant]
     c = max_ctx(size, shape, report.quant, report.total_bytes, report.kv_type)
     if c >= 512:
@@ -203,12 +254,25 @@ def suggest(report: FitReport, size_of: dict[str, int], shape: Shape) -> list[st
     return out
 
 
+def draft_bytes(draft_entry, draft_quant, ctx: int, kv_type: str = "f16") -> int:
+    """A draft model's share in the target's server: its weights, its KV cache at the target's context (llama-server
+    gives the draft the target's context) and its compute buffers; the runtime is the target's."""
+    shape = Shape.from_dict(draft_entry.shape)
+    w, _ = weights_bytes(draft_quant.best_size, shape, draft_quant.name)
+    return w + int(shape.kv_bytes_per_token(kv_type) * ctx) + compute_bytes(shape, ctx)
+
+
 def check_entry(entry, quant, ctx: int | None, total_bytes: int, board: str = "device",
-                kv_type: str = "f16") -> FitReport:
-    """Fit of a catalog entry + quant; suggestions filled when it does not fit."""
+                kv_type: str = "f16", cache_ram_mib: int | None = None, draft=None) -> FitReport:
+    """Fit of a catalog entry + quant (and a draft: (entry, quant), served with it), the prompt cache bounded
+    (cache_ram_mib, else the fit's share); suggestions filled when it does not fit."""
     shape = Shape.from_dict(entry.shape)
     report = estimate(entry.name, quant.name, quant.best_size, shape,
                       ctx or entry.recommended_ctx, total_bytes, board, kv_type)
+    if draft is not None:
+        report.draft = f"{draft[0].name}:{draft[1].name}"
+        report.draft_bytes = draft_bytes(draft[0], draft[1], report.ctx, kv_type)
+    bound_cache(report, cache_ram_mib)
     if not report.fits:
         report.suggestions = suggest(report, {q.name: q.best_size for q in entry.quants.values()}, shape)
     return report

@@ -35,6 +35,7 @@ class ModelRequest:
     kv_type: str = "f16"
     allow_unpinned: bool = False      # install a quant with no pinned revision+sha256 (X-Linked-Etag only)
     lock_file: str | None = None      # the edgekit.lock to verify and record sha256s in (None: lockfile.default_path())
+    cache_ram_mib: int | None = None  # the prompt-cache bound (--cache-ram; None: the fit's share)
 
     def __post_init__(self):
         if self.fetch_on not in ("auto", "device", "controller"):

@@ -18,8 +18,8 @@ class ModelSetFits:
 
     name = "models fit together"
 
-    def __init__(self, models_max: int | None = None, force: bool = False):
-        self.models_max, self.force = models_max, force
+    def __init__(self, models_max: int | None = None, force: bool = False, cache_ram_mib: int | None = None):
+        self.models_max, self.force, self.cache_ram_mib = models_max, force, cache_ram_mib
 
     def plan(self, ctx: Context) -> Noop:
         models = list(ctx.run.models.values())
@@ -39,7 +39,18 @@ class ModelSetFits:
                                    (f"; --models-max {self.models_max} asks for more" if self.models_max else ""),
                                    hint=f"--models-max {max(together, 1)}, smaller quants, or --force")
         ctx.run.models_max = chosen
-        return Noop(f"--models-max {chosen}: {told}")
+        loaded = sum(sorted(needs.values(), reverse=True)[:chosen])
+        if self.cache_ram_mib is None:       # each loaded model's server gets an equal share of what they leave
+            ctx.run.cache_ram_mib = fit.prompt_cache_mib(usable - loaded) // chosen // 64 * 64
+            cache = f"prompt cache {ctx.run.cache_ram_mib} MiB per loaded model (half the headroom, shared)"
+        else:
+            ctx.run.cache_ram_mib = self.cache_ram_mib
+            cache = f"prompt cache {self.cache_ram_mib} MiB per loaded model (--cache-ram)"
+            if loaded + chosen * self.cache_ram_mib * fit.MiB > usable and not self.force:
+                raise UnsuitableDevice(f"--cache-ram {self.cache_ram_mib} for each of {chosen} loaded models does "
+                                       f"not fit next to them: {told}",
+                                       hint="a smaller --cache-ram, a smaller --models-max, or --force")
+        return Noop(f"--models-max {chosen}: {told}; {cache}")
 
 
 def model_set_steps(requests: list[ModelRequest], models_max: int | None = None) -> tuple[list, list]:
@@ -49,7 +60,8 @@ def model_set_steps(requests: list[ModelRequest], models_max: int | None = None)
         require_pinned(request)
     fits = [FitCheck(r) for r in requests]
     if len(requests) > 1:
-        fits.append(ModelSetFits(models_max, force=any(r.force for r in requests)))
+        fits.append(ModelSetFits(models_max, force=any(r.force for r in requests),
+                                 cache_ram_mib=requests[0].cache_ram_mib))
     return fits, [FetchModel(r) for r in requests]
 
 

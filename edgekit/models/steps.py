@@ -114,10 +114,17 @@ def _fit_url(ctx: Context, request: ModelRequest, header: GGUFHeader, size: int)
         raise UsageError(f"cannot estimate whether {entry.name} fits: its GGUF header lacks part of the shape "
                          f"({e.message})", hint="pass --force to install it without the fit check") from None
     n_ctx = request.n_ctx or fit.default_ctx(entry, quant, total, request.kv_type)
-    report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, request.kv_type)
+    report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, request.kv_type, request.cache_ram_mib)
     if not report.fits and not request.force:
         fit.require_fit(report)
+    _count_cache(ctx, report)
     return entry, n_ctx, f"{'fits' if report.fits else 'does NOT fit (--force)'}: {report.summary()}"
+
+
+def _count_cache(ctx: Context, report: fit.FitReport) -> None:
+    """The prompt-cache bound the service gets: the default model's (router mode: ModelSetFits shares it)."""
+    if not ctx.run.models or next(iter(ctx.run.models)) == report.model:
+        ctx.run.cache_ram_mib = report.cache_ram_mib
 
 
 class FitCheck:
@@ -132,11 +139,13 @@ class FitCheck:
             return self._plan_url(ctx)
         entry, quant, total = _resolved(self.request, ctx)
         n_ctx = self.request.n_ctx or fit.default_ctx(entry, quant, total, self.request.kv_type)
-        report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, self.request.kv_type)
+        report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, self.request.kv_type,
+                                 self.request.cache_ram_mib)
         model = _model(ctx, entry.name, _dest(entry, quant))
-        model.n_ctx, model.entry, model.need_bytes = n_ctx, entry.to_json(), report.need_bytes
+        model.n_ctx, model.entry, model.need_bytes = n_ctx, entry.to_json(), report.model_bytes
         if not report.fits and not self.request.force:
             fit.require_fit(report)
+        _count_cache(ctx, report)
         verdict = "fits" if report.fits else "does NOT fit (--force)"
         return Noop(f"{verdict}: {report.summary()}{_tuning_note(ctx)}")
 

@@ -33,7 +33,8 @@ class ModelState:
     entry: dict = field(default_factory=dict)
     sha256: str | None = None
     size: int | None = None
-    need_bytes: int | None = None         # memory it takes loaded (weights, KV cache, compute, runtime) per the fit
+    need_bytes: int | None = None         # memory it takes loaded (weights, KV cache, compute, runtime, draft) per
+                                          # the fit, without the prompt cache (run.cache_ram_mib)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class RunState:
     resolved_builds: dict[Any, Any] = field(default_factory=dict)   # BuildSpec -> its resolution, once per run
     models: dict[str, ModelState] = field(default_factory=dict)   # what the service serves, the default first
     models_max: int | None = None         # router mode: models loaded at once (what fits together)
+    cache_ram_mib: int | None = None      # the prompt-cache bound per server (--cache-ram) the fit counted
     model_transfer: dict | None = None    # how the model arrived: {"mode", "downloaded", "resumed_from", ...}
     api_key_new: str | None = None        # a key generated in this run (shown once)
     health: dict | None = None            # {"loaded_s", "smoke_s"}

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "edgekit_threads": None,
     "edgekit_chat_template": None,
     "edgekit_cache_type_kv": None,
+    "edgekit_cache_ram_mib": None,    # the prompt-cache bound (--cache-ram), from the fit
+    "edgekit_sleep_idle_seconds": None,
     "edgekit_api_key_file": API_KEY_PATH,
     "edgekit_models": [],             # router mode: [{name, path, ctx, chat_template, sampling}], the default first
     "edgekit_models_max": None,
@@ -89,7 +91,8 @@ def router_model(*, name: str, path: str, ctx: int, chat_template: str | None, s
 def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, host: str, gpu: bool,
                       api_key: bool, parallel: int, threads: int | None, chat_template: str | None,
                       cache_type_kv: str | None, groups: list[str], models: list[dict] | None = None,
-                      models_max: int | None = None) -> dict[str, Any]:
+                      models_max: int | None = None, cache_ram_mib: int | None = None,
+                      sleep_idle_seconds: int | None = None) -> dict[str, Any]:
     """The template variables for one device: GPU offload and device access only where there is a GPU. With
     `models` (router_model each, two or more) the service is llama-server's router over them."""
     return {
@@ -99,12 +102,25 @@ def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, 
         "edgekit_gpu_layers": 999 if gpu else 0, "edgekit_private_devices": not gpu,
         "edgekit_service_groups": groups, "edgekit_chat_template": chat_template,
         "edgekit_cache_type_kv": cache_type_kv, "edgekit_api_key_file": API_KEY_PATH if api_key else None,
+        "edgekit_cache_ram_mib": cache_ram_mib, "edgekit_sleep_idle_seconds": sleep_idle_seconds,
     }
 
 
-# The unit and env as rendered for the default deployment (an Orin with CUDA serving the default model);
-# systemd/ holds exactly these for people who read units, and a test keeps them equal.
-EXAMPLE = service_variables(
-    model_name="chinese-alpaca-2-1.3b", model_path=f"{MODELS_DIR}/chinese-alpaca-2-1.3b/ggml-model-q2_k.gguf",
-    ctx=4096, port=8080, host="0.0.0.0", gpu=True, api_key=True, parallel=2, threads=None, chat_template="llama2",
-    cache_type_kv=None, groups=["video", "render"])
+def _example() -> dict[str, Any]:
+    """The default deployment on an 8 GB Orin Nano with CUDA: the quant, context and prompt-cache bound its fit
+    picks for the default model (`edgekit models fit chinese-alpaca-2-1.3b --board orin-nano-8gb` says the same)."""
+    from edgekit.models import catalog, fit
+
+    _, total = fit.board_total("orin-nano-8gb")
+    entry, quant = catalog.lookup(SETTINGS["model"], None, total)
+    ctx = fit.default_ctx(entry, quant, total)
+    report = fit.check_entry(entry, quant, ctx, total)
+    return service_variables(
+        model_name=entry.name, model_path=f"{MODELS_DIR}/{entry.name}/{quant.file}", ctx=ctx, port=8080,
+        host="0.0.0.0", gpu=True, api_key=True, parallel=2, threads=None, chat_template="llama2",
+        cache_type_kv=None, groups=["video", "render"], cache_ram_mib=report.cache_ram_mib)
+
+
+# The unit and env as rendered for the default deployment; systemd/ holds exactly these for people who read units,
+# and a test keeps them equal.
+EXAMPLE = _example()

@@ -39,6 +39,7 @@ class ServiceOptions:
     health_timeout: float = 600.0
     smoke_prompt: str = "Say hello in one short sentence."
     rollback: bool = DEFAULTS["rollback"]   # restore the last healthy state when a change leaves it unhealthy
+    sleep_idle_seconds: int | None = None   # unload the model after this long without requests (None: never)
 
 
 def probe_host(host: str) -> str:
@@ -68,7 +69,8 @@ def _variables(ctx: Context) -> dict:
         port=opts.port, host=opts.host, gpu=uses_gpu(build.stamp if build else None), api_key=opts.api_key,
         parallel=opts.parallel, threads=opts.threads, chat_template=entry.get("chat_template"),
         cache_type_kv=opts.cache_type_kv, groups=ctx.run.service_groups, models=routed,
-        models_max=ctx.run.models_max or (len(routed) if routed else None))
+        models_max=ctx.run.models_max or (len(routed) if routed else None), cache_ram_mib=ctx.run.cache_ram_mib,
+        sleep_idle_seconds=opts.sleep_idle_seconds)
 
 
 class ServiceUser:
