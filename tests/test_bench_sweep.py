@@ -162,6 +162,12 @@ def test_mode_names_resolved_from_captured_confs():
         sweep.power_points(sweep.SweepSpec("power-mode", ("2",)), table, 1)
     with pytest.raises(UnsuitableDevice, match="no power mode 'MAXN_SUPER'.*JetPack 6.2"):
         sweep.power_points(sweep.SweepSpec("power-mode", ("MAXN_SUPER",)), parse_conf(PLAIN), 0)
+    # before JetPack 6.2 a conf's Super mode is never switched to: a row saying why when every mode is swept, a
+    # refusal (before any change) when it is named
+    old = sweep.power_points(sweep.SweepSpec("power-mode"), table, 1, "36.3.0")
+    assert [p.skipped for p in old][:2] == [None, None] and "need JetPack 6.2 (L4T 36.4.3)" in old[2].skipped
+    with pytest.raises(UnsuitableDevice, match=r"MAXN_SUPER is refused.*JetPack 6.2 \(L4T 36.4.3\)"):
+        sweep.power_points(sweep.SweepSpec("power-mode", ("MAXN_SUPER",)), table, 1, "36.3.0")
 
 
 def test_the_ceiling_follows_the_mode_named_in_the_conf():

@@ -17,6 +17,7 @@ import pytest
 from edgekit import layout as L
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts.deployed import FileText, UnitState
+from edgekit.facts.jetson import JetsonRelease
 from edgekit.remote.command import Upload
 from edgekit.remote.plan import Change, Noop
 from edgekit.remote.run_state import RunState
@@ -107,6 +108,26 @@ def test_unknown_mode_is_refused_listing_the_boards_modes():
 def test_super_mode_on_an_older_jetpack_says_it_needs_jetpack_6_2():
     with pytest.raises(UnsuitableDevice, match=r"need JetPack 6.2 \(L4T 36.4.3\) or later; this board runs L4T 36.3"):
         plan_and_apply(PowerMode("MAXN_SUPER"), power_given("15W", 0, conf=JP60_CONF), run=lambda: orin_nano("36.3.0"))
+
+
+def test_maxn_super_before_jetpack_6_2_is_refused_even_when_the_conf_lists_it():
+    """The defect of issue 20: a conf with MAXN_SUPER (id 2) on L4T R36.3 planned `nvpmodel -m 2`. Refused (exit 5)
+    naming JetPack 6.2 / L4T 36.4.3, with nothing run; from preflight's facts or, without them, from
+    /etc/nv_tegra_release itself."""
+    for run, given in ((lambda: orin_nano("36.3.0"), power_given()),
+                       (None, {**power_given(), JetsonRelease(): JetsonRelease.parse(cap.NV_TEGRA_RELEASE_R36_3)})):
+        with pytest.raises(UnsuitableDevice, match=r"MAXN_SUPER is refused on this board: the Super modes "
+                                                   r"\(MAXN_SUPER\) need JetPack 6.2 \(L4T 36.4.3\) or later; this "
+                                                   r"board runs L4T 36.3.0") as info:
+            plan_and_apply(PowerMode("MAXN_SUPER"), given, run=run)
+        assert info.value.exit_code == 5 and "JetPack 6.2" in info.value.hint
+        with pytest.raises(UnsuitableDevice, match="JetPack 6.2"):        # the check before any change says it too
+            plan_and_apply(TuningChecks([PowerMode("maxn_super")]), given, run=run)
+    # `max` there is the best mode the release allows, and says why
+    mode, note = resolve("max", parse_conf(SUPER_CONF), "36.3.0", "p3767-0005")
+    assert mode.name == "25W" and "need JetPack 6.2 (L4T 36.4.3)" in note
+    assert resolve("MAXN_SUPER", parse_conf(SUPER_CONF), "36.4.3")[0].id == 2       # from JetPack 6.2 on
+    assert resolve("MAXN_SUPER", parse_conf(SUPER_CONF), None)[0].id == 2           # release unknown: not refused
 
 
 def test_a_bare_mode_id_is_refused_as_not_portable():

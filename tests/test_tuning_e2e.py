@@ -5,11 +5,13 @@ SSH. Played by edgekit/sandbox/jetson_tools: nvpmodel and jetson_clocks (their r
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 
 import pytest
 
+from tests.fixtures import captured as cap
 from tests.served import GEMMA_FILE, GEMMA_REPO, cli_in, gemma_gguf  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +44,26 @@ def test_dry_run_prints_the_mode_resolved_from_the_conf_the_clocks_unit_and_the_
     assert any("edgekit-jetson-clocks.service" in c for c in steps["jetson clocks"]["commands"])
     assert any("set-default multi-user.target" in c for c in steps["headless"]["commands"])
     assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: 25W", "a dry run changes nothing"
+
+
+def test_maxn_super_on_l4t_36_3_is_refused_naming_jetpack_6_2_before_any_change(board):
+    """Issue 20's defect: the same board and conf (MAXN_SUPER is id 2 there) with L4T R36.3 (JetPack 6.0) planted
+    planned `nvpmodel -m 2` and exited 0. Now exit 5, naming JetPack 6.2 / L4T 36.4.3, the device as it was."""
+    ssh, release = board["ssh"], board["ssh"]("cat /etc/nv_tegra_release")
+    state = ("/usr/sbin/nvpmodel -q; cat /var/lib/nvpmodel/status; systemctl get-default; "
+             "ls -a /var/lib/edgekit /etc/edgekit /opt/edgekit 2>&1; systemctl list-unit-files 'edgekit*' --no-legend")
+    ssh(f"echo {shlex.quote(cap.NV_TEGRA_RELEASE_R36_3)} | sudo tee /etc/nv_tegra_release >/dev/null")
+    try:
+        before = ssh(state)
+        for extra in ((), ("--dry-run",)):
+            res = board["cli"](*board["base"], "--power-mode", "MAXN_SUPER", *extra)
+            assert res.returncode == 5, res.stderr[-3000:]
+            assert "JetPack 6.2" in res.stderr and "36.4.3" in res.stderr and "36.3.0" in res.stderr, res.stderr
+            assert "nvpmodel -m" not in res.stdout + res.stderr
+            assert ssh(state) == before, "a refusal leaves the device as it found it"
+    finally:
+        ssh(f"echo {shlex.quote(release)} | sudo tee /etc/nv_tegra_release >/dev/null")
+    assert ssh("cat /etc/nv_tegra_release") == release
 
 
 def test_applied_then_a_second_run_changes_nothing(board):

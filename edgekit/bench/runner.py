@@ -30,6 +30,7 @@ from edgekit.layout import UNIT_NAME
 from edgekit.remote.command import q
 from edgekit.remote.lock import device_lock
 from edgekit.telemetry.remote import Recorder, Stream
+from edgekit.tuning.steps import nvpmodel_set
 from edgekit.telemetry.remote import stream as telemetry_stream
 
 
@@ -357,7 +358,7 @@ def _each_value(dev: sw.Sweep, settings: BenchSettings, result, on_progress, tel
     for i, point in enumerate(dev.points, 1):
         say = lambda text: on_progress(f"[{i}/{n}] {dev.spec.setting} {point.value}: {text}")  # noqa: E731
         if point.skipped is None and point.mode is not None:
-            say(f"nvpmodel -m {point.mode.id}")
+            say(nvpmodel_set(point.mode.id))
             point.skipped = sw.switch(dev, point.mode)
         elif point.skipped is None:
             say(f"restarting {UNIT_NAME} with {' '.join(f'{k}={v}' for k, v in point.env.items())}")

@@ -1,9 +1,9 @@
 """`edgekit bench --sweep`: what each value of one setting means on the device, how it is applied and restored,
 and one row of numbers per value (runner.run_sweep runs the workload once per value, restoring in a `finally`).
 
-Settings: `power-mode` (every mode of the device's own /etc/nvpmodel.conf, or the names given; `nvpmodel -m ID` with
-the id looked up there; a mode that needs a reboot is skipped, saying so), and the server's `ctx`, `parallel`,
-`cache-type` (LLAMA_ARG_* through a runtime drop-in under /run, as pinning.py pins CPUs, and a restart). After a
+Settings: `power-mode` (every mode of the device's own /etc/nvpmodel.conf, or the names given, each switched by
+tuning.steps.switch_power_mode; a mode that needs a reboot is skipped, saying so; a Super mode before JetPack 6.2
+too), and the server's `ctx`, `parallel`, `cache-type` (LLAMA_ARG_* through a runtime drop-in under /run, as pinning.py pins CPUs, and a restart). After a
 mode switch: a fixed wait, then the telemetry's GPU and memory (EMC) clocks until steady, bounded.
 
 `prepare` runs every check before the first change; `restore` puts back the original mode (its status file, pinned
@@ -28,12 +28,13 @@ from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts import device as device_facts
 from edgekit.facts.deployed import FileText, read
 from edgekit.remote.command import Upload, run_op
+from edgekit.remote.plan import Context
 from edgekit.service.settings import parse_env
 from edgekit.settings import CACHE_TYPES, MAX_CTX
 from edgekit.telemetry.sample import Sample
 from edgekit.tuning.facts import ClocksState, CurrentPowerMode, PowerModeTable
-from edgekit.tuning.modes import Mode, ModeTable, reboot_expected, resolve
-from edgekit.tuning.steps import nvpmodel_set
+from edgekit.tuning.modes import Mode, ModeTable, reboot_expected, resolve, too_new
+from edgekit.tuning.steps import nvpmodel_set, switch_by_hand, switch_power_mode
 
 ENV_VARS = {"ctx": ("LLAMA_ARG_CTX_SIZE",), "parallel": ("LLAMA_ARG_N_PARALLEL",),
             "cache-type": ("LLAMA_ARG_CACHE_TYPE_K", "LLAMA_ARG_CACHE_TYPE_V")}
@@ -90,11 +91,13 @@ def power_points(spec: SweepSpec, table: ModeTable, current_id: Optional[int], l
     running = table.by_id(current_id)
     points: List[Point] = []
     for name in spec.values or tuple(m.name for m in sorted(table.modes, key=lambda m: m.id)):
-        mode, how = resolve(name, table, l4t, part)
+        mode, how = (table.by_name(name), "") if not spec.values else resolve(name, table, l4t, part)
         if any(p.mode.id == mode.id for p in points):
             continue
         skipped = (f"needs a reboot: {mode.name} power-gates other parts of the GPU than {running.name} (applied only "
                    "at boot); not measured") if reboot_expected(running, mode) else None
+        if not spec.values and too_new(mode, l4t):
+            skipped = f"refused here: {too_new(mode, l4t)}; not measured"
         points.append(Point(mode.name, mode=mode, skipped=skipped, how=how))
     return points
 
@@ -251,20 +254,16 @@ def prepare(t, spec: SweepSpec, url_port: Optional[int]) -> Sweep:
 def switch(dev: Sweep, mode: Mode) -> Optional[str]:
     """Switch to `mode` (re-pinning clocks that were pinned); the reason when nvpmodel wants a reboot after all (its
     prompt is declined: nothing changed)."""
-    t, command = dev.transport, nvpmodel_set(mode.id)
+    t = dev.transport
     if mode.id == dev.current:
         return None
-    res = t.sudo(command, check=False)
-    out = (res.stdout or "") + (res.stderr or "")
-    if "reboot required" in out.lower():
-        return f"nvpmodel asks for a reboot to switch to {mode.name} (declined, nothing changed); not measured"
-    dev.changed = True
-    if not res.ok or "NVPM ERROR" in out:
-        raise RemoteCommandFailed(command, res.exit_code or 1, out)
-    now = read(t, CurrentPowerMode())
-    if now["id"] != mode.id:
-        raise RemoteCommandFailed(command, 0, f"nvpmodel -q still reports {now['name']} (id {now['id']})",
-                                  message=f"nvpmodel did not switch {t.name} to {mode.name}")
+    declined = None
+    try:
+        declined = switch_power_mode(Context(t), mode)
+    finally:
+        dev.changed = dev.changed or not declined      # a failure may have changed the mode: the restore runs
+    if declined:
+        return f"{declined}; not measured"
     dev.current = mode.id
     if dev.original["clocks_pinned"]:
         t.sudo("jetson_clocks")
@@ -359,6 +358,6 @@ def apply_env(dev: Sweep, env: Dict[str, str]) -> None:
 def by_hand(dev: Sweep) -> str:
     """How to restore on the board when the sweep could not."""
     if dev.table is not None:
-        return f"on the board: `sudo nvpmodel -m {dev.original['id']}` ({dev.original['name']})"
+        return f"on the board: {switch_by_hand(dev.original['id'])} ({dev.original['name']})"
     return (f"on the board: `sudo rm -f {SWEEP_DROPIN} {SWEEP_ENV}`, then `sudo systemctl daemon-reload` and "
             f"`sudo systemctl restart {L.UNIT_NAME}`")

@@ -83,6 +83,9 @@ class ModeTable:
     def by_id(self, mode_id: int | None) -> Mode | None:
         return next((m for m in self.modes if m.id == mode_id), None)
 
+    def by_name(self, name: str) -> Mode | None:
+        return next((m for m in self.modes if m.name == name), None)
+
     def listing(self) -> str:
         """'15W (id 0), 25W (id 1), MAXN_SUPER (id 2)'."""
         return ", ".join(f"{m.name} (id {m.id})" for m in self.modes)
@@ -148,6 +151,15 @@ def super_note(l4t: str | None) -> str:
             "configuration JetPack 6.2 installs for them")
 
 
+def too_new(mode: Mode, l4t: str | None) -> str | None:
+    """Pure: why `mode` must not be set on a board running L4T `l4t` (a Super mode before JetPack 6.2 / L4T 36.4.3,
+    whatever its nvpmodel.conf lists); None when it may be, or when the release is unknown."""
+    have = _l4t_tuple(l4t)
+    if "SUPER" in _key(mode.name) and have is not None and have < SUPER_L4T:
+        return super_note(l4t)
+    return None
+
+
 def resolve(name: str, table: ModeTable, l4t: str | None = None, part: str | None = None) -> tuple[Mode, str]:
     """Pure: the mode NAME means on this board, and a note on how it was chosen ('' for an exact name).
 
@@ -160,16 +172,17 @@ def resolve(name: str, table: ModeTable, l4t: str | None = None, part: str | Non
                          hint="use a mode's name, or `max` / `efficient`")
     lowered = wanted.lower()
     if lowered in ("max", "efficient"):
+        usable = [m for m in table.modes if too_new(m, l4t) is None]     # a Super mode before JetPack 6.2: never
         if lowered == "max":
             for top in ("MAXN_SUPER", "MAXN"):
-                found = next((m for m in table.modes if _key(m.name) == top), None)
+                found = next((m for m in usable if _key(m.name) == top), None)
                 if found:
                     break
             else:
-                rated = [m for m in table.modes if m.watts is not None]
+                rated = [m for m in usable if m.watts is not None]
                 found = max(rated, key=lambda m: (m.watts, -m.id)) if rated else None
         else:
-            rated = [m for m in table.modes if m.watts is not None]
+            rated = [m for m in usable if m.watts is not None]
             found = min(rated, key=lambda m: (m.watts, m.id)) if rated else None
         if found is None:
             raise UnsuitableDevice(f"--power-mode {wanted}: none of this board's modes ({table.listing()}) states "
@@ -182,6 +195,11 @@ def resolve(name: str, table: ModeTable, l4t: str | None = None, part: str | Non
     found = next((m for m in table.modes if m.name == wanted), None) or \
         next((m for m in table.modes if _key(m.name) == _key(wanted)), None)
     if found is not None:
+        refused = too_new(found, l4t)
+        if refused:
+            raise UnsuitableDevice(f"power mode {found.name} is refused on this board: {refused}",
+                                   hint=f"update the board to JetPack 6.2 (L4T {'.'.join(map(str, SUPER_L4T))}) "
+                                        "or later, or pick another mode (`max` picks the best one there)")
         return found, ""
     message = f"this board has no power mode {wanted!r}; its modes are {table.listing()}"
     if "SUPER" in _key(wanted):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from edgekit import layout as L
 from edgekit.remote.command import q, sh
+from edgekit.tuning.steps import nvpmodel_set_or_next_boot
 
 
 def restore_tuning_commands(original: dict) -> list[str]:
@@ -25,12 +26,7 @@ def restore_tuning_commands(original: dict) -> list[str]:
             commands.append(sh("jetson_clocks", "--restore", L.CLOCKS_STORE))
     mode = original.get("power_mode")
     if mode is not None and mode.get("id") is not None:
-        mode_id = int(mode["id"])
-        status, tmp = q(L.NVPMODEL_STATUS), q(f"{L.NVPMODEL_STATUS}.edgekit-tmp")
-        # nvpmodel refuses a switch that needs a reboot when nobody answers YES: then the mode is set for the next boot
-        commands.append(f"out=$(nvpmodel -m {mode_id} </dev/null 2>&1); case \"$out\" in *'NVPM ERROR'*|"
-                        f"*'Reboot required'*) printf 'pmode:%04d\\n' {mode_id} > {tmp} && mv -f {tmp} {status};; "
-                        "esac")
+        commands.append(nvpmodel_set_or_next_boot(mode["id"]))   # live, else for the next boot
     target = original.get("default_target")
     if target:
         commands.append(sh("systemctl", "set-default", target))

@@ -14,6 +14,7 @@ import re
 from edgekit import layout as L
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts.deployed import FileText, UnitState
+from edgekit.facts.jetson import JetsonRelease
 from edgekit.remote.command import Upload, q, sh
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service.settings import render
@@ -25,9 +26,12 @@ MiB = 2**20
 
 
 def _board(ctx: Context) -> tuple[str | None, str | None]:
-    """(L4T release, module part number) from the run's device facts, when preflight read them."""
-    jetson = (ctx.run.facts.jetson if ctx.run.facts is not None else None) or {}
-    return jetson.get("l4t"), jetson.get("part")
+    """(L4T release, module part number) from the run's device facts when preflight read them, else the release
+    from /etc/nv_tegra_release (a run without preflight: rollback, a bench sweep, an Ansible task)."""
+    if ctx.run.facts is not None:
+        jetson = ctx.run.facts.jetson or {}
+        return jetson.get("l4t"), jetson.get("part")
+    return (ctx.fact(JetsonRelease()) or {}).get("l4t"), None
 
 
 def _records(records: dict, values: dict) -> list:
@@ -44,8 +48,42 @@ def _mib(n: int | None) -> str:
 
 
 def nvpmodel_set(mode_id: int) -> str:
-    """The mode switch, with stdin closed: a reboot prompt is answered with end-of-file (a refusal), never YES."""
+    """The mode switch, with stdin closed: a reboot prompt is answered with end-of-file (a refusal), never YES.
+    The one spelling of an nvpmodel switch in edgekit (the tuning step, its restore, the bench sweep)."""
     return f"nvpmodel -m {int(mode_id)} </dev/null"
+
+
+def nvpmodel_set_or_next_boot(mode_id: int) -> str:
+    """The switch back to a recorded mode (uninstall, rollback of the tuning): live when nvpmodel can, else the mode
+    written to its status file for the next boot (nvpmodel refuses a switch that needs a reboot nobody answers)."""
+    mode_id = int(mode_id)
+    status, tmp = q(L.NVPMODEL_STATUS), q(f"{L.NVPMODEL_STATUS}.edgekit-tmp")
+    return (f"out=$({nvpmodel_set(mode_id)} 2>&1); case \"$out\" in *'NVPM ERROR'*|"
+            f"*'Reboot required'*) printf 'pmode:%04d\\n' {mode_id} > {tmp} && mv -f {tmp} {status};; esac")
+
+
+def switch_by_hand(mode_id: int) -> str:
+    """What a person runs on the board to switch the mode (a hint)."""
+    return f"`sudo nvpmodel -m {int(mode_id)}` and answer YES to its reboot prompt"
+
+
+def switch_power_mode(c: Context, target: Mode) -> str | None:
+    """Run the switch to `target` and verify it with `nvpmodel -q`: None when the board runs `target` now, the
+    reason when nvpmodel asked for a reboot after all (the prompt is declined: nothing changed). Raises
+    RemoteCommandFailed when nvpmodel failed or the mode did not change."""
+    op = nvpmodel_set(target.id)
+    res = c.do(op, check=False)
+    out = (res.stdout or "") + (res.stderr or "")
+    if "reboot required" in out.lower():
+        return (f"nvpmodel asks for a reboot to switch {c.transport.name} to {target.name} (the prompt was declined; "
+                "the mode is unchanged)")
+    if not res.ok or "NVPM ERROR" in out:
+        raise RemoteCommandFailed(op, res.exit_code or 1, out)
+    now = CurrentPowerMode.parse(c.read(CurrentPowerMode.command).stdout)
+    if now["id"] != target.id:
+        raise RemoteCommandFailed(op, 0, f"nvpmodel -q still reports {now['name']} (id {now['id']})",
+                                  message=f"nvpmodel did not switch {c.transport.name} to {target.name}")
+    return None
 
 
 class PowerMode:
@@ -84,7 +122,7 @@ class PowerMode:
             raise UnsuitableDevice(
                 f"power mode {target.name} was set for the next boot, but after a reboot {ctx.transport.name} runs "
                 f"{current['name']}: nvpmodel did not apply it at boot",
-                hint=f"set it by hand on the board: `sudo nvpmodel -m {target.id}` and answer YES to its reboot prompt")
+                hint=f"set it by hand on the board: {switch_by_hand(target.id)}")
         was = table.by_id(current["id"])
         original = {"id": current["id"], "name": current["name"] or (was.name if was else None)}
         ops = _records(records, {"power_mode": original})
@@ -109,19 +147,10 @@ class PowerMode:
                 if op != switch:
                     c.do(op)
                     continue
-                res = c.do(op, check=False)
-                out = (res.stdout or "") + (res.stderr or "")
-                if "reboot required" in out.lower():
-                    raise UnsuitableDevice(
-                        f"nvpmodel asks for a reboot to switch {c.transport.name} to {target.name}, which edgekit "
-                        "expected to apply live; the prompt was declined and the mode is unchanged",
-                        hint=f"switch by hand on the board: `sudo nvpmodel -m {target.id}` and answer YES")
-                if not res.ok or "NVPM ERROR" in out:
-                    raise RemoteCommandFailed(op, res.exit_code or 1, out)
-            now = CurrentPowerMode.parse(c.read(CurrentPowerMode.command).stdout)
-            if now["id"] != target.id:
-                raise RemoteCommandFailed(op, 0, f"nvpmodel -q still reports {now['name']} (id {now['id']})",
-                                          message=f"nvpmodel did not switch {c.transport.name} to {target.name}")
+                declined = switch_power_mode(c, target)
+                if declined:
+                    raise UnsuitableDevice(f"{declined}; edgekit expected it to apply live",
+                                           hint=f"switch by hand on the board: {switch_by_hand(target.id)}")
             c.run.tuning.power_mode = target.name
 
         return Change(f"power mode {current['name']} → {target.name} (id {target.id}){how}", ops, apply,
