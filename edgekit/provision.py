@@ -1,6 +1,6 @@
 """`edgekit provision`: preflight, build llama.cpp, fetch the model, install and start the service, prove it answers.
 
-Also the day-2 operations on the same layout: status, uninstall, rollback.
+Also `status` on the same layout (uninstall and rollback are steps of their own: edgekit.uninstall, edgekit.rollback).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from edgekit import layout as L
 from edgekit import settings
 from edgekit import state as controller_state
-from edgekit.llamacpp.current import switch_commands
 from edgekit.llamacpp.packs import InstallPack
 from edgekit.llamacpp.spec import BuildSpec
 from edgekit.llamacpp.steps import BuildPlanned, run_build
@@ -21,19 +20,17 @@ from edgekit.facts.device import require_supported
 from edgekit.models import catalog
 from edgekit.models.router import model_set_steps
 from edgekit.models.steps import ModelRequest, require_pinned
-from edgekit.remote.command import q
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import healthy, probe
 from edgekit.service.settings import parse_env
-from edgekit.service.steps import (USER, ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile,
+from edgekit.service.steps import (ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile,
                                    ServiceOptions, ServiceRunning, ServiceUser, UnitFile, probe_host, unit_properties,
                                    wait_healthy)
 from edgekit.metrics.steps import ExporterInstalled, ExporterOptions, ExporterPortFree
 from edgekit.metrics.tokens import token_path
 from edgekit.settings import Settings
-from edgekit.tuning import TuningOptions, restore_tuning_commands, tuning_checks, tuning_steps
-from edgekit.tuning.facts import TuningRecords
+from edgekit.tuning import TuningOptions, tuning_checks, tuning_steps
 
 
 def checks(opts: ProvisionOptions) -> list:
@@ -243,70 +240,4 @@ def status(transport) -> dict:
 
 def _env(transport) -> dict[str, str]:
     return parse_env(read(transport, FileText(L.ENV_PATH)) or "")
-
-
-def uninstall(transport, purge_models: bool = False) -> list[str]:
-    """Remove the unit, user, settings, builds (and models with purge_models). Returns what was removed."""
-    with device_lock(transport, "uninstall"):
-        return _uninstall(transport, purge_models)
-
-
-def _uninstall(transport, purge_models: bool) -> list[str]:
-    removed = []
-    for unit, path in ((L.UNIT_NAME, L.UNIT_PATH), (L.EXPORTER_UNIT, L.EXPORTER_UNIT_PATH)):
-        transport.sudo(f"systemctl disable --now {unit} 2>/dev/null; rm -f {path} {path}.previous; "
-                       "systemctl daemon-reload; systemctl reset-failed 2>/dev/null; true")
-        removed.append(path)
-    restore = restore_tuning_commands(read(transport, TuningRecords()))     # before the records go with STATE_DIR
-    for command in restore:
-        transport.sudo(command)
-    removed += ["the Jetson tuning edgekit changed (power mode, clocks unit, boot target, swap)"] if restore else []
-    if transport.run(f"id {USER}", check=False).ok:
-        transport.sudo(f"userdel {USER}")
-        removed.append(f"user {USER}")
-    paths = [L.ETC_DIR, f"/var/lib/{L.UNIT_NAME}", L.INSTALL_ROOT, L.BUILD_ROOT, L.GATE_DIR, L.STATE_DIR,
-             L.EXPORTER_DIR]
-    if purge_models:
-        paths.append(L.MODELS_DIR)
-    transport.sudo("rm -rf " + " ".join(q(p) for p in paths))
-    transport.sudo(f"rmdir {q(L.PREFIX)} 2>/dev/null; true")
-    removed += paths
-    controller_state.forget(transport.name)
-    return removed
-
-
-def rollback(transport) -> dict:
-    """Switch back to the previous build and the previous server settings (model, ctx), then restart."""
-    with device_lock(transport, "rollback"):
-        return _rollback(transport)
-
-
-def _rollback(transport) -> dict:
-    done = {}
-    links = transport.run(f"readlink -e {L.CURRENT}; echo @@; readlink -e {L.INSTALL_ROOT}/previous", check=False)
-    current, _, previous = (part.strip() for part in links.stdout.partition("@@"))
-    if previous and previous != current:
-        for command in switch_commands(previous, current):
-            transport.sudo(command)
-        done["build"] = {"from": current.rsplit("/", 1)[-1], "to": previous.rsplit("/", 1)[-1]}
-    for path in (L.ENV_PATH, L.PRESET_PATH):            # the settings and, in router mode, the models' presets
-        if transport.sudo(f"test -f {path}.previous", check=False).ok:
-            transport.sudo(f"cp -p {path} {path}.rollback && mv -f {path}.previous {path} && "
-                           f"mv -f {path}.rollback {path}.previous")
-            done.setdefault("settings", None)
-    if "settings" in done:
-        env = _env(transport)
-        done["settings"] = env.get("LLAMA_ARG_MODEL") or env.get("LLAMA_ARG_MODELS_PRESET")
-    if not done:
-        raise UnsuitableDevice(f"nothing to roll back to on {transport.name}: one build and one setting only",
-                               hint=f"see `edgekit status {transport.name}`")
-    # after a crash loop systemd refuses a restart ("start request repeated too quickly") until this
-    transport.sudo(f"systemctl reset-failed {L.UNIT_NAME} 2>/dev/null; systemctl restart {L.UNIT_NAME}")
-    if done.get("settings"):
-        controller_state.set_model(transport.name, _env(transport).get("LLAMA_ARG_ALIAS"))
-    # the restored state answers? then it is the last healthy state (what a later failed change returns to)
-    ctx = Context(transport)
-    done["healthy_after_s"] = round(wait_as_configured(ctx, 300), 1)
-    run_steps(ctx, [healthy.RecordHealthy()])
-    return done
 

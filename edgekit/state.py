@@ -67,8 +67,16 @@ def set_model(target: str, model: str | None) -> None:
         save(target, {**saved, "model": model})
 
 
+def files(target: str) -> list[Path]:
+    """The files kept for a target (where it serves, its API key, the exporter's token), there or not; makes
+    nothing (a dry run asks)."""
+    folder = paths.home() / "targets"
+    return [folder / f"{_slug(target)}.json", *(folder / f"{_slug(target)}.{kind}" for kind in ("api-key",
+                                                                                               "exporter-token"))]
+
+
 def forget(target: str) -> None:
-    for path in (state_path(target), api_key_path(target), secret_path(target, "exporter-token")):
+    for path in files(target):
         path.unlink(missing_ok=True)
 
 

@@ -141,9 +141,19 @@ def test_ctx_change_restarts_once_and_rollback_restores(served_standin):
     assert steps["llama-compile"]["status"] == "ok" and steps["model file: gemma3-270m"]["status"] == "ok"
     assert "LLAMA_ARG_CTX_SIZE=1024" in sh(served_standin, "cat /etc/edgekit/llama-server.env")
     assert main_pid(served_standin) != pid
-    res = served_standin.cli("rollback", served_standin.target)
+    env = sh(served_standin, "cat /etc/edgekit/llama-server.env /etc/edgekit/llama-server.env.previous; readlink "
+                             "/opt/edgekit/llama.cpp/current")
+    dry = served_standin.cli("rollback", served_standin.target, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert sh(served_standin, "cat /etc/edgekit/llama-server.env /etc/edgekit/llama-server.env.previous; readlink "
+                              "/opt/edgekit/llama.cpp/current") == env, "a dry run changes nothing"
+    planned = {s["step"]: s["commands"] for s in json.loads(dry.stdout)["steps"] if s["status"] == "would-change"}
+    assert {"settings", "restart", "health"} <= set(planned), planned
+    res = served_standin.cli("rollback", served_standin.target, "--json")
     assert res.returncode == 0, res.stderr
     assert "settings restored" in res.stderr
+    ran = {s["step"]: s["commands"] for s in json.loads(res.stdout)["steps"] if s["status"] == "changed"}
+    assert {k: v for k, v in ran.items() if k != "last healthy"} == planned, "the dry run printed what ran"
     assert "LLAMA_ARG_CTX_SIZE=2048" in sh(served_standin, "cat /etc/edgekit/llama-server.env")
     wait_health(served_standin.url, timeout=60)
     again = served_standin.cli(*served_standin.provision_args("--json"))

@@ -97,8 +97,26 @@ def test_after_a_reboot_the_clocks_oneshot_ran_before_the_server(board):
 
 
 def test_uninstall_restores_the_original_mode_and_target(board):
-    res = board["cli"]("uninstall", board["sb"].name)
+    state = ("/usr/sbin/nvpmodel -q | head -1; systemctl get-default; id edgekit; ls /etc/edgekit /opt/edgekit "
+             "/var/lib/edgekit; systemctl is-enabled edgekit-llama-server edgekit-jetson-clocks.service; true")
+    before = board["ssh"](state)
+    dry = board["cli"]("uninstall", board["sb"].name, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert board["ssh"](state) == before, "a dry run changes nothing"
+    planned = {s["step"]: s["commands"] for s in json.loads(dry.stdout)["steps"] if s["status"] == "would-change"}
+    assert any(c.startswith("out=$(nvpmodel -m 1 </dev/null") for c in planned["tuning restore"]), planned
+    assert planned["remove service user"] == ["userdel edgekit"]
+    res = board["cli"]("uninstall", board["sb"].name, "--json")
     assert res.returncode == 0, res.stderr[-3000:]
+    ran = {s["step"]: s["commands"] for s in json.loads(res.stdout)["steps"] if s["status"] == "changed"}
+    assert ran == planned, "the dry run printed the commands the run ran"
     assert board["ssh"]("/usr/sbin/nvpmodel -q | head -1") == "NV Power Mode: 25W"
     assert board["ssh"]("systemctl get-default") == "graphical.target"
     assert board["ssh"]("systemctl is-enabled edgekit-jetson-clocks.service 2>&1; true") != "enabled"
+
+
+def test_a_second_uninstall_changes_nothing(board):
+    res = board["cli"]("uninstall", board["sb"].name, "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["changed"] == 0, [s for s in out["steps"] if s["status"] != "ok"]

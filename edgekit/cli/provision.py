@@ -10,6 +10,8 @@ import typer
 
 from edgekit import lockfile
 from edgekit import provision as prov
+from edgekit import rollback as back
+from edgekit import uninstall as remove
 from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.llamacpp.stamp import describe as describe_stamp
@@ -146,22 +148,34 @@ def logs(target: Target, follow: bool = typer.Option(False, "--follow", "-f", he
 @logs_in
 def uninstall(target: Target,
               purge_models: bool = typer.Option(False, "--purge-models", help="Also delete downloaded models."),
-              login: Login = Login()) -> None:
+              dry_run: DryRun = False, json_out: bool = Json, login: Login = Login()) -> None:
     """Remove the service, its user, settings and builds (models too with --purge-models)."""
     with login.open(target) as t:
-        removed = prov.uninstall(t, purge_models)
-    for item in removed:
-        say(f"removed {item}")
+        context = Context(t, dry_run=dry_run, reporter=StepPrinter())
+        results = remove.uninstall(context, purge_models)
+    _said(target, "uninstall", results, dry_run, json_out)
 
 
 @app.command()
 @logs_in
-def rollback(target: Target, login: Login = Login()) -> None:
+def rollback(target: Target, dry_run: DryRun = False, json_out: bool = Json, login: Login = Login()) -> None:
     """Switch back to the previous llama.cpp build and server settings (model, ctx), restart, check it answers."""
     with login.open(target) as t:
-        done = prov.rollback(t)
-    if "build" in done:
-        say(f"build: {done['build']['from']} -> {done['build']['to']}")
-    if "settings" in done:
-        say(f"settings restored: model {done['settings']}")
-    say(f"healthy after {done['healthy_after_s']} s; recorded as the last healthy state")
+        context = Context(t, dry_run=dry_run, reporter=StepPrinter())
+        results = back.rollback(context)
+    _said(target, "rollback", results, dry_run, json_out)
+    health = next((r for r in results if r.step == back.AnswersAgain.name and r.status == "changed"), None)
+    if health is not None:
+        say(f"healthy after {health.detail.get('healthy_after_s')} s; recorded as the last healthy state")
+
+
+def _said(target: str, what: str, results: list, dry_run: bool, json_out: bool) -> None:
+    """A device command's steps: JSON on stdout with --json; the count of changes on stderr."""
+    changed = [r for r in results if r.status in ("changed", "would-change")]
+    if json_out:
+        emit_json({"target": target, "dry_run": dry_run, "changed": len(changed),
+                   "steps": [r.to_json() for r in results]})
+    if dry_run:
+        say(f"dry run: {len(changed)} step(s) of {what} would change {target}; nothing was changed")
+    elif not changed:
+        say(("no changes", "green"), f": nothing left to {what} on {target}")

@@ -256,6 +256,36 @@ class RouterChildren(Fact):
         return found
 
 
+@dataclass(frozen=True)
+class PathsPresent(Fact):
+    """Which of these paths exist (files, directories or links, dangling ones too), read as root, in the given
+    order."""
+
+    paths: tuple[str, ...]
+    sudo = True
+
+    @property
+    def command(self) -> str:
+        return "for p in " + " ".join(q(p) for p in self.paths) + \
+            "; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then printf '%s\\n' \"$p\"; fi; done"
+
+    @staticmethod
+    def parse(output: str) -> list[str]:
+        return [line for line in output.splitlines() if line.startswith("/")]
+
+
+@dataclass(frozen=True)
+class BuildLinks(Fact):
+    """Where `current` and `previous` resolve to (`readlink -e`; '' when a link is missing or dangling)."""
+
+    template = f"readlink -e {q(L.CURRENT)}; echo @@; readlink -e {q(L.INSTALL_ROOT + '/previous')}"
+
+    @staticmethod
+    def parse(output: str) -> dict[str, str]:
+        current, _, previous = (part.strip() for part in output.partition("@@"))
+        return {"current": current, "previous": previous}
+
+
 def read(transport, fact):
     """One fact read outside a run's steps (status, bench, rollback)."""
     if hasattr(fact, "read"):
