@@ -28,6 +28,12 @@ class UsageError(EdgekitError):
     exit_code = USAGE
 
 
+class ParseError(UsageError, ValueError):
+    """Outside data (a file, a device's output, a server's answer) is not what its parser reads.
+
+    Also a ValueError, so the stdlib-only modules the device runs (telemetry, exporter) keep their contract."""
+
+
 class ConnectError(EdgekitError):
     """Cannot reach, authenticate with, or trust the target."""
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgekit import paths
-from edgekit.errors import REMOTE, EdgekitError, UsageError
+from edgekit.errors import REMOTE, EdgekitError, ParseError, UsageError
 
 FILE_NAME = "edgekit.lock"
 VERSION = 1
@@ -68,21 +68,23 @@ def _norm(kind: str, name: str, sha256: str) -> str:
 
 
 def _load(path: Path) -> dict:
+    repair = f"repair {path} (e.g. from version control) or remove it to record the hashes anew"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {"version": VERSION}
     except OSError as e:
         raise UsageError(f"cannot read the lock file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ParseError(f"the lock file {path} is not UTF-8 text (byte {e.start})", hint=repair) from None
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise UsageError(f"the lock file {path} is not valid JSON: {e}",
-                         hint=f"repair {path} (e.g. from version control) or remove it to record the hashes anew"
-                         ) from None
+        raise ParseError(f"the lock file {path} is not valid JSON: {' '.join(str(e).split())}", hint=repair) from None
+    except RecursionError:
+        raise ParseError(f"the lock file {path} nests too deeply to be an edgekit lock file", hint=repair) from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for k, v in data.items() if k != "version"):
-        raise UsageError(f"the lock file {path} is not an edgekit lock file",
-                         hint=f"repair {path} (e.g. from version control) or remove it to record the hashes anew")
+        raise ParseError(f"the lock file {path} is not an edgekit lock file", hint=repair)
     if data.get("version", VERSION) != VERSION:
         raise UsageError(f"the lock file {path} has version {data.get('version')!r}; this edgekit reads version "
                          f"{VERSION}", hint="upgrade edgekit: a newer edgekit wrote this lock file")
@@ -136,6 +138,16 @@ def _compare(path: Path, kind: str, name: str, sha: str, entry: dict) -> None:
             f"was first fetched{' (' + first + ')' if first else ''}; nothing was installed",
             hint=f"if the {kind} really changed (a new upstream revision), remove the \"{name}\" entry from {path} "
                  "and run again; otherwise check where the bytes came from (mirror, URL)")
+
+
+def validate(path: str | Path | None = None) -> None:
+    """Read the lock file in use and raise ParseError when it is not one (a run checks it before any device)."""
+    lock = location(path)
+    data = _load(lock)
+    for kind, entries in data.items():
+        if kind != "version":
+            for name in entries:
+                _entry(lock, data, kind, name)
 
 
 def recorded(kind: str, name: str, path: str | Path | None = None) -> str | None:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from edgekit import layout as L
-from edgekit import settings
+from edgekit import lockfile, settings
 from edgekit import state as controller_state
 from edgekit.llamacpp.packs import InstallPack
 from edgekit.llamacpp.spec import BuildSpec
@@ -17,9 +17,9 @@ from edgekit.llamacpp.steps import BuildPlanned, run_build
 from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.deployed import Device, FileText, RouterChildren, read
 from edgekit.facts.device import require_supported
-from edgekit.models import catalog
+from edgekit.models import catalog, gguf_header
 from edgekit.models.router import model_set_steps
-from edgekit.models.steps import ModelRequest, require_pinned
+from edgekit.models.steps import ModelRequest, local_model_file, require_pinned
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
 from edgekit.service import healthy, probe
@@ -73,6 +73,14 @@ def options(s: Settings) -> ProvisionOptions:
         requests.append(s.take(ModelRequest, name=None if by_url else name, quant=None if by_url else quant,
                                n_ctx=s.ctx, source_url=s.model_url, kv_type=s.cache_type_kv or "f16"))
         require_pinned(requests[-1])
+    lockfile.validate(s.lock_file)                 # outside files are read before any device: a broken one stops here
+    local = local_model_file(s.model_url)
+    if local is not None:
+        try:
+            gguf_header.check_file(local)
+        except gguf_header.GGUFError as e:
+            raise gguf_header.GGUFError(f"--model-url {local} is not a valid GGUF model: {e.message}; nothing was "
+                                        "changed", hint=e.hint) from None
     tuning = s.take(TuningOptions)
     tuning.validate()
     return ProvisionOptions(

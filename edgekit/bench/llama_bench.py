@@ -77,11 +77,11 @@ def parse_server_cmdline(pid: int, prefix: str, cmdline: str, environ: str = "")
                 value = inline if inline else (args[i + 1] if i + 1 < len(args) else "")
                 found[name] = value
     return ServerProcess(pid=pid, prefix=prefix, model=found.get("model"),
-                         threads=int(found["threads"]) if found.get("threads", "").lstrip("-").isdigit() else None,
+                         threads=int(found["threads"]) if found.get("threads", "").lstrip("-").isdecimal() else None,
                          n_gpu_layers=found.get("ngl"),
-                         parallel=int(found["parallel"]) if found.get("parallel", "").isdigit() else None,
-                         ctx_size=int(found["ctx"]) if found.get("ctx", "").isdigit() else None,
-                         port=int(found["port"]) if found.get("port", "").isdigit() else None, args=args)
+                         parallel=int(found["parallel"]) if found.get("parallel", "").isdecimal() else None,
+                         ctx_size=int(found["ctx"]) if found.get("ctx", "").isdecimal() else None,
+                         port=int(found["port"]) if found.get("port", "").isdecimal() else None, args=args)
 
 
 def env_file_environ(text: str) -> str:
@@ -108,7 +108,7 @@ def parse_probe(pid: int, text: str) -> ServerProcess:
 def find_server(transport) -> ServerProcess:
     """edgekit's llama-server on the device: the unit's main process and the build `current` points to."""
     main_pid = unit_properties(transport).get("MainPID", "").strip()
-    if not main_pid.isdigit() or int(main_pid) == 0:
+    if not main_pid.isdecimal() or int(main_pid) == 0:
         raise EdgekitError(f"{layout.UNIT_NAME} is not running on {transport.name}",
                            hint="start it with `edgekit provision TARGET`, or leave out --llama-bench")
     pid = int(main_pid)

@@ -29,7 +29,7 @@ def parse_cpu_list(text: str) -> List[int]:
     cpus: set[int] = set()
     for part in text.strip().split(","):
         lo, sep, hi = part.strip().partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
+        if not lo.isdecimal() or (sep and not hi.isdecimal()) or (sep and int(hi) < int(lo)):
             raise UsageError(f"not a CPU list: {text!r}", hint="write CPUs as 0,1 or 0-3 (as taskset -c does)")
         cpus.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
     return sorted(cpus)

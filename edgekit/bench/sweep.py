@@ -75,8 +75,8 @@ def parse_sweep(text: str) -> SweepSpec:
     if setting != "power-mode" and not values:
         raise UsageError(f"--sweep {setting} needs values, e.g. --sweep {setting}={EXAMPLES[setting]}", hint=HINT)
     for v in values:
-        bad = {"ctx": not (v.isdigit() and 64 <= int(v) <= MAX_CTX) and f"a context size from 64 to {MAX_CTX}",
-               "parallel": not (v.isdigit() and 1 <= int(v) <= 256) and "a number of slots from 1 to 256",
+        bad = {"ctx": not (v.isdecimal() and 64 <= int(v) <= MAX_CTX) and f"a context size from 64 to {MAX_CTX}",
+               "parallel": not (v.isdecimal() and 1 <= int(v) <= 256) and "a number of slots from 1 to 256",
                "cache-type": v not in CACHE_TYPES and f"one of {', '.join(CACHE_TYPES)}"}.get(setting)
         if bad:
             raise UsageError(f"--sweep {setting}: {v!r} is not {bad}", hint=HINT)

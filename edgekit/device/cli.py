@@ -82,7 +82,7 @@ def http(args: List[str]) -> int:
 def tcp(args: List[str]) -> int:
     from edgekit.device.net import tcp_connect
 
-    if len(args) not in (2, 3) or not args[1].isdigit():
+    if len(args) not in (2, 3) or not args[1].isdecimal():
         return _usage("tcp HOST PORT [TIMEOUT]")
     error = tcp_connect(args[0], int(args[1]), float(args[2]) if len(args) == 3 else 5)
     emit({"event": "tcp", "reachable": error is None, "error": error})

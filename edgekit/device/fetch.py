@@ -107,7 +107,7 @@ def fetch(url, dest, expected_sha256=None, expected_size=None, token=None, on_ev
     try:
         remote_sha = _etag_sha(first.get("X-Linked-Etag")) if first is not None else None
         linked_size = first.get("X-Linked-Size") if first is not None else None
-        remote_size = int(linked_size) if linked_size and linked_size.isdigit() else None
+        remote_size = int(linked_size) if linked_size and linked_size.isdecimal() else None
         if expected_sha256 and remote_sha and remote_sha != expected_sha256:
             raise FetchError("etag", "the server says this file has sha256 %s, but %s was expected "
                                      "(the file changed upstream, or the wrong revision/mirror)"
@@ -132,7 +132,7 @@ def fetch(url, dest, expected_sha256=None, expected_size=None, token=None, on_ev
             resumed_from = 0
             mode = "wb"
             length = resp.getheader("Content-Length")
-            total = int(length) if length and length.isdigit() else (remote_size or expected_size)
+            total = int(length) if length and length.isdecimal() else (remote_size or expected_size)
         elif resp.status == 206:
             m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.getheader("Content-Range") or "")
             if not m or int(m.group(1)) != have:

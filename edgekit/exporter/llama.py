@@ -53,13 +53,16 @@ def models(status: int, body: str) -> Tuple[bool, List[Tuple[str, bool]]]:
         return False, []
     try:
         data = json.loads(body).get("data") or []
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
+        return False, []
+    if not isinstance(data, list):
         return False, []
     router = any(isinstance(m.get("status"), dict) for m in data if isinstance(m, dict))
     out = []
     for m in data:
         if isinstance(m, dict) and isinstance(m.get("id"), str):
-            loaded = (m.get("status") or {}).get("value") == "loaded" if router else True
+            status = m.get("status")
+            loaded = isinstance(status, dict) and status.get("value") == "loaded" if router else True
             out.append((m["id"], loaded))
     return router, out
 

@@ -3,7 +3,7 @@
 The writer checks names and escapes everything it prints: label values (backslash, double quote, newline) and
 HELP text (backslash, newline); values are Go-float spellings (NaN, +Inf, -Inf). Each family appears once, HELP
 and TYPE before its samples. The parser reads another exporter's text (llama-server's /metrics) for re-export;
-it keeps HELP and TYPE, and raises ValueError on a line it cannot read.
+it keeps HELP and TYPE, and raises ParseError (a ValueError) on a line it cannot read.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
+
+from edgekit.errors import ParseError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -143,7 +145,7 @@ def _labels(text: str, line: str) -> Labels:
             break
         m = _LABEL_START.match(text, i)
         if not m:
-            raise ValueError(f"bad labels in {line!r}")
+            raise ParseError(f"bad labels in {line!r}")
         i, value = m.end(), []
         while i < len(text) and text[i] != '"':
             if text[i] == "\\" and i + 1 < len(text):
@@ -153,7 +155,7 @@ def _labels(text: str, line: str) -> Labels:
                 value.append(text[i])
                 i += 1
         if i >= len(text):
-            raise ValueError(f"unterminated label value in {line!r}")
+            raise ParseError(f"unterminated label value in {line!r}")
         labels[m.group(1)] = _unescape("".join(value), quote=True)
         i += 1
     return labels
@@ -163,7 +165,17 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+(-?
 
 
 def parse(text: str) -> List[Family]:
-    """Text format 0.0.4 -> families with their samples (HELP/TYPE kept; an undeclared sample is untyped)."""
+    """Text format 0.0.4 -> families with their samples (HELP/TYPE kept; an undeclared sample is untyped);
+    ParseError (a ValueError) names the first line it cannot read."""
+    try:
+        return _parse(text)
+    except ParseError:
+        raise
+    except ValueError as e:                           # a name or label Family refuses
+        raise ParseError(str(e)) from None
+
+
+def _parse(text: str) -> List[Family]:
     families: Dict[str, Family] = {}
     helps: Dict[str, str] = {}
 
@@ -189,19 +201,19 @@ def parse(text: str) -> List[Family]:
             elif len(parts) == 3 and parts[0] == "TYPE":
                 name, kind = parts[1], parts[2].strip()
                 if kind not in TYPES:
-                    raise ValueError(f"unknown type in {line!r}")
+                    raise ParseError(f"unknown type in {line!r}")
                 if name in families and families[name].samples:
-                    raise ValueError(f"TYPE after samples of {name}")
+                    raise ParseError(f"TYPE after samples of {name}")
                 families[name] = Family(name, kind, helps.get(name, ""))
             continue                                  # any other comment
         m = _SAMPLE.match(line)
         if not m:
-            raise ValueError(f"not a sample line: {line!r}")
+            raise ParseError(f"not a sample line: {line!r}")
         name, label_text, value = m.group(1), m.group(2), m.group(3)
         try:
             number = float(value)                     # also 'NaN', '+Inf', 'inf' (C++ streams print lower case)
         except ValueError:
-            raise ValueError(f"bad value in {line!r}") from None
+            raise ParseError(f"bad value in {line!r}") from None
         fam = owner(name)
         fam.add(number, _labels(label_text or "", line), name[len(fam.name):])
     return list(families.values())

@@ -203,7 +203,7 @@ class SystemdVersion(Fact):
     @staticmethod
     def parse(output: str) -> int | None:
         words = output.split()
-        return int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+        return int(words[1]) if len(words) > 1 and words[1].isdecimal() else None
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class RouterChildren(Fact):
         for line in output.splitlines():
             rss, _, args = line.strip().partition(" ")
             words = args.split()
-            if rss.isdigit() and words and words[0].endswith("llama-server") and "--alias" in words[:-1]:
+            if rss.isdecimal() and words and words[0].endswith("llama-server") and "--alias" in words[:-1]:
                 found[words[words.index("--alias") + 1]] = int(rss) * 1024
         return found
 

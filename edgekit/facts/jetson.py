@@ -69,7 +69,7 @@ class PowerMode(Fact):
         if not m:
             return None
         after = output[m.end():].split()
-        mode_id = next((int(tok) for tok in after if tok.isdigit()), None)
+        mode_id = next((int(tok) for tok in after if tok.isdecimal()), None)
         return {"name": m[1], "id": mode_id}
 
 

@@ -52,7 +52,7 @@ class CpuCount(Fact):
 
     @staticmethod
     def parse(output: str) -> int | None:
-        return int(output) if output.strip().isdigit() else None
+        return int(output) if output.strip().isdecimal() else None
 
 
 class CpuInfo(Fact):

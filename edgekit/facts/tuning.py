@@ -214,7 +214,7 @@ class Zramctl(Fact):
             device: dict = {key: cells.get(col) for col, key in _TEXT_COLUMNS.items()}
             device.update({key: _size(cells.get(col)) for col, key in _SIZE_COLUMNS.items()})
             streams = cells.get("STREAMS")
-            device["streams"] = int(streams) if streams and streams.isdigit() else None
+            device["streams"] = int(streams) if streams and streams.isdecimal() else None
             devices.append(device)
         return devices
 
@@ -258,7 +258,7 @@ class DesktopSession(Fact):
         processes: dict[str, int] = {}
         for line in output.splitlines():
             parts = line.split(None, 1)
-            if len(parts) != 2 or not parts[0].isdigit():
+            if len(parts) != 2 or not parts[0].isdecimal():
                 continue
             name = parts[1].strip()
             if _is_desktop(name):

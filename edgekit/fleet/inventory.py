@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import UsageError
+from edgekit.errors import ParseError, UsageError
 from edgekit.remote.target import format_target
 
 CONNECTION_KEYS = {"address", "user", "port", "identity"}
@@ -75,10 +75,28 @@ class Inventory:
         return list(out.values())
 
 
+_FORMAT = "write [hosts.NAME] tables (edgekit.toml) or an Ansible INI/YAML inventory (README: Fleets)"
+
+
+def _table(value: Any, where: str, path: Path | None, example: str) -> dict:
+    """`value` when it is a table (a mapping; None is an empty one), else ParseError naming where and the fix."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ParseError(f"{path}: {where} must be a table of settings, not {type(value).__name__} "
+                         f"{_short(value)}", hint=f"write it as {example}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _host(name: str, data: dict, groups: list[str], settings: dict, path: Path | None = None) -> Host:
     where = f"inventory {path}, host {name}" if path else f"inventory host {name}"
     port = data.get("port") or data.get("ansible_port")
-    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
+    if port is not None and not (str(port).isdecimal() and 0 < int(port) < 65536):
         raise UsageError(f"port {port!r} ({where}) is not an SSH port 1-65535", hint="fix the inventory file")
     for key in ("address", "ansible_host", "user", "ansible_user", "identity"):
         value = data.get(key)
@@ -99,20 +117,36 @@ def _merge(base: dict, *layers: dict) -> dict:
     return out
 
 
+def _text(path: Path) -> str:
+    """The inventory's text; ParseError when it is not UTF-8, UsageError when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParseError(f"{path}: not UTF-8 text (byte {e.start})", hint="save the inventory as UTF-8") from None
+    except OSError as e:
+        raise UsageError(f"cannot read the inventory {path}: {e.strerror or e}") from None
+
+
 def load_toml(path: Path) -> Inventory:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(_text(path))
     except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path}: not valid TOML: {e}", hint="fix the inventory file") from None
-    defaults = data.get("defaults", {})
+        raise ParseError(f"{path}: not valid TOML: {e}", hint="fix the inventory file") from None
+    except RecursionError:
+        raise ParseError(f"{path}: nests too deeply to be an inventory", hint=_FORMAT) from None
     for section in ("defaults", "groups", "hosts"):
         if not isinstance(data.get(section, {}), dict):
-            raise UsageError(f"{path}: [{section}] must be a table", hint="see the inventory format in the README")
+            raise ParseError(f"{path}: [{section}] must be a table", hint=_FORMAT)
+    defaults = data.get("defaults", {})
+    for name, g in data.get("groups", {}).items():
+        _table(g, f"[groups.{name}]", path, f'[groups.{name}] with hosts = ["orin-1"]')
+    for name, hd in data.get("hosts", {}).items():
+        _table(hd, f"[hosts] {name}", path, f'[hosts.{name}] with address = "10.0.0.11"')
     groups = {}
     for name, g in data.get("groups", {}).items():
         members = g.get("hosts", []) if isinstance(g, dict) else None
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise UsageError(f"{path}: groups.{name}.hosts must be a list of host names, not {members!r}",
+            raise ParseError(f"{path}: groups.{name}.hosts must be a list of host names, not {_short(members)}",
                              hint=f'write hosts = ["orin-1"] under [groups.{name}]')
         groups[name] = list(members)
     host_data = data.get("hosts", {})
@@ -133,7 +167,7 @@ def load_ansible_ini(path: Path) -> Inventory:
     section, kind = "ungrouped", "hosts"
     group_vars: dict[str, dict] = {}
     host_vars: dict[str, dict] = {}
-    for raw in path.read_text().splitlines():
+    for raw in _text(path).splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith(";"):
             continue
@@ -168,19 +202,29 @@ def load_ansible_yaml(path: Path) -> Inventory:
         import yaml
     except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
         raise UsageError("reading a YAML inventory needs PyYAML", hint="pip install pyyaml") from None
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(_text(path))
+    except yaml.YAMLError as e:
+        raise ParseError(f"{path}: not valid YAML: {' '.join(str(e).split())}", hint="fix the inventory file") from None
+    except RecursionError:
+        raise ParseError(f"{path}: nests too deeply to be an inventory", hint=_FORMAT) from None
+    data = _table(data, "the YAML inventory", path, "a mapping of groups: all: {hosts: {orin-1: {}}}")
     inv = Inventory()
     collected: dict[str, dict] = {}
 
-    def walk(name: str, node: dict, inherited: dict) -> list[str]:
-        node = node or {}
-        gvars = {**inherited, **(node.get("vars") or {})}
+    def walk(name: str, node: Any, inherited: dict, depth: int = 0) -> list[str]:
+        node = _table(node, f"group {name}", path, f"{name}: {{hosts: {{orin-1: {{}}}}}}")
+        if depth > 32:
+            raise ParseError(f"{path}: groups nest more than 32 deep (at {name})", hint=_FORMAT)
+        gvars = {**inherited, **_table(node.get("vars"), f"{name}.vars", path, f"{name}: {{vars: {{key: value}}}}")}
         members = []
-        for host, hv in (node.get("hosts") or {}).items():
-            collected[host] = {**collected.get(host, {}), **gvars, **(hv or {})}
+        for host, hv in _table(node.get("hosts"), f"{name}.hosts", path, f"{name}: {{hosts: {{orin-1: {{}}}}}}").items():
+            hv = _table(hv, f"host {host}", path, f"{host}: {{ansible_host: 10.0.0.11}}")
+            collected[host] = {**collected.get(host, {}), **gvars, **hv}
             members.append(host)
-        for child, cnode in (node.get("children") or {}).items():
-            members += walk(child, cnode, gvars)
+        for child, cnode in _table(node.get("children"), f"{name}.children", path,
+                                   f"{name}: {{children: {{lab: {{hosts: {{orin-1: {{}}}}}}}}}}").items():
+            members += walk(child, cnode, gvars, depth + 1)
         inv.groups[name] = list(dict.fromkeys(inv.groups.get(name, []) + members))
         return members
 

@@ -185,7 +185,7 @@ def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str,
                 "offloaded": int(offload[1]) if offload else None, "layers": int(offload[2]) if offload else None}
     code, status = show.get("ExecMainCode"), show.get("ExecMainStatus")
     died = code in ("2", "3") or show.get("Result") in ("signal", "core-dump")
-    if died and status and status.isdigit():
+    if died and status and status.isdecimal():
         try:
             name = signal.Signals(int(status)).name
         except ValueError:
@@ -200,13 +200,13 @@ def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str,
         if m and (not healthy or not completion):
             extra = f" ({m[1]})" if m.groups() else ""
             return Verdict(False, f"llama-server failed: {words}{extra}", hint, gpu=gpu_info,
-                           exit_status=int(status) if status and status.isdigit() else None)
+                           exit_status=int(status) if status and status.isdecimal() else None)
     if not healthy:
         state = show.get("ActiveState") or "unknown"
         exit_note = f", exit status {status}" if status and status != "0" else ""
         return Verdict(False, f"llama-server did not become healthy (unit {state}{exit_note})",
                        "read the gate log", gpu=gpu_info,
-                       exit_status=int(status) if status and status.isdigit() else None)
+                       exit_status=int(status) if status and status.isdecimal() else None)
     try:
         tokens = int(json.loads(completion or "")["tokens_predicted"])
     except (ValueError, KeyError, TypeError):

@@ -198,7 +198,7 @@ class ExporterInstalled:
             .splitlines()[-1:] or ["0"]
         if status[0] != "200":
             logs = ctx.read(f"journalctl -u {q(EXPORTER_UNIT)} -n 25 --no-pager -o cat").stdout
-            raise RemoteCommandFailed(f"GET {check_url(o)}", int(status[0]) if status[0].isdigit() else 1, logs,
+            raise RemoteCommandFailed(f"GET {check_url(o)}", int(status[0]) if status[0].isdecimal() else 1, logs,
                                       message=f"{EXPORTER_UNIT} did not answer /metrics with 200 "
                                               f"(last status {status[0]})",
                                       hint="the exporter's journal is above: fix what it says, then run "

@@ -42,6 +42,7 @@ _MAX_TENSORS = 1 << 20
 _MAX_DIMS = 4               # GGML_MAX_DIMS
 _MAX_NAME = 63              # GGML_MAX_NAME is 64 bytes with the terminating NUL
 _DEFAULT_ALIGNMENT = 32
+_MAX_NESTING = 8            # arrays of arrays (version-1 files and read_header only): deeper means corrupt
 _INT64_MAX = (1 << 63) - 1
 # ggml type id -> (elements per block, bytes per block), as ggml's type traits (gguf-py's GGML_QUANT_SIZES, but
 # q8_1 as ggml's block_q8_1: 2 halves + 32 bytes);
@@ -184,13 +185,37 @@ def _value(r: _Reader, vtype: int, keep: bool, strict: bool = False):
             for _ in range(count):
                 r.skip_string()
         elif itype == _ARR and not strict:
-            for _ in range(count):
-                _value(r, _ARR, False)
+            _skip_nested(r, count)
         else:
             what = "an array of arrays" if itype == _ARR else f"unknown array item type {itype}"
             raise GGUFError(f"corrupt GGUF header: {what} at offset {r.pos}", hint=_REDOWNLOAD)
         return count
     raise GGUFError(f"corrupt GGUF header: unknown value type {vtype} at offset {r.pos}", hint=_REDOWNLOAD)
+
+
+def _skip_nested(r: _Reader, count: int) -> None:
+    """Skip `count` arrays (the items of an array of arrays) without recursion; deeper than _MAX_NESTING is an
+    error (a crafted file must not exhaust Python's stack)."""
+    pending = [count]                  # arrays still to skip, per level
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        itype, n = r.u32(), r.u64()
+        if itype == _ARR:
+            if len(pending) >= _MAX_NESTING:
+                raise GGUFError(f"corrupt GGUF header: arrays nested more than {_MAX_NESTING} deep at offset "
+                                f"{r.pos}", hint=_REDOWNLOAD)
+            pending.append(n)
+        elif itype in _SCALAR:
+            r.skip(struct.calcsize(_SCALAR[itype]) * n, f"an array of {n} items")
+        elif itype == _STR:
+            for _ in range(n):
+                r.skip_string()
+        else:
+            raise GGUFError(f"corrupt GGUF header: unknown array item type {itype} at offset {r.pos}",
+                            hint=_REDOWNLOAD)
 
 
 def _read(r: _Reader, strict: bool) -> GGUFHeader:
@@ -237,6 +262,8 @@ def _read(r: _Reader, strict: bool) -> GGUFHeader:
 
     def num(suffix: str) -> int | None:
         v = meta.get(f"{arch}.{suffix}") if arch else None
+        if isinstance(v, float) and not (v == v and abs(v) < 2 ** 63):   # NaN, infinities, huge: not a size
+            return None
         return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
     return GGUFHeader(

@@ -127,6 +127,14 @@ def _count_cache(ctx: Context, report: fit.FitReport) -> None:
         ctx.run.cache_ram_mib = report.cache_ram_mib
 
 
+def local_model_file(url: str | None) -> Path | None:
+    """The controller's file a --model-url names (a path or file://), when it is one that exists; else None."""
+    if not url or urllib.parse.urlsplit(url).scheme in ("http", "https"):
+        return None
+    local = Path(urllib.parse.urlsplit(url).path if url.startswith("file://") else url).expanduser()
+    return local if local.is_file() else None
+
+
 class FitCheck:
     """The model (weights + KV cache + compute) fits the device's memory, or --force."""
 
@@ -157,8 +165,8 @@ class FitCheck:
         url = self.request.source_url or ""
         header = None
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            local = Path(urllib.parse.urlsplit(url).path if url.startswith("file://") else url).expanduser()
-            if local.is_file():
+            local = local_model_file(url)
+            if local is not None:
                 try:
                     header, size = read_header_file(local), local.stat().st_size
                 except GGUFError as e:

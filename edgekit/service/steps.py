@@ -227,7 +227,7 @@ class ServiceRunning:
         active = show.get("ActiveState") == "active"
         why = sorted(ctx.changed - self.not_triggers)
         main_pid = show.get("MainPID") or "0"
-        if active and not why and main_pid.isdigit() and main_pid != "0":
+        if active and not why and main_pid.isdecimal() and main_pid != "0":
             running = ctx.fact(RunningBinary(main_pid))   # `current` moved (edgekit build, a fleet builder)?
             if running and running[0] != running[1]:
                 why = ["llama-current (the running server is an older build than current)"]

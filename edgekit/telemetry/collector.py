@@ -30,8 +30,9 @@ from edgekit.telemetry.tegrastats import parse_line
 
 JTOP_SOCKET = "/run/jtop.sock"
 TEGRASTATS_PATHS = ("/usr/bin/tegrastats", "/usr/local/bin/tegrastats")
-# Modules the agent carries, by path under edgekit/ (stdlib only; facts/jetson.py: the one nvpmodel parser).
-AGENT_MODULES = ("telemetry/__init__", "telemetry/sample", "telemetry/tegrastats", "telemetry/jtop",
+# Modules the agent carries, by path under edgekit/ (stdlib only; facts/jetson.py: the one nvpmodel parser;
+# errors.py: the parsers' typed ParseError).
+AGENT_MODULES = ("errors", "telemetry/__init__", "telemetry/sample", "telemetry/tegrastats", "telemetry/jtop",
                  "telemetry/procfs", "telemetry/collector", "facts/__init__", "facts/base", "facts/jetson")
 SERVER_PROCESS = "llama-server"
 
@@ -41,7 +42,7 @@ def server_rss_mb(proc: str = "/proc", name: str = SERVER_PROCESS) -> Optional[f
     """Resident memory of the llama-server process(es), MiB; None when none runs."""
     total_kb, found = 0, False
     for pid in os.listdir(proc):
-        if not pid.isdigit():
+        if not pid.isdecimal():
             continue
         try:
             with open(os.path.join(proc, pid, "comm")) as fh:

@@ -9,6 +9,7 @@ that dict becomes typed data.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any, Dict, Optional
 
 from edgekit.telemetry.sample import Sample
@@ -17,14 +18,23 @@ OFF_SENSOR_C = -256.0
 
 
 def _num(value: Any) -> Optional[float]:
+    """A finite number, or None ('OFF' and friends, NaN, infinities, anything else)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return float(str(value).strip().rstrip("%"))
-    except ValueError:
-        return None  # 'OFF' and friends
+        number = float(value) if isinstance(value, (int, float)) else float(str(value).strip().rstrip("%"))
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _field(parent: Any, *keys: str) -> Optional[float]:
+    """A number found at parent[key][key]...; None when any level is missing or not what jtop writes."""
+    for key in keys:
+        if not isinstance(parent, dict):
+            return None
+        parent = parent.get(key)
+    return _num(parent)
 
 
 def from_stats(stats: Dict[str, Any], memory: Optional[Dict[str, Any]] = None,
@@ -37,28 +47,26 @@ def from_stats(stats: Dict[str, Any], memory: Optional[Dict[str, Any]] = None,
     if time is None and isinstance(stats.get("time"), _dt.datetime):
         time = stats["time"].timestamp()
     s = Sample(source="jtop", time=time)
-    cpus = sorted((int(k[3:]), v) for k, v in stats.items() if k.startswith("CPU") and k[3:].isdigit())
+    cpus = sorted((int(k[3:]), v) for k, v in stats.items() if k.startswith("CPU") and k[3:].isdecimal())
     s.cpu_load_pct = [_num(v) for _, v in cpus]
     s.gpu_load_pct = _num(stats.get("GPU"))
     s.emc_load_pct = _num(stats.get("EMC")) if _is_percent(stats.get("EMC")) else None
     ram, swap = _num(stats.get("RAM")), _num(stats.get("SWAP"))
-    mem = memory or {}
-    if "RAM" in mem:
-        s.ram_used_mb, s.ram_total_mb = mem["RAM"]["used"] / 1024, mem["RAM"]["tot"] / 1024
+    mem = memory if isinstance(memory, dict) else {}
+    if _field(mem, "RAM", "used") is not None and _field(mem, "RAM", "tot") is not None:
+        s.ram_used_mb, s.ram_total_mb = _field(mem, "RAM", "used") / 1024, _field(mem, "RAM", "tot") / 1024
     elif ram is not None and ram > 1.0:      # jetson-stats 2.x/3.x: kB used
         s.ram_used_mb = ram / 1024
     elif ram is not None and ram_total_mb:   # 4.x fraction
         s.ram_used_mb, s.ram_total_mb = ram * ram_total_mb, ram_total_mb
-    if "SWAP" in mem:
-        s.swap_used_mb, s.swap_total_mb = mem["SWAP"]["used"] / 1024, mem["SWAP"]["tot"] / 1024
+    if _field(mem, "SWAP", "used") is not None and _field(mem, "SWAP", "tot") is not None:
+        s.swap_used_mb, s.swap_total_mb = _field(mem, "SWAP", "used") / 1024, _field(mem, "SWAP", "tot") / 1024
     elif swap is not None and swap > 1.0:
         s.swap_used_mb = swap / 1024
-    emc = mem.get("EMC") or {}
-    if emc.get("cur"):
-        s.emc_freq_mhz = emc["cur"] / 1000          # kHz
-    freq = ((gpu or {}).get("gpu") or {}).get("freq") or {}
-    if freq.get("cur") is not None:
-        s.gpu_freq_mhz = freq["cur"] / 1000          # kHz
+    if _field(mem, "EMC", "cur"):
+        s.emc_freq_mhz = _field(mem, "EMC", "cur") / 1000          # kHz
+    if _field(gpu, "gpu", "freq", "cur") is not None:
+        s.gpu_freq_mhz = _field(gpu, "gpu", "freq", "cur") / 1000  # kHz
     for key, value in stats.items():
         if key.startswith("Temp "):
             c = _num(value)
@@ -95,5 +103,5 @@ def parse_old_api_as_printed(text: str) -> Dict[str, Any]:
             continue
         key, value = line.split(", ", 1)
         n = _num(value)
-        out[key] = value if n is None or key in ("time", "uptime") else (int(n) if n == int(n) else n)
+        out[key] = value if n is None or key in ("time", "uptime") else (int(n) if n.is_integer() else n)
     return out

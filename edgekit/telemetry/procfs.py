@@ -21,7 +21,7 @@ def parse_meminfo(text: str) -> Dict[str, int]:
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        if parts and parts[0].isdecimal():
             out[key.strip()] = int(parts[0])
     return out
 
@@ -33,8 +33,10 @@ def parse_stat(text: str) -> CpuTimes:
         if not line.startswith("cpu") or line.startswith("cpu "):
             continue
         name, *values = line.split()
-        if not name[3:].isdigit():
+        if not name[3:].isdecimal():
             continue
+        if not all(v.isdecimal() for v in values[:8]):
+            continue                     # not a kernel's line: left out, like an offline CPU
         nums = [int(v) for v in values[:8]] + [0] * max(0, 8 - len(values))
         idle = nums[3] + nums[4]
         total = sum(nums)

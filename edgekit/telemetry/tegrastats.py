@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
+from edgekit.errors import ParseError
 from edgekit.telemetry.sample import Sample
 
 _RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
@@ -32,11 +33,11 @@ OFF_SENSOR_C = -256.0
 
 
 def parse_line(line: str, time: Optional[float] = None) -> Sample:
-    """Parse one tegrastats line; raise ValueError when it is not one (no RAM field)."""
+    """Parse one tegrastats line; raise ParseError (a ValueError) when it is not one (no RAM field)."""
     line = " ".join(line.split())
     ram = _RAM.search(line)
     if not ram:
-        raise ValueError(f"not a tegrastats line: {line[:80]!r}")
+        raise ParseError(f"not a tegrastats line: {line[:80]!r}", hint="run `tegrastats` on the device to see its output")
     sample = Sample(source="tegrastats", time=time, ram_used_mb=float(ram[1]), ram_total_mb=float(ram[2]))
     swap = _SWAP.search(line)
     if swap:
@@ -51,8 +52,9 @@ def parse_line(line: str, time: Optional[float] = None) -> Sample:
     gpu = _GR3D.search(line)
     if gpu:
         sample.gpu_load_pct = float(gpu[1])
-        if gpu[2]:
-            sample.gpu_freq_mhz = float(max(int(f) for f in gpu[2].split(",") if f))
+        clocks = [int(f) for f in gpu[2].split(",") if f] if gpu[2] else []
+        if clocks:
+            sample.gpu_freq_mhz = float(max(clocks))
     for name, value in _TEMP.findall(line):
         celsius = float(value)
         if celsius > OFF_SENSOR_C:

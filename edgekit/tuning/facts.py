@@ -112,7 +112,7 @@ class SwapFile:
     def parse(output: str) -> dict:
         values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
         stat = values.get("stat", "").split()
-        return {"exists": "stat" in values, "size": int(stat[0]) if stat and stat[0].isdigit() else None,
+        return {"exists": "stat" in values, "size": int(stat[0]) if stat and stat[0].isdecimal() else None,
                 "mode": stat[1] if len(stat) > 1 else None, "type": values.get("type", "").strip() or None,
                 "fstab": values.get("fstab", "").strip() or None}
 

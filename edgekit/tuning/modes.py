@@ -65,13 +65,13 @@ class Mode:
     @property
     def gpu_max_hz(self) -> int | None:
         """The GPU clock cap in Hz; None when uncapped (-1) or not set."""
-        caps = [int(v) for v in self.values("GPU", "MAX_FREQ") if v.lstrip("-").isdigit() and int(v) > 0]
+        caps = [int(v) for v in self.values("GPU", "MAX_FREQ") if v.lstrip("-").isdecimal() and int(v) > 0]
         return min(caps) if caps else None
 
     @property
     def emc_max_hz(self) -> int | None:
         """The memory clock cap in Hz; None when uncapped (-1 or 0) or not set."""
-        caps = [int(v) for v in self.values("EMC", "MAX_FREQ") if v.lstrip("-").isdigit() and int(v) > 0]
+        caps = [int(v) for v in self.values("EMC", "MAX_FREQ") if v.lstrip("-").isdecimal() and int(v) > 0]
         return min(caps) if caps else None
 
 
@@ -166,7 +166,7 @@ def resolve(name: str, table: ModeTable, l4t: str | None = None, part: str | Non
     Raises UsageError for a bare id and UnsuitableDevice for a name the board lacks (listing its modes, and saying
     when the Super modes need a newer JetPack)."""
     wanted = name.strip()
-    if wanted.isdigit():
+    if wanted.isdecimal():
         raise UsageError(f"--power-mode {wanted}: name a mode, not an id (ids differ per board and JetPack); "
                          f"this board has {table.listing()}",
                          hint="use a mode's name, or `max` / `efficient`")
