@@ -10,10 +10,11 @@ from edgekit import state as controller_state
 from edgekit.errors import UnsuitableDevice
 from edgekit.facts.deployed import BuildLinks, FileText, PathsPresent, UnitState, UserGroups
 from edgekit.remote.plan import run_steps
-from edgekit.rollback import (BuildSwitchedBack, ControllerModel, RollbackPossible, Restarted, SettingsSwitchedBack,
+from edgekit.rollback import (AnswersAgain, BuildSwitchedBack, ControllerModel, RollbackPossible, Restarted, SettingsSwitchedBack,
                               rollback_steps)
 from edgekit.tuning.facts import TuningRecords
-from edgekit.uninstall import FOLDERS, FoldersRemoved, ServiceUserRemoved, UnitRemoved, uninstall_steps
+from edgekit.uninstall import (FOLDERS, ControllerForgets, FoldersRemoved, ServiceUserRemoved, TuningRestored,
+                               UnitRemoved, uninstall_steps)
 from tests.steps_harness import context
 
 RECORDS = TuningRecords.parse("@@file power-mode.json\n{\"id\": 1, \"name\": \"25W\"}\n"
@@ -130,3 +131,14 @@ def test_rollback_of_the_settings_only_and_nothing_to_roll_back_to():
     assert Restarted().plan(context({}, changed=set())).reason == "nothing was switched back"
     assert SettingsSwitchedBack().plan(context(rolled(kept=()))).reason == "no earlier settings kept"
     assert ControllerModel().plan(context({})).reason == "settings unchanged"
+
+
+def test_tuning_restore_controller_forget_and_health_steps_alone(home):
+    change = TuningRestored().plan(context({TuningRecords(): RECORDS}))
+    assert change.summary == "put back what edgekit changed: default_target, power_mode" and len(change.commands) == 3
+    assert TuningRestored().plan(context({TuningRecords(): {}})).reason.startswith("edgekit changed no Jetson tuning")
+    assert ControllerForgets().plan(context({})).reason == "this controller keeps nothing for orin"
+    assert AnswersAgain().plan(context({})).reason == "not restarted"
+    waits = AnswersAgain().plan(context({}, dry_run=True, changed={"restart"}))
+    assert [str(op) for op in waits.commands] == [f"check: GET /health where {L.ENV_PATH} says it listens, until it "
+                                                  "answers (at most 300 s)"]
