@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from typing import Any, Optional, Union
 
 from rich.console import Console, RenderableType
@@ -104,3 +105,31 @@ class StepPrinter:
         if result.status == "would-change":
             for command in result.commands:
                 say(f"{self.prefix}{'':>14}", ("$", "dim"), f" {command}")
+
+
+class Tracer:
+    """`-v`: each remote round trip on stderr as it completes (host, `$` as the login user or `#` as root, the
+    command with secrets masked by the transport, seconds, exit code), counted for the run's summary. One tracer
+    serves every transport of a command (a fleet's too: lines carry the host)."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+        self.seconds = 0.0
+        self.hosts: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, trace) -> None:
+        with self._lock:
+            self.round_trips += 1
+            self.seconds += trace.seconds
+            self.hosts.add(trace.host)
+        if trace.exit_code is None:
+            outcome = (f"({trace.seconds:.2f}s)", "dim")
+        else:
+            outcome = (f"({trace.seconds:.2f}s, exit {trace.exit_code})", "dim" if trace.exit_code == 0 else "red")
+        say((f"[{trace.host}] ", "dim"), ("# " if trace.sudo else "$ ", "dim"), trace.what, " ", outcome)
+
+    def summary(self) -> None:
+        if self.round_trips:
+            say((f"{self.round_trips} remote round trip(s)", "bold"),
+                f" to {', '.join(sorted(self.hosts))}, {self.seconds:.1f}s waiting on them")

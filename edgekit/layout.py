@@ -19,6 +19,7 @@ STATE_DIR = "/var/lib/edgekit"                 # what edgekit learned about the 
 CPU_REFUSED = f"{STATE_DIR}/cpu-refused"       # CPU levels whose build failed the gate here, one per line
 HEALTHY = f"{STATE_DIR}/last-healthy.json"     # the last state a provision ended healthy in
 HEALTHY_DIR = f"{STATE_DIR}/last-healthy"      # copies of its env file and unit
+LAST_ROLLBACK = f"{STATE_DIR}/last-rollback.json"   # the last automatic rollback: what failed, when, why, back to what
 
 CACHE_DIR = "/var/cache/edgekit"
 SOURCE_CACHE = f"{CACHE_DIR}/src"

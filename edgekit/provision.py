@@ -6,6 +6,7 @@ Also `status` on the same layout (uninstall and rollback are steps of their own:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 from edgekit import layout as L
@@ -163,21 +164,34 @@ def deploy_steps(ctx: Context, opts: ServiceOptions, steps: list) -> list:
             raise
         ctx.current_step = "rollback"
         ctx.reporter.progress("rollback", f"restoring {healthy.describe(st['healthy'])}")
+        reason, when = e.message.splitlines()[0], time.strftime("%Y-%m-%dT%H:%M:%S%z")
         try:
             record = healthy.restore(ctx.transport)
             wait_as_configured(ctx, min(opts.health_timeout, 300))
         except EdgekitError as again:
+            _record_rollback(ctx, healthy.rollback_record(failed.step, reason, list(changed), st, st["healthy"],
+                                                          False, when))
             raise healthy.DeployRolledBack(
-                f"{failed.step} failed on {target}: {e.message.splitlines()[0]}; rolling back to the last healthy "
+                f"{failed.step} failed on {target}: {reason}; rolling back to the last healthy "
                 f"state ({healthy.describe(st['healthy'])}) failed too: {again.message.splitlines()[0]}",
                 hint=f"see `edgekit logs {target}` and `edgekit status {target}`") from None
+        _record_rollback(ctx, healthy.rollback_record(failed.step, reason, list(changed), st, record, True, when))
         controller_state.set_model(target, record.get("model"))
         raise healthy.DeployRolledBack(
             f"{failed.step} failed on {target} after this run changed {', '.join(sorted(changed))}: "
-            f"{e.message.splitlines()[0]}. Rolled back to the last healthy state ({healthy.describe(record)}); "
+            f"{reason}. Rolled back to the last healthy state ({healthy.describe(record)}); "
             f"the service answers again. Logs: `edgekit logs {target}` (journalctl -u {L.UNIT_NAME})",
             hint="fix the setting or model and provision again; --no-rollback keeps the broken state for debugging"
         ) from None
+
+
+def _record_rollback(ctx: Context, record: dict) -> None:
+    """Write last-rollback.json on the device (what `edgekit status` shows); a failure to write it is reported, it
+    does not hide the failure that caused the rollback."""
+    try:
+        ctx.do(healthy.record_rollback_op(record))
+    except EdgekitError as e:
+        ctx.reporter.progress("rollback", f"could not record the rollback in {L.LAST_ROLLBACK}: {e.message}")
 
 
 def wait_as_configured(ctx: Context, timeout: float) -> float:
@@ -225,6 +239,7 @@ def status(transport) -> dict:
            "build": json.loads(stamp) if stamp else None, "health": None, "slots": None}
     h = st["healthy"]
     out["last_healthy"] = h
+    out["last_rollback"] = healthy.parse_rollback(read(transport, FileText(L.LAST_ROLLBACK)))
     out["state"] = ("no healthy state recorded" if not h else
                     "the last healthy state" if healthy.is_recorded(st) else "changed since the last healthy state")
     if env.get("LLAMA_ARG_PORT") and out["active"] == "active":

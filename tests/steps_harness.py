@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.remote import helper
-from edgekit.remote.command import Upload, device_changes
+from edgekit.remote.command import Later, Upload, device_changes
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.remote.run_state import RunState
 from edgekit.remote.transport import Result
@@ -36,7 +36,7 @@ class RecordingTransport:
     def __init__(self, answer: Callable[[str], str | tuple[int, str]] | None = None):
         self.ran: list = []
         self._answer = answer or (lambda command: "")
-        helper._paths[self] = HELPER            # the device helper is there already (its upload: test_helper*)
+        helper._paths[self] = helper.Placed(HELPER, True)   # the helper is there already (its upload: test_helper*)
 
     def _result(self, command: str, on_line=None) -> Result:
         got = self._answer(command)
@@ -89,9 +89,13 @@ def _key(op) -> object:
 
 
 def _uploads_as_run(planned: list, ran: list) -> list:
-    """Planned uploads with run-made content are compared by place and rights: drop content from the recorded."""
+    """Planned uploads with run-made content are compared by place and rights: drop content from the recorded. A
+    planned Later (a command the run composes) stands for the one command run in its place."""
     out = []
-    for op in ran:
+    for i, op in enumerate(ran):
+        if i < len(planned) and isinstance(planned[i], Later):
+            out.append(planned[i])
+            continue
         match = next((p for p in planned if isinstance(p, Upload) and isinstance(op, Upload) and p.made_by_run
                       and p.dest == op.dest), None)
         out.append(match if match is not None else op)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from edgekit.bench import llama_bench as lb
 from edgekit.bench import report
-from edgekit.bench.redact import MASK, is_secret_name, redact
+from edgekit.redact import MASK, is_secret_name, redact
 from edgekit.bench.runner import BenchSettings, run_bench
 from edgekit.bench.workload import Workload
 from edgekit.errors import ConnectError, EdgekitError, RemoteCommandFailed, UsageError

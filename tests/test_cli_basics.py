@@ -120,4 +120,4 @@ def test_login_options_are_one_value(monkeypatch):
     monkeypatch.setattr(common, "open_transport", lambda *args: opened.append(args))
     common.Login(None, True, False).open("orin-1", "/keys/orin")
     common.Login(Path("/keys/mine"), False, True).open("orin-1", "/keys/orin")
-    assert opened == [("orin-1", Path("/keys/orin"), True, False), ("orin-1", Path("/keys/mine"), False, True)]
+    assert opened == [("orin-1", Path("/keys/orin"), True, False, None), ("orin-1", Path("/keys/mine"), False, True, None)]

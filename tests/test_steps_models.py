@@ -94,6 +94,28 @@ def test_fetch_via_the_controller_pushes_and_adopts_as_printed(local_model, tmp_
     assert json.loads((tmp_path / "edgekit.lock").read_text())["model"]["tiny/tiny.gguf"]["sha256"] == sha
 
 
+def test_an_unpinned_push_prints_no_placeholder_and_adopts_the_sha256_it_computed(local_model, tmp_path):
+    """No sha256 is pinned: the dry run cannot know the adopt command's sha256, and says so instead of printing a
+    command with a placeholder in it; the run adopts with the sha256 the controller computed."""
+    path, sha = local_model
+    given = {ModelFile(dest(), None): {"event": "check", "state": "missing"}}
+
+    def answer(command: str) -> str:
+        if '"mode": "space"' in command:
+            return '@@edgekit {"event": "space", "free": 1, "need": 1}'
+        if '"mode": "adopt"' in command:
+            return "@@edgekit " + json.dumps({"event": "done", "sha256": sha, "size": path.stat().st_size,
+                                              "downloaded": 0, "resumed_from": 0})
+        return ""
+
+    dry, _, ctx = plan_and_apply(FetchModel(url_request(path, None, tmp_path)), given, run=board(7.4), answer=answer)
+    assert isinstance(dry, Change) and not [line for line in dry.shown if "<" in line], [l for l in dry.shown if "<" in l]
+    assert dry.shown[-1].startswith(f"then: check the pushed file's sha256 on the device and move it to {dest()}")
+    assert "known only during the run: no sha256 is pinned" in dry.shown[-1]
+    adopt = ctx.transport.ran[-1]
+    assert adopt.startswith(f"python3 {HELPER} fetch") and f'"sha256": "{sha}"' in adopt
+
+
 def test_fetch_on_the_device_downloads_there_as_printed(local_model, tmp_path, monkeypatch):
     path, sha = local_model
     url = "https://mirror.example/tiny.gguf"

@@ -227,3 +227,24 @@ def test_router_children_memory_by_alias():
           "   5000 /usr/bin/python3 helper.pyz --alias not-a-server\n"
           " 120000 /opt/edgekit/llama.cpp/current/bin/llama-server\n")        # the router itself: no alias
     assert RouterChildren.parse(ps) == {"gemma3-270m": 190000 * 1024}
+
+
+def test_a_rollback_is_recorded_with_what_failed_when_why_and_what_it_returned_to():
+    attempted = {"current": "/opt/edgekit/llama.cpp/b2-cpu", "env": "LLAMA_ARG_ALIAS=broken\nLLAMA_ARG_PORT=8080\n",
+                 "unit": "", "preset": ""}
+    back = {"build": "/opt/edgekit/llama.cpp/b1-cpu", "model": "gemma3-270m", "at": "2026-12-08T00:00:00+0000"}
+    record = healthy.rollback_record("health", "llama-server is crash-looping", ["service", "model file: broken"],
+                                     attempted, back, True, "2026-12-08T01:02:03+0000")
+    assert record["attempted"] == {"build": "/opt/edgekit/llama.cpp/b2-cpu", "model": "broken",
+                                   "env_sha256": healthy.sha(attempted["env"])}
+    assert record["changed"] == ["model file: broken", "service"] and record["returned_to"] == back
+    op = healthy.record_rollback_op(record)
+    assert op.dest == L.LAST_ROLLBACK and op.mode == "0644" and op.owner == "root"
+    assert healthy.parse_rollback(op.data.decode()) == record
+    assert healthy.describe_rollback(record) == (
+        "2026-12-08T01:02:03+0000: health failed after changing model file: broken, service (build b2-cpu, model "
+        "broken): llama-server is crash-looping; returned to build b1-cpu, model gemma3-270m, recorded "
+        "2026-12-08T00:00:00+0000")
+    failed_too = healthy.rollback_record("service", "x", ["service"], attempted, back, False, "t")
+    assert healthy.describe_rollback(failed_too).endswith("x; restoring the last healthy state failed too")
+    assert [healthy.parse_rollback(t) for t in (None, "", "{", "[]", '{"at": 1}')] == [None] * 5

@@ -21,7 +21,7 @@ from fabric import Connection
 from edgekit import paths
 from edgekit.errors import ConnectError, RemoteCommandFailed
 from edgekit.remote.target import parse_target
-from edgekit.remote.transport import Transport, changed_key_hint, host_key_name
+from edgekit.remote.transport import ReadOnly, Transport, changed_key_hint, host_key_name
 
 KEY_OLD = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILq/qZe8oVPE6B5Ht4gyz3L+HGGJ8uo9K/GSt4WbxCBw"
 KEY_NEW = "AAAAC3NzaC1lZDI1NTE5AAAAIBfjYv4o48yn3c3jrhyHicmPSErNv043fJ7ptt3VyxkF"
@@ -171,3 +171,39 @@ def test_changed_host_key_hint_names_each_file_holding_it(monkeypatch, tmp_path,
     error = _changed_key_error(monkeypatch, "jetson@10.0.0.5:2222")
     assert f"`ssh-keygen -f {extra} -R '[10.0.0.5]:2222'`" in error.hint
     assert str(paths.known_hosts()) not in error.hint
+
+
+def test_every_round_trip_is_traced_with_its_time_and_exit_code_and_secrets_masked(tmp_path):
+    """-v: the one transport reports each command (secrets masked) and file copy as it completes, and counts them;
+    a dry run's transport uploads nothing."""
+    seen = []
+    with Transport(parse_target("local"), become_password="hunter2-sudo", on_trace=seen.append) as t:
+        t.run("sleep 0.2; echo --api-key ek-abcdef123456 hunter2-sudo >/dev/null", env={"HF_TOKEN": "hf_x" * 10})
+        t.run("exit 3", check=False)
+        src = tmp_path / "src"
+        src.write_text("x")
+        t.put(src, str(tmp_path / "dest"))
+        assert t.round_trips == len(seen) and len(seen) >= 4        # mktemp, the copy, chmod+mv
+        with pytest.raises(RuntimeError, match="a dry run writes nothing on the device"):
+            ReadOnly(t).put(src, str(tmp_path / "other"))
+    first, failed = seen[0], seen[1]
+    assert first.what.startswith("export HF_TOKEN=<redacted>;") and "--api-key <redacted>" in first.what
+    assert "ek-abcdef123456" not in first.what and "hunter2-sudo" not in first.what and "hf_x" not in first.what
+    assert first.seconds >= 0.2 and first.exit_code == 0 and first.host == "local" and not first.sudo
+    assert failed.exit_code == 3 and failed.what == "exit 3"
+    copy = next(s for s in seen if s.exit_code is None)
+    assert copy.what.startswith(f"copy {src} (1 bytes) -> {tmp_path}/.dest.edgekit-")
+    assert not (tmp_path / "other").exists()
+
+
+def test_verbose_prints_each_remote_command_and_counts_them(tmp_path):
+    """`-v` on a command that reaches a device (here `local`): each command on stderr with its exit code, and the
+    count at the end."""
+    from tests.conftest import run_cli_inprocess
+
+    res = run_cli_inprocess("logs", "local", "-n", "1", "-v")
+    lines = res.stderr.splitlines()
+    traced = [line for line in lines if line.startswith("[local] ")]
+    assert any("journalctl -u edgekit-llama-server -n 1 --no-pager" in line and "exit " in line for line in traced)
+    assert re.fullmatch(r"\d+ remote round trip\(s\) to local, [\d.]+s waiting on them", lines[-1]), lines[-1]
+    assert int(lines[-1].split()[0]) == len(traced) >= 2        # who logs in (id -un), then journalctl

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from edgekit.bench.redact import redact
+from edgekit.redact import redact
 from edgekit.errors import UsageError
 from edgekit.telemetry.sample import Sample
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from edgekit.bench import limits, pinning, report
 from edgekit.bench import sweep as sw
 from edgekit.bench import llama_bench as lb
-from edgekit.bench.redact import redact
+from edgekit.redact import redact
 from edgekit.bench.timing import RequestResult, timed_completion, timed_completions
 from edgekit.bench.workload import PROMPT_TEXT, Case, Workload
 from edgekit.chat.client import Endpoint, LlamaClient

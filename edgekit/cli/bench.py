@@ -11,14 +11,14 @@ from rich.status import Status
 
 from edgekit.bench import report
 from edgekit.bench.pinning import parse_cpu_list
-from edgekit.bench.redact import redact
+from edgekit.redact import redact
 from edgekit.bench.runner import BenchSettings, run_bench, run_sweep
 from edgekit.bench.sweep import SweepSpec, parse_sweep
 from edgekit.bench.workload import DEFAULT, QUICK
 from edgekit import state as controller_state
 from edgekit.cli.app import app
-from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, open_transport
-from edgekit.console import DataTable, emit_json, err, note, plain, say, warning
+from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Verbose, open_transport
+from edgekit.console import DataTable, Tracer, emit_json, err, note, plain, say, warning
 from edgekit.errors import ConnectError, PartialFailure, UsageError
 from edgekit.layout import API_KEY_PATH
 from edgekit.remote.command import q
@@ -53,6 +53,7 @@ def bench(
     identity: Optional[Path] = Identity,
     accept_new_host_key: bool = AcceptNewHostKey,
     ask_become_pass: bool = AskBecomePass,
+    verbose: bool = Verbose,
 ) -> None:
     """Benchmark a llama-server with a fixed workload; `edgekit bench compare A.json B.json` compares two runs.
 
@@ -86,7 +87,8 @@ def bench(
                              hint="edgekit bench HOST --url URL --server-cpus 0,1")
         result = _run(settings, None)
     else:
-        with open_transport(target, identity, accept_new_host_key, ask_become_pass) as t:
+        tracer = Tracer() if verbose else None
+        with open_transport(target, identity, accept_new_host_key, ask_become_pass, tracer) as t:
             saved = controller_state.load(t.name) or {}
             if not url:   # where `edgekit provision` said it serves, else the device's address and --port
                 settings.url = saved.get("url") or f"http://{t.address}:{port}"
@@ -101,6 +103,8 @@ def bench(
             else:
                 needs_device = llama_bench or server_cpus or not no_telemetry
                 result = _run(settings, t if needs_device else None, telemetry=not no_telemetry)
+        if tracer is not None:
+            tracer.summary()
     if spec is not None:
         _render_sweep(redact(result, [settings.api_key]), json_out)
         failed = [r["value"] for r in result["sweep"]["rows"] if r["error"] or not (r["skipped"] or r["complete"])]

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import typer
 from rich.live import Live
 
-from edgekit.console import DataTable, emit_json, err, plain
+from edgekit.console import DataTable, Tracer, emit_json, err, plain
 from edgekit.fleet.deploy import Fleet
 from edgekit.fleet.inventory import load as load_inventory
 from edgekit.fleet.runner import HostResult, raise_for_failures
@@ -27,42 +27,55 @@ AskBecomePass = typer.Option(False, "--ask-become-pass", "-K",
 Json = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
 
+Verbose = typer.Option(False, "--verbose", "-v", help="Print each remote command as it runs (secrets masked), "
+                                                       "with its duration and exit code, and count them at the end.")
+
+
 def open_transport(target: str, identity: Optional[Path] = None, accept_new_host_key: bool = False,
-                   ask_become_pass: bool = False) -> Transport:
+                   ask_become_pass: bool = False, tracer: Optional[Tracer] = None) -> Transport:
     return Transport(parse_target(target, identity), become_password=become_password(ask_become_pass),
-                     accept_new_host_key=accept_new_host_key)
+                     accept_new_host_key=accept_new_host_key, on_trace=tracer)
 
 
 @dataclass(frozen=True)
 class Login:
-    """How a command logs in to devices (--identity, --accept-new-host-key, --ask-become-pass), as one value."""
+    """How a command logs in to devices (--identity, --accept-new-host-key, --ask-become-pass, and -v's tracer),
+    as one value."""
 
     identity: Optional[Path] = None
     accept_new_host_key: bool = False
     ask_become_pass: bool = False
+    tracer: Optional[Tracer] = None
 
     def open(self, target: str, identity: str | Path | None = None) -> Transport:
         """A transport to `target`; `identity` (an inventory host's key) when --identity was not given."""
         key = self.identity or (Path(identity) if identity else None)
-        return open_transport(target, key, self.accept_new_host_key, self.ask_become_pass)
+        return open_transport(target, key, self.accept_new_host_key, self.ask_become_pass, self.tracer)
 
 
 _LOGIN_OPTIONS = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
                   for name, annotation, default in (("identity", Optional[Path], Identity),
                                                     ("accept_new_host_key", bool, AcceptNewHostKey),
-                                                    ("ask_become_pass", bool, AskBecomePass))]
+                                                    ("ask_become_pass", bool, AskBecomePass),
+                                                    ("verbose", bool, Verbose))]
 
 
 def logs_in(command: Callable) -> Callable:
     """Give a command the login options once: its `login: Login` parameter becomes --identity/-i,
-    --accept-new-host-key and --ask-become-pass/-K on the command line (typer reads `__signature__`)."""
+    --accept-new-host-key, --ask-become-pass/-K and --verbose/-v on the command line (typer reads
+    `__signature__`). With -v every remote command is printed as it completes, and counted at the end."""
     signature = inspect.signature(command, eval_str=True)
     params = [p for p in signature.parameters.values() if p.name != "login"] + _LOGIN_OPTIONS
 
     @functools.wraps(command)
     def with_login(*args, identity: Optional[Path] = None, accept_new_host_key: bool = False,
-                   ask_become_pass: bool = False, **kwargs):
-        return command(*args, login=Login(identity, accept_new_host_key, ask_become_pass), **kwargs)
+                   ask_become_pass: bool = False, verbose: bool = False, **kwargs):
+        tracer = Tracer() if verbose else None
+        try:
+            return command(*args, login=Login(identity, accept_new_host_key, ask_become_pass, tracer), **kwargs)
+        finally:
+            if tracer is not None:
+                tracer.summary()
 
     with_login.__signature__ = signature.replace(parameters=params)
     with_login.__annotations__ = {p.name: p.annotation for p in params}
@@ -109,7 +122,7 @@ def run_on_fleet(hosts, job, *, title: str, json_out: bool, forks: int, login: L
 def fleet_for(hosts, login: Login, forks: int) -> Fleet:
     """The fleet of `hosts`, logged in as `login` says, drawing its live table on stderr."""
     return Fleet(hosts, become_password(login.ask_become_pass), login.accept_new_host_key, forks=forks,
-                 reporter=FleetTable())
+                 reporter=FleetTable(), on_trace=login.tracer)
 
 
 STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "running": "cyan", "skipped": "dim"}

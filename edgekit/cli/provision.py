@@ -23,6 +23,7 @@ from edgekit.fleet.runner import raise_for_failures
 from edgekit.layout import UNIT_NAME
 from edgekit.remote.plan import Context
 from edgekit.service.healthy import describe as describe_healthy
+from edgekit.service.healthy import describe_rollback
 
 
 @app.command()
@@ -56,17 +57,18 @@ def provision(
         context = Context(t, dry_run=dry_run, reporter=StepPrinter())
         results = prov.provision(context, opts[hosts[0].name])
     changed = [r for r in results if r.status in ("changed", "would-change")]
+    trips = f"{t.round_trips} remote round trip(s)"
     if json_out:
-        emit_json({"target": target, "dry_run": dry_run, "changed": len(changed),
+        emit_json({"target": target, "dry_run": dry_run, "changed": len(changed), "round_trips": t.round_trips,
                    "steps": [r.to_json() for r in results], "answer": context.run.smoke_answer})
     if dry_run:
-        say(f"dry run: {len(changed)} step(s) would change {target}; nothing was changed")
+        say(f"dry run: {len(changed)} step(s) would change {target}; nothing was changed ({trips})")
         return
     saved = controller_state.load(t.name) or {}
     if not changed:
-        say(("no changes", "green"), ": everything was already in place")
+        say(("no changes", "green"), f": everything was already in place ({trips})")
     else:
-        say((f"{len(changed)} step(s) changed", "yellow"))
+        say((f"{len(changed)} step(s) changed", "yellow"), f" ({trips})")
     say(f"serving {saved.get('model')} at {saved.get('url')}  (unit {UNIT_NAME})")
     if context.run.api_key_new:
         say(f"API key (shown once; kept in {saved.get('api_key_file')}): {context.run.api_key_new}")
@@ -127,7 +129,8 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
             ("health", info["health"] or "-"),
             ("deployed", f"{info['state']}" + (f" ({describe_healthy(info['last_healthy'])})"
                                                if info.get("last_healthy") else "")),
-            ("slots", f"{info['slots']['busy']}/{info['slots']['total']} busy" if info["slots"] else "-")]
+            ("slots", f"{info['slots']['busy']}/{info['slots']['total']} busy" if info["slots"] else "-"),
+            *([("last rollback", describe_rollback(info["last_rollback"]))] if info.get("last_rollback") else [])]
     for row in rows:
         table.add_row(*row)
     err.print(table)

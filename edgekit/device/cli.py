@@ -1,7 +1,8 @@
 """The helper's command line: `python3 helper.pyz SUBCOMMAND ARGS...`, answering in event lines (events.py).
 
-  fetch CONFIG [--token-stdin]  CONFIG: JSON {"mode": "fetch|check|adopt|space", "url", "dest", "sha256", "size"}
-                                (no secret); with --token-stdin, HF_TOKEN is the first line of stdin. Events:
+  fetch CONFIG [--token-stdin]  CONFIG: JSON {"mode": "fetch|check|adopt|space", "url", "dest", "sha256", "size",
+                                "record"} (no secret; "record": false: a check writes no sidecar, a dry run's);
+                                with --token-stdin, HF_TOKEN is the first line of stdin. Events:
       {"event": "start", "pid", "resume_from", "total", "remote_sha256"}
       {"event": "progress", "done", "total", "rate", "eta"}
       {"event": "warning", "message"}
@@ -37,7 +38,7 @@ def fetch(args: List[str]) -> int:
     mode, dest = config.get("mode", "fetch"), config["dest"]
     try:
         if mode == "check":
-            emit({"event": "check", **check(dest, config.get("sha256"))})
+            emit({"event": "check", **check(dest, config.get("sha256"), config.get("record", True))})
         elif mode == "space":
             # before a push (`<dest>.partial` from the controller): the whole file plus MARGIN must fit
             partial = dest + ".partial"

@@ -195,14 +195,15 @@ def write_failed(e, partial, dest, written, total):
                                                 directory))
 
 
-def check(dest, expected_sha256=None):
-    """Status of an installed file: {"state": "missing|verified|mismatch", "sha256", "size"}."""
+def check(dest, expected_sha256=None, record=True):
+    """Status of an installed file: {"state": "missing|verified|mismatch", "sha256", "size"}. A sha256 computed
+    here is recorded in the sidecar (next time is quick) unless `record` is false (a dry run writes nothing)."""
     if not os.path.isfile(dest):
         return {"state": "missing"}
     sha = verified_sha256(dest)
     if sha is None:
         sha = hash_file(dest).hexdigest()
-        if not expected_sha256 or sha == expected_sha256:
+        if record and (not expected_sha256 or sha == expected_sha256):
             write_sidecar(dest, sha)
     size = os.path.getsize(dest)
     if expected_sha256 and sha != expected_sha256:

@@ -28,8 +28,9 @@ from edgekit.remote.transport import Transport
 
 class Fleet:
     def __init__(self, hosts: list[Host], become_password: str | None = None, accept_new_host_key: bool = False,
-                 forks: int = 5, reporter: FleetReporter | None = None):
+                 forks: int = 5, reporter: FleetReporter | None = None, on_trace=None):
         self.hosts = hosts
+        self.on_trace = on_trace          # -v: every transport's round trips (edgekit.remote.transport.Trace)
         self.become_password = become_password
         self.accept_new = accept_new_host_key
         self.forks = forks
@@ -37,7 +38,7 @@ class Fleet:
 
     def transport(self, host: Host) -> Transport:
         return Transport(parse_target(host.target, host.identity), become_password=self.become_password,
-                         accept_new_host_key=self.accept_new)
+                         accept_new_host_key=self.accept_new, on_trace=self.on_trace)
 
     def run(self, job, title: str, serial: int | None = None, max_fail_percent: float = 100.0, hosts=None):
         return run_fleet(hosts if hosts is not None else self.hosts, job, forks=self.forks, serial=serial,

@@ -17,7 +17,7 @@ from edgekit.models.gguf_header import GGUFError, check_file
 from edgekit.models.on_device import GgufOnDevice, fetch_args, fetch_command, run_check, run_fetch
 from edgekit.remote.helper import helper_command
 from edgekit.models.request import ModelRequest, invalid_file, redact
-from edgekit.remote.command import Check, Cmd, Local, Upload, q
+from edgekit.remote.command import Check, Cmd, Later, Local, Upload, q
 from edgekit.remote.plan import Context
 
 
@@ -61,10 +61,15 @@ class Fetch:
                     *self._checks(self.dest)]
         return [Local(f"download {redact(self.url)} -> {self.cache} (resume, sha256 "
                       f"{self.want_sha or 'X-Linked-Etag'})"), *self._checks(str(self.cache)),
-                Check(f"room for it on the device: {self._space_command(ctx, '<size>')}"),
+                Check(f"room for it on the device: {self._space_command(ctx, size)}" if size else
+                      "room for it on the device, once its size is known from the download (the helper's fetch "
+                      "space check)"),
                 self._prepare_dir(ctx),
                 Upload(f"{self.dest}.partial", local=str(self.cache), root=False, sha256=self.want_sha),
-                Cmd(self._adopt_command(ctx, self.want_sha or "<its sha256 as downloaded>"))]
+                Cmd(self._adopt_command(ctx, self.want_sha)) if self.want_sha else
+                Later(f"check the pushed file's sha256 on the device and move it to {self.dest} (the helper's fetch "
+                      "adopt)", "no sha256 is pinned for this model, so the command carries the sha256 the "
+                      "controller computes while downloading")]
 
     def _space_command(self, ctx: Context, size) -> str:
         return helper_command(ctx.transport, "fetch", fetch_args({"mode": "space", "dest": self.dest, "size": size},

@@ -58,7 +58,8 @@ class ModelFile:
     sudo: bool = False
 
     def read(self, transport) -> dict:
-        config = {"mode": "check", "dest": self.dest, "sha256": self.sha256}
+        config = {"mode": "check", "dest": self.dest, "sha256": self.sha256,
+                  **({"record": False} if getattr(transport, "read_only", False) else {})}
         events, result = run_helper(transport, "fetch", fetch_args(config, False))
         return _result("helper fetch check", events, result)
 

@@ -4,7 +4,8 @@ A `Change` holds a list of operations. A string is a shell command run as root, 
 `sh(...)`, which quotes every argument, or `q` for one value inside shell syntax); a `Cmd` runs as the login user.
 An `Upload` writes a file atomically and prints as one line: destination, mode, owner, size and sha256
 (`secret=True` leaves the sha256 out). A `Check` is a read the step judges (a poll, a verification), a `Local` the
-controller's own work (a download to its cache): both printed, neither changes the device. `--dry-run` prints
+controller's own work (a download to its cache): both printed, neither changes the device. A `Later` is a
+device command the run composes from what it learns first, printed with the reason it cannot be shown exactly. `--dry-run` prints
 `str(op)` for each; the run executes the same, in the same order, so the dry run is the plan.
 """
 
@@ -60,6 +61,19 @@ class Local:
 
 
 @dataclass(frozen=True)
+class Later:
+    """A device command built from what the run learns first (the sha256 a download computes): printed as what it
+    does and why its exact text cannot be known before the run, never as a command with a placeholder in it. The
+    step's apply runs the real one in its place."""
+
+    text: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"then: {self.text} (the exact command is known only during the run: {self.why})"
+
+
+@dataclass(frozen=True)
 class Upload:
     """A file written to the device: from `text` (rendered, generated) or a controller file `local`, atomically.
 
@@ -106,7 +120,7 @@ class Upload:
                       self.root, self.sha256)
 
 
-Op = str | Cmd | Upload | Check | Local
+Op = str | Cmd | Upload | Check | Local | Later
 
 
 def device_changes(ops) -> list:
@@ -127,6 +141,6 @@ def run_op(transport, op: Op, **kwargs):
             return transport.put(local, op.dest, **kw)
     if isinstance(op, Cmd):
         return transport.run(op.text, **kwargs)
-    if isinstance(op, (Check, Local)):
+    if isinstance(op, (Check, Local, Later)):
         raise TypeError(f"{type(op).__name__} is not run as a change: the step's apply does it")
     return transport.sudo(op, **kwargs)

@@ -9,6 +9,7 @@ Secrets go on stdin only, never in argv or the environment.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import io
@@ -18,12 +19,14 @@ import tempfile
 import uuid
 import weakref
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from edgekit.device.events import parse_event
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
 from edgekit.remote.command import q, sh
+from edgekit.remote.transport import ReadOnly
 from edgekit.telemetry.collector import AGENT_MODULES
 
 PACKAGE = Path(__file__).resolve().parents[1]        # edgekit/
@@ -87,10 +90,23 @@ def parse_state(output: str) -> tuple[str, bool, str | None]:
     return home, python, sha
 
 
-def helper_path(transport) -> str:
-    """The helper's path on the device, uploaded first when it is missing or not these bytes (once per transport)."""
+@dataclass(frozen=True)
+class Placed:
+    """Where the helper is on a device, and whether it is there (a dry run does not upload it)."""
+
+    path: str
+    present: bool
+
+
+def placed(transport) -> Placed:
+    """The helper's path on the device, uploaded first when it is missing or not these bytes (once per transport);
+    a read-only transport (a dry run) uploads nothing: the path is where it will be, `present` says if it is."""
+    read_only = getattr(transport, "read_only", False)
+    key = transport.transport if isinstance(transport, ReadOnly) else transport     # the device's, not the view's
     try:
-        return _paths[transport]
+        known = _paths[key]
+        if known.present or read_only:
+            return known
     except (KeyError, TypeError):
         pass
     blob = build()
@@ -103,14 +119,40 @@ def helper_path(transport) -> str:
         raise UnsuitableDevice(f"the login user on {transport.name} has no home directory ($HOME is {home!r})",
                                hint=f"edgekit keeps its device helper in ~/{FOLDER}: log in as a user with a home")
     folder = f"{home}/{FOLDER}"
-    path = f"{folder}/{name}"
-    if sha != digest:
+    present = sha == digest
+    if not present and not read_only:
         _upload(transport, blob, folder, name, digest)
+        present = True
+    where = Placed(f"{folder}/{name}", present)
     try:
-        _paths[transport] = path
+        _paths[key] = where
     except TypeError:          # a transport that cannot be weakly referenced: asked again next time
         pass
-    return path
+    return where
+
+
+def helper_path(transport) -> str:
+    """The helper's path on the device (uploaded first when missing, except in a dry run: see `placed`)."""
+    return placed(transport).path
+
+
+# Runs the helper from stdin's first line (the zipapp, base64) without writing it anywhere: a dry run's reads on a
+# device that lacks this helper. Modules are served from the in-memory zip; the rest of stdin is the helper's.
+IN_MEMORY = (
+    "import base64,importlib.abc,importlib.util,io,sys,zipfile\n"
+    "Z=zipfile.ZipFile(io.BytesIO(base64.b64decode(sys.stdin.buffer.readline())))\n"
+    "N=set(Z.namelist())\n"
+    "class L(importlib.abc.MetaPathFinder,importlib.abc.Loader):\n"
+    " def find_spec(self,name,path,target=None):\n"
+    "  b=name.replace('.','/')\n"
+    "  if b+'/__init__.py' in N: return importlib.util.spec_from_loader(name,self,is_package=True)\n"
+    "  if b+'.py' in N: return importlib.util.spec_from_loader(name,self)\n"
+    " def create_module(self,spec): return None\n"
+    " def exec_module(self,m):\n"
+    "  b=m.__name__.replace('.','/');f=b+'/__init__.py' if b+'/__init__.py' in N else b+'.py'\n"
+    "  exec(compile(Z.read(f),f,'exec'),m.__dict__)\n"
+    "sys.meta_path.insert(0,L())\n"
+    "exec(compile(Z.read('__main__.py'),'__main__.py','exec'),{'__name__':'__main__'})\n")
 
 
 def _upload(transport, blob: bytes, folder: str, name: str, digest: str) -> None:
@@ -137,16 +179,24 @@ def _upload(transport, blob: bytes, folder: str, name: str, digest: str) -> None
 
 
 def helper_command(transport, subcommand: str, args: list[str] | tuple[str, ...] = ()) -> str:
-    """The command line that runs one helper subcommand on the device (uploading the helper first if needed)."""
+    """The command line that runs one helper subcommand on the device (uploading the helper first if needed; in a
+    dry run the line it will run, the helper uploaded then)."""
     return sh("python3", helper_path(transport), subcommand, *args)
 
 
 def run_helper(transport, subcommand: str, args: list[str] | tuple[str, ...] = (), stdin: str | None = None,
                on_event: Callable[[dict], None] | None = None, timeout: float | None = None):
     """Run one helper subcommand on the device; -> (its events, the transport's Result). Never raises for the
-    helper's own exit code: the caller reads the events (last_event) and the result."""
-    return collect_events(lambda command, **kw: transport.run(command, check=False, timeout=timeout, **kw),
-                          helper_command(transport, subcommand, args), stdin, on_event)
+    helper's own exit code: the caller reads the events (last_event) and the result. In a dry run on a device
+    that lacks this helper, it runs from memory (IN_MEMORY): nothing is written to the device."""
+    where = placed(transport)
+    if where.present:
+        command = sh("python3", where.path, subcommand, *args)
+    else:
+        command = sh("python3", "-c", IN_MEMORY, subcommand, *args)
+        stdin = base64.b64encode(build()).decode() + "\n" + (stdin or "")
+    return collect_events(lambda c, **kw: transport.run(c, check=False, timeout=timeout, **kw), command, stdin,
+                          on_event)
 
 
 def collect_events(run, command: str, stdin: str | None = None, on_event: Callable[[dict], None] | None = None):

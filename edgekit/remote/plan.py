@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 from edgekit.errors import EdgekitError
 from edgekit.remote.command import Local, Op, run_op
 from edgekit.remote.run_state import RunState
-from edgekit.remote.transport import Result, Transport
+from edgekit.remote.transport import ReadOnly, Result, Transport
 
 
 @dataclass
@@ -104,6 +104,10 @@ class Context:
     given: dict[Any, Any] = field(default_factory=dict)  # facts handed in (tests): read instead of the device
     strict: bool = False                                 # with `given`: a fact not handed in is an error
     current_step: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dry_run and self.transport is not None and not getattr(self.transport, "read_only", False):
+            self.transport = ReadOnly(self.transport)    # uploads nothing, not even edgekit's device helper
 
     def progress(self, text: str, completed: float | None = None, total: float | None = None) -> None:
         self.reporter.progress(self.current_step, text, completed, total)

@@ -12,6 +12,7 @@ import posixpath
 import re
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -22,11 +23,24 @@ import fabric.runners
 from fabric import Config, Connection
 
 from edgekit import paths
+from edgekit.redact import redact
 from edgekit.remote.command import q
 from edgekit.errors import ConnectError, RemoteCommandFailed
 from edgekit.remote.target import Target
 
 SUDO_PROMPT = "[edgekit-sudo] password: "
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One remote round trip, for `-v`: what ran (secrets masked), whether as root, how long, its exit code (None:
+    a file copy)."""
+
+    host: str
+    what: str
+    sudo: bool
+    seconds: float
+    exit_code: int | None
 
 
 @dataclass
@@ -80,9 +94,14 @@ class _LineSink(io.TextIOBase):
 class Transport:
     """Run commands on one device. Use as a context manager, or call close()."""
 
+    read_only = False            # see ReadOnly
+
     def __init__(self, target: Target, become_password: str | None = None,
-                 accept_new_host_key: bool = False, connect_timeout: float = 10.0):
+                 accept_new_host_key: bool = False, connect_timeout: float = 10.0,
+                 on_trace: Callable[[Trace], None] | None = None):
         self.target = target
+        self.on_trace = on_trace           # -v: called after every round trip (a command, a file copy)
+        self.round_trips = 0               # commands run and files copied on the device, for the run's summary
         self.become_password = become_password
         self._accept_new = accept_new_host_key
         self._timeout = connect_timeout
@@ -192,6 +211,7 @@ class Transport:
             kwargs["err_stream"] = _LineSink(on_line)
             kwargs["hide"] = False
         ctx = self._context()
+        start = time.monotonic()
         try:
             if sudo and not self.is_root:
                 if self.become_password is not None:
@@ -205,8 +225,10 @@ class Transport:
             raise ConnectError(f"sudo on {self.name} refused the password",
                                hint="check EDGEKIT_BECOME_PASS or the password given to --ask-become-pass") from None
         except invoke.exceptions.CommandTimedOut as e:
+            self._traced(script, sudo, start, -1)
             raise RemoteCommandFailed(command, -1, (e.result.stdout or "") + (e.result.stderr or ""),
                                       message=f"remote command timed out after {timeout:g}s: {command}") from None
+        self._traced(script, sudo, start, res.exited)
         out = res.stdout or ""
         err = (res.stderr or "").replace(SUDO_PROMPT, "")
         result = Result(command, res.exited, out, err)
@@ -223,6 +245,14 @@ class Transport:
 
     def sudo(self, command: str, **kwargs) -> Result:
         return self.run(command, sudo=True, **kwargs)
+
+    def _traced(self, what: str, sudo: bool, start: float, exit_code: int | None) -> None:
+        """Count one round trip; with -v, report it (secrets masked: the sudo password, and anything named like a
+        key or token, as edgekit.redact finds them)."""
+        self.round_trips += 1
+        if self.on_trace is not None:
+            self.on_trace(Trace(self.name, redact(what, [self.become_password]), sudo, time.monotonic() - start,
+                                exit_code))
 
     # -- files ------------------------------------------------------------------------------------------
     def put(self, local: str | Path, remote: str, *, sudo: bool = False, mode: str = "0644",
@@ -275,17 +305,48 @@ class Transport:
 
     def _copy(self, local: str, remote: str) -> None:
         ctx = self._context()
+        start = time.monotonic()
         if isinstance(ctx, Connection):
             ctx.put(local, remote)
         else:
             shutil.copyfile(local, remote)
+        self._traced(f"copy {local} ({os.path.getsize(local)} bytes) -> {remote}", False, start, None)
 
     def get(self, remote: str, local: str | Path) -> None:
         ctx = self._context()
+        start = time.monotonic()
         if isinstance(ctx, Connection):
             ctx.get(remote, str(local))
         else:
             shutil.copyfile(remote, local)
+        self._traced(f"copy {remote} -> {local}", False, start, None)
+
+
+class ReadOnly:
+    """A dry run's view of a transport (remote.plan.Context makes it): commands run as on the transport it wraps,
+    but nothing is uploaded (put refuses: a step wrote outside its change), and edgekit's device helper, when it is
+    not on the device yet, runs from memory (edgekit.remote.helper). The wrapped transport is left as it was."""
+
+    read_only = True
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)
+
+    def _refuse(self, remote: str):
+        raise RuntimeError(f"a dry run writes nothing on the device, but {remote} was to be uploaded to "
+                           f"{self.transport.name}: a step planned a write outside its change")
+
+    def put(self, local, remote: str, **kwargs) -> None:
+        self._refuse(remote)
+
+    def put_text(self, text: str, remote: str, **kwargs) -> None:
+        self._refuse(remote)
+
+    def put_temp(self, local, prefix: str = "edgekit", mode: str = "0600") -> str:
+        self._refuse(f"/tmp/{prefix}.XXXXXXXX")
 
 
 def _temp_template(remote: str) -> str:

@@ -4,7 +4,9 @@ A provision that ends healthy records what it ended in: `/var/lib/edgekit/last-h
 `current` link resolved to, the model, the sha256 of the env file and the unit) with copies of both files in
 `/var/lib/edgekit/last-healthy/`. When a later provision changes the build, the model or the settings and the
 service is then unhealthy, `restore` puts that state back (systemd's start limit cleared first), restarts, and
-checks it is healthy again.
+checks it is healthy again. Each such automatic rollback is recorded next to it in
+`/var/lib/edgekit/last-rollback.json` (`rollback_record`: the step that failed and why, what the run changed and
+tried, when, what it returned to), which `edgekit status` shows.
 """
 
 from __future__ import annotations
@@ -110,6 +112,46 @@ class RecordHealthy:
                f"cp -p {q(L.PRESET_PATH)} {q(PRESET_COPY)}" if st["preset"] else f"rm -f {q(PRESET_COPY)}",
                Upload(L.HEALTHY, json.dumps(record, indent=2) + "\n")]
         return Change(f"record the healthy state: {describe(record)}", ops)
+
+
+def rollback_record(failed_step: str, reason: str, changed: list[str], attempted: dict, returned_to: dict | None,
+                    restored: bool, at: str) -> dict:
+    """Pure: what `last-rollback.json` says of an automatic rollback: the step that failed and why, what the run had
+    changed and the state it tried (build, model), when, and the last healthy state it returned to (`restored`:
+    False when putting that back failed too)."""
+    env = parse_env(attempted.get("env") or "")
+    return {"at": at, "failed_step": failed_step, "reason": reason, "changed": sorted(changed),
+            "attempted": {"build": attempted.get("current"),
+                          "model": env.get("LLAMA_ARG_ALIAS") or next(iter(preset_models(attempted.get("preset")
+                                                                                          or "")), None),
+                          "env_sha256": sha(attempted.get("env") or "")},
+            "returned_to": returned_to, "restored": restored}
+
+
+def record_rollback_op(record: dict) -> Upload:
+    """The write of `last-rollback.json` (root's, next to the last healthy record)."""
+    return Upload(L.LAST_ROLLBACK, json.dumps(record, indent=2) + "\n", mode="0644")
+
+
+def parse_rollback(text: str | None) -> dict | None:
+    """Pure: last-rollback.json's text -> the record, or None (absent, or not a record)."""
+    try:
+        record = json.loads(text) if text and text.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("failed_step") else None
+
+
+def describe_rollback(record: dict | None) -> str:
+    """One line: when, which step failed and why, what was tried, what it returned to."""
+    if not record:
+        return "none"
+    tried = record.get("attempted") or {}
+    back = (f"returned to {describe(record.get('returned_to'))}" if record.get("restored") else
+            "restoring the last healthy state failed too")
+    return (f"{record.get('at')}: {record.get('failed_step')} failed after changing "
+            f"{', '.join(record.get('changed') or []) or '?'} (build {(tried.get('build') or '?').rsplit('/', 1)[-1]}, "
+            f"model {tried.get('model')}): {record.get('reason')}; {back}")
 
 
 def restore_commands(st: dict) -> list[str]:

@@ -1,4 +1,5 @@
-"""Keep secrets out of what `edgekit bench` writes and prints: one function, `redact`, used for both.
+"""Keep secrets out of what edgekit writes and prints (bench results, -v traces of remote commands): one function,
+`redact`, used for all.
 
 A secret is: the value after a flag or a field named like a key, token, password or secret (`--api-key K`,
 `--hf-token=T`, `-hft T`, `"api_key": "K"`, `HF_TOKEN=T`, `?token=T`), an Authorization header or Bearer token,
