@@ -19,6 +19,8 @@ from edgekit.errors import EdgekitError, UnsuitableDevice
 from edgekit.facts.deployed import Device, FileText, RouterChildren, read
 from edgekit.facts.device import require_supported
 from edgekit.models import catalog, gguf_header
+from edgekit.models.drafts import check_catalog_pair
+from edgekit.models.request import url_names
 from edgekit.models.router import model_set_steps
 from edgekit.models.steps import ModelRequest, local_model_file, require_pinned
 from edgekit.remote.lock import device_lock
@@ -55,13 +57,14 @@ class ProvisionOptions:
     build: BuildSpec = field(default_factory=BuildSpec)
     service: ServiceOptions = field(default_factory=ServiceOptions)
     more_models: list[ModelRequest] = field(default_factory=list)    # router mode: the others
+    draft: ModelRequest | None = None    # the default model's speculative draft (--draft)
     models_max: int | None = None
     tuning: TuningOptions = field(default_factory=TuningOptions)
     exporter: ExporterOptions | None = None          # the board + server metrics exporter (None: --no-metrics)
 
     @property
     def models(self) -> list[ModelRequest]:
-        return [self.model, *self.more_models]
+        return [self.model, *self.more_models, *([self.draft] if self.draft else [])]
 
 
 def options(s: Settings) -> ProvisionOptions:
@@ -75,21 +78,36 @@ def options(s: Settings) -> ProvisionOptions:
                                n_ctx=s.ctx, source_url=s.model_url, kv_type=s.cache_type_kv or "f16"))
         require_pinned(requests[-1])
     lockfile.validate(s.lock_file)                 # outside files are read before any device: a broken one stops here
-    local = local_model_file(s.model_url)
+    local, header = local_model_file(s.model_url), None
     if local is not None:
         try:
-            gguf_header.check_file(local)
+            header = gguf_header.check_file(local)
         except gguf_header.GGUFError as e:
             raise gguf_header.GGUFError(f"--model-url {local} is not a valid GGUF model: {e.message}; nothing was "
                                         "changed", hint=e.hint) from None
+    draft = _draft_request(s, requests[0], header) if s.draft else None
     tuning = s.take(TuningOptions)
     tuning.validate()
     return ProvisionOptions(
-        model=requests[0], more_models=requests[1:], models_max=s.models_max, tuning=tuning,
+        model=requests[0], more_models=requests[1:], draft=draft, models_max=s.models_max, tuning=tuning,
         exporter=s.take(ExporterOptions, "metrics_") if s.metrics else None,
         build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
                         extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
         service=s.take(ServiceOptions, n_ctx=s.ctx))
+
+
+def _draft_request(s: Settings, target: ModelRequest, header=None) -> ModelRequest:
+    """The draft's own request (fetched like a model, counted in its target's fit), its pair checked first: the
+    catalog's tokenizers, or a local target file's own header (drafts.check_catalog_pair)."""
+    name, quant = catalog.split_ref(s.draft)
+    entry = catalog.get(name)
+    target_entry = None if target.by_url else catalog.get(target.name or "")
+    check_catalog_pair(target_entry, header if target.by_url else None, entry)
+    target_name = target_entry.name if target_entry else url_names(target)[0]
+    request = s.take(ModelRequest, name=entry.name, quant=quant, n_ctx=s.ctx, source_url=None, sha256=None,
+                     kv_type=s.cache_type_kv or "f16", draft=None, draft_of=target_name)
+    require_pinned(request)
+    return request
 
 
 def options_for(flags: dict, host) -> ProvisionOptions:

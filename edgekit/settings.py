@@ -26,6 +26,7 @@ from edgekit.facts.cuda import parse_arch_override
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 FETCH_ON = ("auto", "device", "controller")
+SPEC_TYPES = ("ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache")   # b11312, no draft model
 MAX_CTX = 1 << 20
 MAX_CACHE_RAM_MIB = 1 << 20       # MiB; edgekit always bounds the prompt cache (llama.cpp's -1, no limit, is refused)
 MAX_SLEEP_IDLE = 7 * 86400        # llama.cpp refuses 0; "never" is leaving the setting out
@@ -259,6 +260,11 @@ SETTINGS: list[Setting] = [
     Setting("cache_ram_mib", int, None, _int(0, MAX_CACHE_RAM_MIB, optional=True), "Prompt cache in host RAM, MiB "
             "(0: off; default: half the headroom the fit leaves, at most llama.cpp's 8192).", "--cache-ram",
             aliases=("cache_ram",)),
+    Setting("draft", str, None, _text(_MODEL, "a catalog NAME or NAME:QUANT"), "Speculative decoding: a smaller "
+            "catalog model of the same vocabulary drafts tokens the model checks (NAME[:QUANT]; refused unless "
+            "their tokenizers match).", "--draft"),
+    Setting("spec_type", str, None, _choice(SPEC_TYPES), "Draft-free speculation from the text so far (copy-heavy "
+            "work: code edits, summaries): " + ", ".join(SPEC_TYPES) + ".", "--spec-type", choices=SPEC_TYPES),
     Setting("sleep_idle_seconds", int, None, _int(1, MAX_SLEEP_IDLE, optional=True), "Unload the model after this "
             "many seconds without requests (default: never).", "--sleep-idle-seconds"),
     Setting("lock_file", str, None, _text(), "edgekit.lock: the sha256 of every model, recorded on first fetch and "
@@ -455,6 +461,13 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
     elif s.models_max is not None:
         raise UsageError(f"{_where('models_max', sources['models_max'])} applies to several models (router mode)",
                          hint="give -m more than once (or `models = [...]` in the inventory)")
+    if s.draft and s.models:
+        raise UsageError(f"{_where('draft', sources['draft'])} drafts for one model; router mode (several models) "
+                         "does not take one yet", hint="serve the model and its draft on their own: -m NAME --draft D")
+    if s.draft and s.spec_type:
+        raise UsageError(f"{_where('spec_type', sources['spec_type'])} is draft-free speculation; with "
+                         f"{_where('draft', sources['draft'])} the draft model speculates",
+                         hint="give one of --draft or --spec-type")
     if s.metrics and s.metrics_port == s.port:
         raise UsageError(f"{_where('metrics_port', sources['metrics_port'])} is the server's port {s.port}",
                          hint="choose another with --metrics-port (default 9838)")

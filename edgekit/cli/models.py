@@ -104,6 +104,8 @@ def show(name: str = typer.Argument(..., help="Model name, e.g. chinese-alpaca-2
         pin = "pinned" if q.pinned else f"NOT PINNED ({catalog.ALLOW_UNPINNED_FLAG}): {q.unpinned_reason}"
         table.add_row(f"{q.name}{' (default)' if q.name == e.default_quant else ''}",
                       f"{q.file} {_size(q)} sha256 {q.sha256 or '-'} @ {q.revision}; {pin}")
+    if e.drafts:
+        table.add_row("drafts", ", ".join(e.drafts) + " (same vocabulary: `edgekit provision --draft NAME`)")
     table.add_row("note", e.note)
     err.print(table)
 

@@ -80,6 +80,8 @@ class ModelEntry:
     sampling: dict
     quants: dict[str, Quant] = field(default_factory=dict)
     test: bool = False
+    drafts: tuple[str, ...] = ()   # catalog models meant as its speculative-decoding drafts (same vocabulary)
+    tokenizer: dict = field(default_factory=dict)   # gguf_header.Tokenizer.to_json() when read from the file
 
     def quant(self, name: str | None = None, total_memory: int | None = None) -> Quant:
         """The named quantization, or the default for a board with `total_memory` bytes of RAM."""
@@ -95,6 +97,7 @@ class ModelEntry:
     def to_json(self) -> dict:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        data["drafts"] = list(self.drafts)
         data["quants"] = {name: q.to_json() for name, q in self.quants.items()}
         return data
 
@@ -138,7 +141,8 @@ def _entry(name: str, raw: dict, test: bool) -> ModelEntry:
         native_ctx=int(raw["native_ctx"]), recommended_ctx=int(raw["recommended_ctx"]),
         stop=tuple(raw.get("stop", [])), default_quant=raw["default_quant"],
         small_board_quant=raw.get("small_board_quant", raw["default_quant"]), note=raw.get("note", ""),
-        shape=dict(raw.get("shape", {})), sampling=dict(raw.get("sampling", {})), quants=quants, test=test)
+        shape=dict(raw.get("shape", {})), sampling=dict(raw.get("sampling", {})), quants=quants, test=test,
+        drafts=tuple(raw.get("drafts", ())), tokenizer=dict(raw.get("tokenizer", {})))
     for role in ("default_quant", "small_board_quant"):
         if getattr(entry, role) not in quants:
             raise CatalogError(f"models.toml {name}: {role} {getattr(entry, role)!r} is not one of its quants "
@@ -161,6 +165,12 @@ def parse(text: str) -> dict[str, ModelEntry]:
                 out[name] = _entry(name, spec, test)
             except (KeyError, TypeError, ValueError) as e:
                 raise CatalogError(f"models.toml {name}: {type(e).__name__}: {e}") from None
+    for entry in out.values():
+        for draft in entry.drafts:
+            if draft not in out or draft == entry.name:
+                raise CatalogError(f"models.toml {entry.name}: draft {draft!r} is not another catalog model")
+            if out[draft].shape.get("vocab_size") != entry.shape.get("vocab_size"):
+                raise CatalogError(f"models.toml {entry.name}: draft {draft} has another vocabulary size")
     return out
 
 

@@ -85,12 +85,12 @@ class Fetch:
         lockfile.check_or_record("model", self.lock_name, sha, redact(self.url), self.request.lock_file)
         if self.request.by_url:
             entry, n_ctx, _ = self.fit_url(ctx, self.request, header, size)
-            model = ctx.run.models[self.entry.name]
+            model = ctx.run.table(self.request)[self.entry.name]
             model.entry, model.n_ctx = entry.to_json(), n_ctx
 
     def apply(self, ctx: Context, ops: list) -> None:
         done = self._on_device(ctx, ops) if self.mode == "device" else self._via_controller(ctx, ops)
-        model = ctx.run.models[self.entry.name]
+        model = ctx.run.table(self.request)[self.entry.name]
         model.sha256, model.size = done["sha256"], done["size"]
 
     def _on_device(self, ctx: Context, ops: list) -> dict:

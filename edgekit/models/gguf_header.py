@@ -16,6 +16,7 @@ which prints `device_report`'s event.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from dataclasses import asdict, dataclass, fields
@@ -82,6 +83,7 @@ class GGUFHeader:
     alignment: int = _DEFAULT_ALIGNMENT
     file_size: int | None = None     # set by check(): the whole file was checked against this size
     data_offset: int | None = None   # set by check(): where the tensor data starts
+    tokenizer: dict | None = None    # set by check() and read_header(tokenizer=True): drafts.Tokenizer's fields
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,6 +107,11 @@ class GGUFHeader:
         if self.value_length:
             return self.value_length
         return self.head_dim_k
+
+
+# The tokenizer's scalar settings a speculative draft must share with its target (llama.cpp's
+# common_speculative_are_compatible compares the vocabulary type, BOS and EOS, and the tokens' text).
+TOKENIZER_KEYS = ("model", "bos_token_id", "eos_token_id", "add_bos_token", "add_eos_token")
 
 
 class _Reader:
@@ -164,6 +171,29 @@ class _Reader:
     def skip_string(self) -> None:
         self.skip(self._length(), "a string")
 
+    def digest_array(self) -> tuple[int, str | None]:
+        """An array, hashed instead of kept: (its length, the sha256 of its items: strings length-prefixed,
+        scalars as stored). None for an array of arrays (not a token list)."""
+        itype, count = self.u32(), self.u64()
+        h = hashlib.sha256()
+        if itype == _STR:
+            self.need(8 * count, f"an array of {count} strings")
+            for _ in range(count):
+                n = self._length()
+                h.update(struct.pack("<Q", n))
+                h.update(self.read(n, "a string"))
+        elif itype in _SCALAR:
+            n = struct.calcsize(_SCALAR[itype]) * count
+            self.need(n, f"an array of {count} items")
+            while n > 0:
+                chunk = self.read(min(n, 1 << 20))
+                h.update(chunk)
+                n -= len(chunk)
+        else:
+            raise GGUFError(f"corrupt GGUF header: a tokenizer array of item type {itype} at offset {self.pos}",
+                            hint=_REDOWNLOAD)
+        return count, h.hexdigest()
+
 
 def _value(r: _Reader, vtype: int, keep: bool, strict: bool = False):
     """Read one value; arrays are skipped (their length is returned), strings kept only when asked.
@@ -218,7 +248,7 @@ def _skip_nested(r: _Reader, count: int) -> None:
                             hint=_REDOWNLOAD)
 
 
-def _read(r: _Reader, strict: bool) -> GGUFHeader:
+def _read(r: _Reader, strict: bool, tokenizer: bool = False) -> GGUFHeader:
     magic = r.read(4)
     if magic != MAGIC:
         raise GGUFError(f"not a GGUF file (magic {magic!r}, expected b'GGUF')",
@@ -244,7 +274,14 @@ def _read(r: _Reader, strict: bool) -> GGUFHeader:
                 raise GGUFError(f"corrupt GGUF header: duplicate key {key!r}", hint=_REDOWNLOAD)
             seen.add(key)
         vtype = r.u32()
-        wanted = key.startswith("general.") or "." in key and not key.startswith("tokenizer.")
+        if tokenizer and vtype == _ARR and key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
+            count, digest = r.digest_array()
+            meta["_tokens" if key.endswith("tokens") else "_types"] = digest
+            if key == "tokenizer.ggml.tokens":
+                meta["_vocab_size"] = count
+            continue
+        wanted = key.startswith("general.") or "." in key and not key.startswith("tokenizer.") or (
+            tokenizer and key.startswith("tokenizer.ggml.") and key[15:] in TOKENIZER_KEYS)
         value = _value(r, vtype, keep=wanted, strict=strict)
         if key == "general.alignment":
             if vtype != _U32 or not value or value & (value - 1):
@@ -266,8 +303,14 @@ def _read(r: _Reader, strict: bool) -> GGUFHeader:
             return None
         return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
+    tok = None
+    if tokenizer:        # the fingerprint a draft must share (edgekit.models.drafts.Tokenizer reads it)
+        tok = {"vocab_size": meta.get("_vocab_size"), "tokens_sha256": meta.get("_tokens"),
+               "types_sha256": meta.get("_types"),
+               "settings": {k: meta[f"tokenizer.ggml.{k}"] for k in TOKENIZER_KEYS
+                            if isinstance(meta.get(f"tokenizer.ggml.{k}"), (int, str, bool))}}
     return GGUFHeader(
-        version=version, tensor_count=tensor_count, architecture=arch,
+        tokenizer=tok, version=version, tensor_count=tensor_count, architecture=arch,
         block_count=num("block_count"), context_length=num("context_length"),
         embedding_length=num("embedding_length"), feed_forward_length=num("feed_forward_length"),
         head_count=num("attention.head_count"),
@@ -280,9 +323,10 @@ def _read(r: _Reader, strict: bool) -> GGUFHeader:
     )
 
 
-def read_header(fh: BinaryIO) -> GGUFHeader:
-    """Read a GGUF header from a binary stream positioned at the start of the file."""
-    return _read(_Reader(fh), strict=False)
+def read_header(fh: BinaryIO, tokenizer: bool = False) -> GGUFHeader:
+    """Read a GGUF header from a binary stream positioned at the start of the file (with `tokenizer`, its
+    tokenizer's fingerprint too: the token list is hashed, not skipped)."""
+    return _read(_Reader(fh), strict=False, tokenizer=tokenizer)
 
 
 def check(fh: BinaryIO, size: int) -> GGUFHeader:
@@ -290,7 +334,7 @@ def check(fh: BinaryIO, size: int) -> GGUFHeader:
 
     `fh` is a seekable binary stream at the start of the file; only the header and tensor infos are read."""
     r = _Reader(fh, size)
-    header = _read(r, strict=True)
+    header = _read(r, strict=True, tokenizer=True)
     if header.tensor_count == 0:
         raise GGUFError("the GGUF has no tensors (a vocabulary-only file, not a model)",
                         hint="check the URL: it should name a model's .gguf file")
@@ -339,11 +383,11 @@ def check(fh: BinaryIO, size: int) -> GGUFHeader:
     return header
 
 
-def read_header_file(path: str | Path) -> GGUFHeader:
+def read_header_file(path: str | Path, tokenizer: bool = False) -> GGUFHeader:
     """Read the header of a GGUF file on disk."""
     try:
         with open(path, "rb") as fh:
-            return read_header(fh)
+            return read_header(fh, tokenizer)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
 

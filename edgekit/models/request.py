@@ -36,6 +36,8 @@ class ModelRequest:
     allow_unpinned: bool = False      # install a quant with no pinned revision+sha256 (X-Linked-Etag only)
     lock_file: str | None = None      # the edgekit.lock to verify and record sha256s in (None: lockfile.default_path())
     cache_ram_mib: int | None = None  # the prompt-cache bound (--cache-ram; None: the fit's share)
+    draft: str | None = None          # the catalog NAME[:QUANT] served as its speculative draft (--draft)
+    draft_of: str | None = None       # this request is a draft: for the model of this name (fit with it, not alone)
 
     def __post_init__(self):
         if self.fetch_on not in ("auto", "device", "controller"):

@@ -7,6 +7,7 @@ from edgekit import layout as L
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.deployed import FileText
 from edgekit.models import fit
+from edgekit.models.drafts import DraftPair
 from edgekit.models.steps import FetchModel, FitCheck, ModelRequest, _total_memory, require_pinned
 from edgekit.remote.command import Upload
 from edgekit.remote.plan import Change, Context, Noop
@@ -56,13 +57,16 @@ class ModelSetFits:
 def model_set_steps(requests: list[ModelRequest], models_max: int | None = None) -> tuple[list, list]:
     """(the fit steps, the fetch steps) for the models of one service; several: router mode, with the check of
     how many fit together."""
+    served = [r for r in requests if not r.draft_of]
+    drafts = [r for r in requests if r.draft_of]
     for request in requests:
         require_pinned(request)
-    fits = [FitCheck(r) for r in requests]
-    if len(requests) > 1:
-        fits.append(ModelSetFits(models_max, force=any(r.force for r in requests),
-                                 cache_ram_mib=requests[0].cache_ram_mib))
-    return fits, [FetchModel(r) for r in requests]
+    fits = [FitCheck(r) for r in served]          # a draft is counted in its target's fit
+    if len(served) > 1:
+        fits.append(ModelSetFits(models_max, force=any(r.force for r in served),
+                                 cache_ram_mib=served[0].cache_ram_mib))
+    pairs = [DraftPair(d.draft_of, d.name) for d in drafts]      # type: ignore[arg-type]
+    return fits, [*(FetchModel(r) for r in requests), *pairs]
 
 
 DEFAULT_LINES = ("; the default model: loaded when the service starts", "load-on-startup = true")

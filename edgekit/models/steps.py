@@ -95,11 +95,21 @@ def _dest(entry, quant) -> str:
     return f"{MODELS_DIR}/{entry.name}/{quant.file}"
 
 
-def _model(ctx: Context, name: str, path: str) -> ModelState:
-    """The run's record of one model (the fit step makes it, the fetch step completes it)."""
-    model = ctx.run.models.setdefault(name, ModelState(name, path))
+def _model(ctx: Context, name: str, path: str, request: ModelRequest | None = None) -> ModelState:
+    """The run's record of one model, or of a draft (the fit step makes it, the fetch step completes it)."""
+    model = ctx.run.table(request).setdefault(name, ModelState(name, path))
     model.path = path
     return model
+
+
+def _draft(ctx: Context, request: ModelRequest, total: int):
+    """The draft served with `request`'s model: (entry, quant) as its own request will fetch it, recorded in the
+    run's drafts; None without one."""
+    if not request.draft:
+        return None
+    entry, quant = catalog.lookup(request.draft, None, total)
+    ctx.run.drafts.setdefault(entry.name, ModelState(entry.name, _dest(entry, quant))).entry = entry.to_json()
+    return entry, quant
 
 
 def _fit_url(ctx: Context, request: ModelRequest, header: GGUFHeader, size: int):
@@ -114,10 +124,14 @@ def _fit_url(ctx: Context, request: ModelRequest, header: GGUFHeader, size: int)
         raise UsageError(f"cannot estimate whether {entry.name} fits: its GGUF header lacks part of the shape "
                          f"({e.message})", hint="pass --force to install it without the fit check") from None
     n_ctx = request.n_ctx or fit.default_ctx(entry, quant, total, request.kv_type)
-    report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, request.kv_type, request.cache_ram_mib)
+    draft = _draft(ctx, request, total)
+    report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, request.kv_type, request.cache_ram_mib,
+                             draft)
     if not report.fits and not request.force:
         fit.require_fit(report)
     _count_cache(ctx, report)
+    if draft:
+        ctx.run.table(request)[entry.name].draft = draft[0].name
     return entry, n_ctx, f"{'fits' if report.fits else 'does NOT fit (--force)'}: {report.summary()}"
 
 
@@ -147,10 +161,12 @@ class FitCheck:
             return self._plan_url(ctx)
         entry, quant, total = _resolved(self.request, ctx)
         n_ctx = self.request.n_ctx or fit.default_ctx(entry, quant, total, self.request.kv_type)
+        draft = _draft(ctx, self.request, total)
         report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, self.request.kv_type,
-                                 self.request.cache_ram_mib)
-        model = _model(ctx, entry.name, _dest(entry, quant))
+                                 self.request.cache_ram_mib, draft)
+        model = _model(ctx, entry.name, _dest(entry, quant), self.request)
         model.n_ctx, model.entry, model.need_bytes = n_ctx, entry.to_json(), report.model_bytes
+        model.draft = draft[0].name if draft else None
         if not report.fits and not self.request.force:
             fit.require_fit(report)
         _count_cache(ctx, report)
@@ -159,9 +175,11 @@ class FitCheck:
 
     def _plan_url(self, ctx: Context) -> Noop:
         """A model by URL: the header of the local file, or of the one already on the device; else after the fetch."""
-        entry, quant, _ = _resolved(self.request, ctx)
+        entry, quant, total = _resolved(self.request, ctx)
         dest = _dest(entry, quant)
-        model = _model(ctx, entry.name, dest)
+        model = _model(ctx, entry.name, dest, self.request)
+        draft = _draft(ctx, self.request, total)
+        model.draft = draft[0].name if draft else None
         url = self.request.source_url or ""
         header = None
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
@@ -208,7 +226,7 @@ class FetchModel:
         want_sha = want_sha or locked
         url = self._source(entry, quant)
         state = ctx.fact(ModelFile(dest, want_sha))
-        model = _model(ctx, entry.name, dest)
+        model = _model(ctx, entry.name, dest, r)
         if not r.by_url:
             model.entry = entry.to_json()
             model.n_ctx = model.n_ctx or r.n_ctx or entry.recommended_ctx

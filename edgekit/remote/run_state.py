@@ -33,6 +33,7 @@ class ModelState:
     entry: dict = field(default_factory=dict)
     sha256: str | None = None
     size: int | None = None
+    draft: str | None = None              # the name of its speculative draft (in RunState.drafts)
     need_bytes: int | None = None         # memory it takes loaded (weights, KV cache, compute, runtime, draft) per
                                           # the fit, without the prompt cache (run.cache_ram_mib)
 
@@ -59,6 +60,7 @@ class RunState:
     build_seconds: float = 0.0
     resolved_builds: dict[Any, Any] = field(default_factory=dict)   # BuildSpec -> its resolution, once per run
     models: dict[str, ModelState] = field(default_factory=dict)   # what the service serves, the default first
+    drafts: dict[str, ModelState] = field(default_factory=dict)   # speculative drafts, by name (model.draft names it)
     models_max: int | None = None         # router mode: models loaded at once (what fits together)
     cache_ram_mib: int | None = None      # the prompt-cache bound per server (--cache-ram) the fit counted
     model_transfer: dict | None = None    # how the model arrived: {"mode", "downloaded", "resumed_from", ...}
@@ -66,6 +68,10 @@ class RunState:
     health: dict | None = None            # {"loaded_s", "smoke_s"}
     smoke_answer: str | None = None
     tuning: TuningState = field(default_factory=TuningState)
+
+    def table(self, request) -> dict[str, ModelState]:
+        """Where a model request's state lives: the drafts' table for a draft, else the served models'."""
+        return self.drafts if getattr(request, "draft_of", None) else self.models
 
     @property
     def model(self) -> ModelState | None:

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "edgekit_cache_type_kv": None,
     "edgekit_cache_ram_mib": None,    # the prompt-cache bound (--cache-ram), from the fit
     "edgekit_sleep_idle_seconds": None,
+    "edgekit_draft_model_path": None, # speculative decoding: the draft model's file (same vocabulary as the model)
+    "edgekit_spec_type": None,        # draft-free speculation: ngram-simple, ngram-map-k, ngram-mod, ...
     "edgekit_api_key_file": API_KEY_PATH,
     "edgekit_models": [],             # router mode: [{name, path, ctx, chat_template, sampling}], the default first
     "edgekit_models_max": None,
@@ -92,7 +94,8 @@ def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, 
                       api_key: bool, parallel: int, threads: int | None, chat_template: str | None,
                       cache_type_kv: str | None, groups: list[str], models: list[dict] | None = None,
                       models_max: int | None = None, cache_ram_mib: int | None = None,
-                      sleep_idle_seconds: int | None = None) -> dict[str, Any]:
+                      sleep_idle_seconds: int | None = None, spec_type: str | None = None,
+                      draft: str | None = None) -> dict[str, Any]:
     """The template variables for one device: GPU offload and device access only where there is a GPU. With
     `models` (router_model each, two or more) the service is llama-server's router over them."""
     return {
@@ -103,6 +106,7 @@ def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, 
         "edgekit_service_groups": groups, "edgekit_chat_template": chat_template,
         "edgekit_cache_type_kv": cache_type_kv, "edgekit_api_key_file": API_KEY_PATH if api_key else None,
         "edgekit_cache_ram_mib": cache_ram_mib, "edgekit_sleep_idle_seconds": sleep_idle_seconds,
+        "edgekit_spec_type": spec_type, "edgekit_draft_model_path": draft,
     }
 
 

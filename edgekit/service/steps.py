@@ -40,6 +40,7 @@ class ServiceOptions:
     smoke_prompt: str = "Say hello in one short sentence."
     rollback: bool = DEFAULTS["rollback"]   # restore the last healthy state when a change leaves it unhealthy
     sleep_idle_seconds: int | None = None   # unload the model after this long without requests (None: never)
+    spec_type: str | None = None            # draft-free speculation (--spec-type ngram-...)
 
 
 def probe_host(host: str) -> str:
@@ -70,7 +71,8 @@ def _variables(ctx: Context) -> dict:
         parallel=opts.parallel, threads=opts.threads, chat_template=entry.get("chat_template"),
         cache_type_kv=opts.cache_type_kv, groups=ctx.run.service_groups, models=routed,
         models_max=ctx.run.models_max or (len(routed) if routed else None), cache_ram_mib=ctx.run.cache_ram_mib,
-        sleep_idle_seconds=opts.sleep_idle_seconds)
+        sleep_idle_seconds=opts.sleep_idle_seconds, spec_type=opts.spec_type,
+        draft=ctx.run.drafts[model.draft].path if model.draft and not routed else None)
 
 
 class ServiceUser:
