@@ -109,8 +109,7 @@ class GGUFHeader:
         return self.head_dim_k
 
 
-# The tokenizer's scalar settings a speculative draft must share with its target (llama.cpp's
-# common_speculative_are_compatible compares the vocabulary type, BOS and EOS, and the tokens' text).
+# What a speculative draft must share with its target besides the tokens (llama.cpp's checks: type, BOS/EOS).
 TOKENIZER_KEYS = ("model", "bos_token_id", "eos_token_id", "add_bos_token", "add_eos_token")
 
 
@@ -171,27 +170,18 @@ class _Reader:
     def skip_string(self) -> None:
         self.skip(self._length(), "a string")
 
-    def digest_array(self) -> tuple[int, str | None]:
-        """An array, hashed instead of kept: (its length, the sha256 of its items: strings length-prefixed,
-        scalars as stored). None for an array of arrays (not a token list)."""
-        itype, count = self.u32(), self.u64()
-        h = hashlib.sha256()
-        if itype == _STR:
-            self.need(8 * count, f"an array of {count} strings")
-            for _ in range(count):
-                n = self._length()
-                h.update(struct.pack("<Q", n))
-                h.update(self.read(n, "a string"))
-        elif itype in _SCALAR:
-            n = struct.calcsize(_SCALAR[itype]) * count
-            self.need(n, f"an array of {count} items")
-            while n > 0:
-                chunk = self.read(min(n, 1 << 20))
-                h.update(chunk)
-                n -= len(chunk)
-        else:
-            raise GGUFError(f"corrupt GGUF header: a tokenizer array of item type {itype} at offset {self.pos}",
-                            hint=_REDOWNLOAD)
+    def digest_array(self) -> tuple[int, str]:
+        """An array hashed, not kept: (length, sha256 of the items: strings length-prefixed, scalars as stored)."""
+        itype, count, h = self.u32(), self.u64(), hashlib.sha256()
+        if itype not in _SCALAR and itype != _STR or count > _MAX_STRING:
+            raise GGUFError(f"corrupt GGUF header: a tokenizer array of {count} items of type {itype} at offset "
+                            f"{self.pos}", hint=_REDOWNLOAD)
+        self.need((8 if itype == _STR else struct.calcsize(_SCALAR[itype])) * count, f"an array of {count} items")
+        for _ in range(count if itype == _STR else 0):
+            n = self._length()
+            h.update(struct.pack("<Q", n) + self.read(n, "a string"))
+        if itype in _SCALAR:
+            h.update(self.read(struct.calcsize(_SCALAR[itype]) * count, f"an array of {count} items"))
         return count, h.hexdigest()
 
 
@@ -275,10 +265,8 @@ def _read(r: _Reader, strict: bool, tokenizer: bool = False) -> GGUFHeader:
             seen.add(key)
         vtype = r.u32()
         if tokenizer and vtype == _ARR and key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
-            count, digest = r.digest_array()
-            meta["_tokens" if key.endswith("tokens") else "_types"] = digest
-            if key == "tokenizer.ggml.tokens":
-                meta["_vocab_size"] = count
+            count, meta["_tokens" if key.endswith("tokens") else "_types"] = r.digest_array()
+            meta["_vocab_size" if key.endswith("tokens") else "_types_count"] = count
             continue
         wanted = key.startswith("general.") or "." in key and not key.startswith("tokenizer.") or (
             tokenizer and key.startswith("tokenizer.ggml.") and key[15:] in TOKENIZER_KEYS)
@@ -303,12 +291,9 @@ def _read(r: _Reader, strict: bool, tokenizer: bool = False) -> GGUFHeader:
             return None
         return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
-    tok = None
-    if tokenizer:        # the fingerprint a draft must share (edgekit.models.drafts.Tokenizer reads it)
-        tok = {"vocab_size": meta.get("_vocab_size"), "tokens_sha256": meta.get("_tokens"),
-               "types_sha256": meta.get("_types"),
-               "settings": {k: meta[f"tokenizer.ggml.{k}"] for k in TOKENIZER_KEYS
-                            if isinstance(meta.get(f"tokenizer.ggml.{k}"), (int, str, bool))}}
+    tok = {"vocab_size": meta.get("_vocab_size"), "tokens_sha256": meta.get("_tokens"), "types_sha256": meta.get(
+        "_types"), "settings": {k: meta[f"tokenizer.ggml.{k}"] for k in TOKENIZER_KEYS if isinstance(meta.get(
+            f"tokenizer.ggml.{k}"), (int, str, bool))}} if tokenizer else None   # what drafts.Tokenizer reads
     return GGUFHeader(
         tokenizer=tok, version=version, tensor_count=tensor_count, architecture=arch,
         block_count=num("block_count"), context_length=num("context_length"),
@@ -324,8 +309,7 @@ def _read(r: _Reader, strict: bool, tokenizer: bool = False) -> GGUFHeader:
 
 
 def read_header(fh: BinaryIO, tokenizer: bool = False) -> GGUFHeader:
-    """Read a GGUF header from a binary stream positioned at the start of the file (with `tokenizer`, its
-    tokenizer's fingerprint too: the token list is hashed, not skipped)."""
+    """Read a GGUF header from a binary stream at the start of the file (`tokenizer`: hash the token list too)."""
     return _read(_Reader(fh), strict=False, tokenizer=tokenizer)
 
 
