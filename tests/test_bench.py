@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -332,3 +333,31 @@ def test_bench_server_cpus_needs_a_target():
     assert out.returncode == 2 and "--server-cpus" in out.stderr and "TARGET" in out.stderr
     bad = run_cli_inprocess("bench", "--url", "http://127.0.0.1:9", "--client-cpus", "x")
     assert bad.returncode == 2 and "CPU list" in bad.stderr
+
+
+def test_pinning_holds_the_device_lock_and_runs_what_its_dry_run_prints(monkeypatch):
+    """`bench --server-cpus` restarts the service: under the device's edgekit lock (taken before the first restart,
+    released after the last), running exactly bench_plan's device commands."""
+    from edgekit.bench import runner
+    from tests.steps_harness import RecordingTransport
+
+    t, held = RecordingTransport(), []
+
+    @contextlib.contextmanager
+    def lock(transport, what):
+        held.append(what)
+        t.ran.append("LOCKED")
+        yield
+        t.ran.append("UNLOCKED")
+
+    def measure(settings, transport, on_progress, telemetry):
+        t.ran.append("MEASURE")
+        return {"complete": True}
+
+    monkeypatch.setattr(runner, "measure", measure)
+    settings = runner.BenchSettings(url="http://orin:8080", server_cpus=[0, 1])
+    runner.run_bench(settings, t, lock=lock)
+    printed = [str(op) for op in runner.bench_plan(settings)]
+    assert held == ["bench --server-cpus"] and t.ran[0] == "LOCKED" and t.ran[-1] == "UNLOCKED"
+    assert [str(op) for op in t.ran[1:-1]] == [p if not p.startswith("check: ") else "MEASURE" for p in printed]
+    runner.run_bench(runner.BenchSettings(url="http://orin:8080"), t, lock=None)      # no pinning: no lock taken

@@ -17,7 +17,7 @@ from edgekit import layout as L
 from edgekit.bench import limits, report, sweep
 from edgekit.bench.runner import BenchSettings, CaseRun, run_sweep
 from edgekit.bench.timing import RequestResult
-from edgekit.bench.workload import QUICK
+from edgekit.bench.workload import DEFAULT, QUICK
 from edgekit.errors import EdgekitError, UnsuitableDevice, UsageError
 from edgekit.facts import boards
 from edgekit.facts.deployed import FileText
@@ -395,3 +395,43 @@ def test_settings_are_copied_per_value_without_an_out_dir(tmp_path):
     run_sweep(replace(settings), sweep.parse_sweep("power-mode=15W"), t, on_progress=said.append, telemetry=False,
               measure=measure, sleep=lambda s: None, lock=lambda transport, what: _nothing())
     assert seen == [(None, False)] and "[1/1] power-mode 15W: run 1/1" in said
+
+
+@pytest.mark.parametrize("spec,pinned_clocks,env", [("power-mode", True, None), ("power-mode=MAXN_SUPER,15W", False, None),
+                                                    ("ctx=1024,2048", False, "LLAMA_ARG_CTX_SIZE=4096\n")])
+def test_the_dry_run_prints_exactly_the_commands_the_sweep_runs(tmp_path, spec, pinned_clocks, env):
+    """`bench --sweep ... --server-cpus 0 --dry-run`: every check, then the plan, nothing changed; the run on a device
+    in the same state executes exactly the printed device commands, in the printed order (pinning and restore too)."""
+    def device(name):
+        t = Jetson(tmp_path / name, conf=SUPER if env is None else None, env=env)
+        if pinned_clocks:
+            tool(t.root, "jetson_clocks")
+        return t
+
+    settings = BenchSettings(url="http://orin:8080", workload=QUICK, server_cpus=[0])
+    dry_t = device("dry")
+    dry = run_sweep(settings, sweep.parse_sweep(spec), dry_t, dry_run=True, lock=None)
+    assert changes(dry_t) == [] and dry["dry_run"] and dry["runs"] == [] and dry["files"] is None
+    printed = dry["sweep"]["plan"]
+    t = device("real")
+    run_sweep(settings, sweep.parse_sweep(spec), t, measure=measuring(t), poll=None, sleep=lambda s: None,
+              lock=lambda transport, what: _nothing())
+    ran = [c for c in changes(t) if not c.startswith("MEASURE")]
+    assert ran == [p for p in printed if not p.startswith("check: ")], "\n".join(printed)
+    assert printed[0] == "mkdir -p /run/systemd/system/edgekit-llama-server.service.d"        # pinned first,
+    assert printed[-1] == "systemctl restart edgekit-llama-server.service"                     # unpinned last
+    measured = [p for p in printed if p.startswith("check: measure")]
+    assert len(measured) == len([r for r in dry["sweep"]["rows"] if not r["skipped"]]) == (3 if spec == "power-mode"
+                                                                                           else 2)
+    if pinned_clocks:
+        assert printed.count("jetson_clocks") == 4            # after each switch (15W, 25W, MAXN_SUPER) and the restore
+
+
+def test_cli_bench_dry_run_without_a_device_prints_the_measurement_only():
+    out = run_cli_inprocess("bench", "--url", "http://127.0.0.1:9", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    cases = len(DEFAULT.cases())                    # the full workload: --quick is not given
+    assert plan["dry_run"] and plan["commands"] == [f"check: measure: workload v{DEFAULT.version} ({cases} cases) "
+                                                    "against http://127.0.0.1:9"]
+    assert "would run 0 command(s) that change the device" in out.stderr

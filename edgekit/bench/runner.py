@@ -27,7 +27,7 @@ from edgekit.chat.client import Endpoint, LlamaClient
 from edgekit.errors import EdgekitError, UsageError
 from edgekit.facts import device as device_facts
 from edgekit.layout import UNIT_NAME
-from edgekit.remote.command import q
+from edgekit.remote.command import Check, q
 from edgekit.remote.lock import device_lock
 from edgekit.telemetry.remote import Recorder, Stream
 from edgekit.tuning.steps import nvpmodel_set
@@ -137,17 +137,34 @@ class BenchSettings:
     client_cpus: Optional[List[int]] = None  # and this process (the client) to these controller CPUs
 
 
+def describe_workload(settings: BenchSettings) -> str:
+    """The workload as a plan line names it."""
+    w = settings.workload
+    return (f"workload v{w.version}{', quick' if w.quick else ''} ({len(w.cases())} cases) against {settings.url}"
+            + (", then llama-bench on the device" if settings.llama_bench else ""))
+
+
+def bench_plan(settings: BenchSettings) -> list:
+    """Pure: what a bench runs on the device, in order (--dry-run prints it): the service pinned to server_cpus
+    and back, around the measurement (HTTP from this machine; device reads only)."""
+    pins = settings.server_cpus
+    return [*(pinning.pin_ops(pins) if pins else []), Check(f"measure: {describe_workload(settings)}"),
+            *(pinning.unpin_ops() if pins else [])]
+
+
 def run_bench(settings: BenchSettings, transport=None,
-              on_progress: Callable[[str], None] = lambda text: None, telemetry: bool = True) -> Dict[str, Any]:
+              on_progress: Callable[[str], None] = lambda text: None, telemetry: bool = True,
+              lock=device_lock) -> Dict[str, Any]:
     """Run the bench and return the result dict (see report.py). With a transport: device facts, build stamp,
     telemetry during the run and llama-bench. Always returns what was measured; `complete` says if all ran
     and `errors` says what went wrong. With `server_cpus` the service runs pinned during the bench (restarted into
-    it, and out of it afterwards, also on errors)."""
+    it, and out of it afterwards, also on errors), holding the device's edgekit lock (bench_plan: what runs)."""
     if settings.server_cpus and transport is None:
         raise UsageError("pinning the server's CPUs needs a TARGET (it changes the service over SSH)",
                          hint="name the device: edgekit bench TARGET")
     with ExitStack() as pins:
         if settings.server_cpus:
+            pins.enter_context(lock(transport, "bench --server-cpus"))
             on_progress(f"restarting {UNIT_NAME} on CPUs {pinning.cpu_list(settings.server_cpus)}")
             pins.enter_context(pinning.server_pinned(transport, settings.server_cpus))
         pins.enter_context(pinning.client_pinned(settings.client_cpus))
@@ -307,21 +324,25 @@ def _json_or_none(text: str):
 def run_sweep(settings: BenchSettings, spec: sw.SweepSpec, transport,
               on_progress: Callable[[str], None] = lambda text: None, telemetry: bool = True,
               result: Optional[Dict[str, Any]] = None, *, measure: Callable = measure, poll=None,
-              sleep: Callable[[float], None] = time.sleep, lock=device_lock) -> Dict[str, Any]:
+              sleep: Callable[[float], None] = time.sleep, lock=device_lock, dry_run: bool = False) -> Dict[str, Any]:
     """Measure the workload once per value of `spec` (holding the device's edgekit lock), restore the setting in a
     `finally` (Ctrl-C and errors too), save under settings.out_dir. `result` is filled as the sweep goes, so a
-    caller still has it (and its saved file) after Ctrl-C. Raises when the restore failed, saying how to do it."""
+    caller still has it (and its saved file) after Ctrl-C. Raises when the restore failed, saying how to do it.
+    `dry_run`: every check, then the plan (sweep.plan) in result['sweep']['plan']; nothing changed or saved."""
     if transport is None:
         raise UsageError("--sweep changes the device and needs a TARGET", hint=sw.HINT)
     result = result if result is not None else {}
     result.update(sw.result_skeleton(settings, spec), target=transport.name)
+    if dry_run:
+        dev = sw.prepare(transport, spec, _port(settings.url))
+        result["sweep"]["original"] = {k: v for k, v in dev.original.items() if k != "status"}
+        result["sweep"]["rows"] = [sw.row_for(p, None) for p in dev.points]
+        result["sweep"]["plan"] = [str(op) for op in sw.plan(dev, settings.server_cpus, describe_workload(settings))]
+        result["dry_run"] = True
+        return result
     with lock(transport, f"bench sweep over {spec.setting}"):
         on_progress("reading the device's settings")
-        try:
-            port = urlsplit(settings.url).port
-        except ValueError:
-            port = None
-        dev = sw.prepare(transport, spec, port)       # every check; nothing changed yet
+        dev = sw.prepare(transport, spec, _port(settings.url))       # every check; nothing changed yet
         result["sweep"]["original"] = {k: v for k, v in dev.original.items() if k != "status"}
         if poll is None and telemetry and spec.setting == "power-mode":
             poll = lambda: telemetry_stream(transport, lambda item: None, interval_ms=500, count=4).samples  # noqa
@@ -350,6 +371,13 @@ def run_sweep(settings: BenchSettings, spec: sw.SweepSpec, transport,
         raise EdgekitError(f"the sweep could not restore {spec.setting} on {transport.name}: "
                            f"{result['sweep']['restore_error']}", hint=sw.by_hand(dev))
     return result
+
+
+def _port(url: str) -> Optional[int]:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
 
 
 def _each_value(dev: sw.Sweep, settings: BenchSettings, result, on_progress, telemetry, measure, poll,

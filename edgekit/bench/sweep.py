@@ -27,7 +27,7 @@ from edgekit.bench import llama_bench as lb
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts import device as device_facts
 from edgekit.facts.deployed import FileText, read
-from edgekit.remote.command import Upload, run_op
+from edgekit.remote.command import Check, Upload, run_op
 from edgekit.remote.plan import Context
 from edgekit.service.settings import parse_env
 from edgekit.settings import CACHE_TYPES, MAX_CTX
@@ -114,6 +114,49 @@ def env_ops(env: Dict[str, str]) -> list:
 def unenv_ops() -> list:
     """Pure: the service back on its own settings."""
     return pinning.dropout_ops(SWEEP_DROPIN, SWEEP_ENV)
+
+
+def switch_ops(dev: "Sweep", mode: Mode) -> list:
+    """Pure: a switch to `mode` as it runs (switch): nvpmodel, its answer checked, clocks pinned again if they were."""
+    return [nvpmodel_set(mode.id), Check(f"nvpmodel -q reports {mode.name} (id {mode.id})"),
+            *(["jetson_clocks"] if dev.original["clocks_pinned"] else [])]
+
+
+def restore_ops(dev: "Sweep") -> list:
+    """Pure: the restore as it runs (restore): the original mode (its status file as it was; rewritten only if the
+    switch back left it otherwise) and pinned clocks, or the service back on its own settings."""
+    if dev.spec.setting != "power-mode":
+        return unenv_ops()
+    o = dev.original
+    return [nvpmodel_set(o["id"]), Check(f"nvpmodel -q reports {o['name']} (id {o['id']}), and its status file is "
+                                         "as it was (else it is written back)"),
+            *(["jetson_clocks"] if o["clocks_pinned"] else [])]
+
+
+def plan(dev: "Sweep", server_cpus: Optional[List[int]] = None, workload: str = "the workload") -> list:
+    """Pure: every operation the sweep runs, in order, from its prepared values (what --dry-run prints; the run
+    executes the same through switch, apply_env, restore and pinning.server_pinned). A value skipped before the
+    run (a reboot, a Super mode too new) has none."""
+    ops: list = list(pinning.pin_ops(server_cpus)) if server_cpus else []
+    current, changed = dev.current, False
+    for point in dev.points:
+        if point.skipped is not None:
+            continue
+        if point.mode is not None:
+            if point.mode.id != current:
+                ops += switch_ops(dev, point.mode)
+                current, changed = point.mode.id, True
+            ops.append(Check(f"wait {SETTLE_WAIT_S:g} s, then read the GPU and memory clocks until steady (at most "
+                             f"{SETTLE_TIMEOUT_S:g} s)"))
+        else:
+            ops += env_ops(point.env)
+            changed = True
+        ops.append(Check(f"measure {dev.spec.setting} {point.value}: {workload}"))
+    if changed:
+        ops += restore_ops(dev)
+    if server_cpus:
+        ops += pinning.unpin_ops()
+    return ops
 
 
 def clocks_steady(values: List[float]) -> bool:

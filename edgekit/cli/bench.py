@@ -12,12 +12,13 @@ from rich.status import Status
 from edgekit.bench import report
 from edgekit.bench.pinning import parse_cpu_list
 from edgekit.redact import redact
-from edgekit.bench.runner import BenchSettings, run_bench, run_sweep
+from edgekit.bench.runner import BenchSettings, bench_plan, run_bench, run_sweep
 from edgekit.bench.sweep import SweepSpec, parse_sweep
 from edgekit.bench.workload import DEFAULT, QUICK
 from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Verbose, open_transport
+from edgekit.cli.options import DryRun
 from edgekit.console import DataTable, Tracer, emit_json, err, note, plain, say, warning
 from edgekit.errors import ConnectError, PartialFailure, UsageError
 from edgekit.layout import API_KEY_PATH
@@ -49,6 +50,7 @@ def bench(
         None, "--sweep", help="Measure once per value of a setting, then restore it: power-mode[=NAME,...] (the "
                               "device's nvpmodel modes), ctx=N,N, parallel=N,N or cache-type=T,T."),
     full: bool = typer.Option(False, "--full", help="With --sweep: the full workload per value (default: quick)."),
+    dry_run: DryRun = False,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     identity: Optional[Path] = Identity,
     accept_new_host_key: bool = AcceptNewHostKey,
@@ -85,6 +87,9 @@ def bench(
         if server_cpus:
             raise UsageError("--server-cpus changes the service on the device and needs a TARGET",
                              hint="edgekit bench HOST --url URL --server-cpus 0,1")
+        if dry_run:
+            _render_plan(settings.url, {"commands": [str(op) for op in bench_plan(settings)]}, json_out)
+            return
         result = _run(settings, None)
     else:
         tracer = Tracer() if verbose else None
@@ -98,6 +103,10 @@ def bench(
                     settings.api_key_file = str(controller_state.api_key_path(t.name))
             if settings.api_key is None:
                 settings.api_key = _device_api_key(t)
+            if dry_run:
+                _render_plan(t.name, run_sweep(settings, spec, t, dry_run=True) if spec is not None else
+                             {"commands": [str(op) for op in bench_plan(settings)]}, json_out)
+                return
             if spec is not None:
                 result = _sweep(settings, spec, t, not no_telemetry)
             else:
@@ -120,6 +129,22 @@ def bench(
         saved = (result.get("files") or {}).get("json")
         raise PartialFailure(f"{failed} request(s) failed" if failed else "the run did not complete",
                              hint=f"partial results saved in {saved}; see the errors above" if saved else None)
+
+
+def _render_plan(target: str, plan: dict, json_out: bool) -> None:
+    """A bench's dry run: the commands it would run on the device, in order (a sweep's values and skips too)."""
+    sweep = plan.get("sweep")
+    commands = sweep["plan"] if sweep else plan["commands"]
+    if json_out:
+        emit_json({"target": target, "dry_run": True, "commands": commands,
+                   **({"sweep": {k: sweep[k] for k in ("setting", "original", "rows")}} if sweep else {})})
+    for row in (sweep or {}).get("rows") or []:
+        if row["skipped"]:
+            say((f"{row['value']}: {row['skipped']}", "dim"))
+    changes = [c for c in commands if not c.startswith("check: ")]
+    say(f"dry run: bench on {target} would run {len(changes)} command(s) that change the device; nothing was changed")
+    for command in commands:
+        say(("  $", "dim"), f" {command}")
 
 
 def _device_api_key(t) -> Optional[str]:
