@@ -147,7 +147,7 @@ def provision(ctx: Context, opts: ProvisionOptions, pack=None):
     ctx.run.service = opts.service
     ctx.run.cuda_arch_override = opts.build.cuda_arch
     results: list = []
-    with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run):
+    with device_lock(ctx.transport, "provision", enabled=not ctx.dry_run, on_wait=ctx.lock_wait):
         fits, fetches = model_set_steps(opts.models, opts.models_max)
         planned = [BuildPlanned(opts.build)] if pack is None else []
         results += run_steps(ctx, [Preflight(), *checks(opts), *planned, *fits, ServiceUser()])

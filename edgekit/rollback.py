@@ -141,5 +141,5 @@ def rollback_steps() -> list:
 def rollback(ctx: Context) -> list[StepResult]:
     """Switch back to the previous build and the previous server settings, restart, check it answers, record it as
     the last healthy state; under the device lock (a dry run takes none and changes nothing)."""
-    with device_lock(ctx.transport, "rollback", enabled=not ctx.dry_run):
+    with device_lock(ctx.transport, "rollback", enabled=not ctx.dry_run, on_wait=ctx.lock_wait):
         return run_steps(ctx, rollback_steps())

@@ -110,5 +110,5 @@ def uninstall_steps(purge_models: bool = False) -> list:
 def uninstall(ctx: Context, purge_models: bool = False) -> list[StepResult]:
     """Remove the service, its user, settings and builds (models too with purge_models), under the device lock (a
     dry run takes none and changes nothing)."""
-    with device_lock(ctx.transport, "uninstall", enabled=not ctx.dry_run):
+    with device_lock(ctx.transport, "uninstall", enabled=not ctx.dry_run, on_wait=ctx.lock_wait):
         return run_steps(ctx, uninstall_steps(purge_models))

@@ -397,3 +397,26 @@ def test_crafted_inputs_give_exit_2_and_one_error_line(tmp_path, edgekit_home, n
     assert [line for line in lines if line.startswith("error:")] == lines[:1], result.stderr
     assert any(line.startswith("hint:") for line in lines[1:]), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# -- who holds the device lock (/proc/locks + the owner record) ---------------------------------------------
+WHO_EDGEKIT = ("holder 4242 Tue Dec 8 00:32:23 2026 :: flock -w 30 -E 75 /run/edgekit/lock sh -c ...\n"
+               "owner 4242 laptop pid 77 since 2026-12-08T00:32:23+0000 (provision)\n")
+WHO_FOREIGN = ("holder 5151 Tue Dec 8 00:40:00 2026 :: flock -n /run/edgekit/lock sleep 120\n"
+               "owner 4242 laptop pid 77 since 2026-12-08T00:32:23+0000 (provision)\n")
+
+
+def test_the_lock_holder_is_the_one_the_kernel_names():
+    from edgekit.remote.lock import describe_holder
+    assert describe_holder(WHO_EDGEKIT) == "laptop pid 77 since 2026-12-08T00:32:23+0000 (provision), device pid 4242"
+    # a record left by a run that has finished (or a foreign process holding the lock) never names that run
+    assert describe_holder(WHO_FOREIGN) == ("pid 5151 (flock -n /run/edgekit/lock sleep 120, since Tue Dec 8 "
+                                            "00:40:00 2026), not an edgekit run")
+    assert describe_holder(WHO_EDGEKIT.splitlines()[1]) is None          # a record alone: nothing holds the lock
+
+
+@FAST
+@given(output=text_or_mutated([WHO_EDGEKIT, WHO_FOREIGN]))
+def test_lock_holder_output_never_crashes(output):
+    from edgekit.remote.lock import describe_holder
+    assert describe_holder(output) is None or isinstance(describe_holder(output), str)

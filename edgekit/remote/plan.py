@@ -112,6 +112,10 @@ class Context:
     def progress(self, text: str, completed: float | None = None, total: float | None = None) -> None:
         self.reporter.progress(self.current_step, text, completed, total)
 
+    def lock_wait(self, text: str) -> None:
+        """Say that the run waits for the device lock, and who holds it (device_lock's on_wait)."""
+        self.reporter.progress("device lock", text)
+
     def fact(self, fact: Fact) -> Any:
         """Read one fact from the device now (never cached: a step re-reads just before it changes anything)."""
         if fact in self.given:
