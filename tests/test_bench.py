@@ -169,12 +169,24 @@ def test_load_rejects_other_files(tmp_path):
 def test_cli_compare(tmp_path):
     report.write_json(_result(), tmp_path / "a.json")
     report.write_json(_result(scale=0.9), tmp_path / "b.json")
-    out = run_cli("bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json")
+    out = run_cli("bench-compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json")
     assert out.returncode == 0, out.stderr
     rows = {r["metric"]: r for r in json.loads(out.stdout)["rows"]}
     assert rows["p512-c1 prompt tok/s"]["change_pct"] == pytest.approx(-10.0)
-    bad = run_cli("bench", "compare", str(tmp_path / "a.json"))
-    assert bad.returncode == 2 and "edgekit bench compare A.json B.json" in bad.stderr
+    bad = run_cli("bench-compare", str(tmp_path / "a.json"))
+    assert bad.returncode == 2 and "missing argument 'B.json'" in bad.stderr
+
+
+def test_a_host_named_compare_is_a_target_like_any_other(tmp_path, monkeypatch):
+    """`compare` is not a sub-command of bench (that is `bench-compare`): `edgekit bench compare` connects to the
+    host called compare (here an SSH alias for a closed port), and the old two-file form is refused."""
+    (tmp_path / "ssh_config").write_text("Host compare\n  HostName 127.0.0.1\n  Port 9\n  User jetson\n")
+    monkeypatch.setenv("EDGEKIT_SSH_CONFIG", str(tmp_path / "ssh_config"))
+    as_host = run_cli_inprocess("bench", "compare", "--quick")
+    assert as_host.returncode == 3 and "cannot connect to compare: Unable to connect to port 9 on 127.0.0.1" in \
+        as_host.stderr
+    old = run_cli_inprocess("bench", "compare", "a.json", "b.json")
+    assert old.returncode == 2 and "unexpected extra argument(s) (a.json b.json)" in old.stderr
 
 
 # -- the HTTP client against a loopback server that answers like llama-server's error paths ------------------

@@ -361,10 +361,10 @@ def test_sweep_json_and_compare(tmp_path):
     assert rows["MAXN_SUPER gen tok/s"]["change_pct"] == pytest.approx(100 * 4 / 39) and rows[
         "15W J/token"]["value"] == "15W"
     single = report.write_json(synthetic_run(), tmp_path / "single.json")
-    out = run_cli_inprocess("bench", "compare", str(a), str(single))
+    out = run_cli_inprocess("bench-compare", str(a), str(single))
     assert out.returncode == 2 and "A (a.json) is a sweep over power-mode and B (single.json) is a single run" in \
         " ".join(out.stderr.split())
-    shown = run_cli_inprocess("bench", "compare", str(a), str(b), "--json")
+    shown = run_cli_inprocess("bench-compare", str(a), str(b), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["b"]["power_mode"] == "swept"
     ctx = json.loads(a.read_text())
     ctx["sweep"]["setting"] = "ctx"

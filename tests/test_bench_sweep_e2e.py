@@ -73,7 +73,7 @@ def test_one_row_per_mode_and_the_original_mode_restored(board, tmp_path):
     assert [run["facts"]["jetson"]["power_mode"] for run in result["runs"]] == ["15W", "25W", "MAXN_SUPER"]
     if shown["files"]["png"].endswith(".png"):
         assert Path(shown["files"]["png"]).read_bytes()[:4] == b"\x89PNG"
-    compare = subprocess.run([sys.executable, "-m", "edgekit", "bench", "compare", str(saved), str(saved), "--json"],
+    compare = subprocess.run([sys.executable, "-m", "edgekit", "bench-compare", str(saved), str(saved), "--json"],
                              capture_output=True, text=True, env=board["env"], timeout=120)
     assert compare.returncode == 0, compare.stderr
     rows = {r["metric"]: r for r in json.loads(compare.stdout)["rows"]}

@@ -332,7 +332,7 @@ def compare(a: Dict[str, Any], b: Dict[str, Any], names: Sequence[str] = ("A", "
         (sweep, swept), single = ((names[0], a), names[1]) if is_sweep(a) else ((names[1], b), names[0])
         raise UsageError(f"{sweep} is a sweep over {swept['sweep']['setting']} and {single} is a single run: "
                          "compare two sweeps, or two single runs",
-                         hint="edgekit bench compare A.json B.json with two files of `edgekit bench TARGET --sweep`")
+                         hint="edgekit bench-compare A.json B.json with two files of `edgekit bench TARGET --sweep`")
     if is_sweep(a):
         return compare_sweeps(a, b, names)
     rows: List[Dict[str, Any]] = []
@@ -369,7 +369,7 @@ def compare_sweeps(a: Dict[str, Any], b: Dict[str, Any], names: Sequence[str] = 
     sa, sb = a["sweep"], b["sweep"]
     if sa["setting"] != sb["setting"]:
         raise UsageError(f"{names[0]} is a sweep over {sa['setting']} and {names[1]} over {sb['setting']}: "
-                         "compare sweeps over the same setting", hint="edgekit bench compare A.json B.json")
+                         "compare sweeps over the same setting", hint="edgekit bench-compare A.json B.json")
     ra, rb = {r["value"]: r for r in sa["rows"]}, {r["value"]: r for r in sb["rows"]}
     rows: List[Dict[str, Any]] = []
     for value in list(ra) + [v for v in rb if v not in ra]:

@@ -1,10 +1,11 @@
-"""`edgekit bench`: measure a llama-server (tok/s, TTFT, telemetry, llama-bench, bandwidth ceiling); compare runs."""
+"""`edgekit bench`: measure a llama-server (tok/s, TTFT, telemetry, llama-bench, bandwidth ceiling);
+`edgekit bench-compare`: two runs side by side (its own command, so that any host name is a TARGET)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.status import Status
@@ -27,9 +28,7 @@ from edgekit.remote.command import q
 
 @app.command()
 def bench(
-    target: Optional[str] = typer.Argument(
-        None, help="Device running llama-server ([user@]host, alias, `local`), or `compare` A.json B.json."),
-    files: Optional[List[str]] = typer.Argument(None, help="With `compare`: two result files.", show_default=False),
+    target: Optional[str] = typer.Argument(None, help="Device running llama-server ([user@]host, alias, `local`)."),
     url: Optional[str] = typer.Option(None, "--url", help="llama-server URL (default: http://TARGET:PORT)."),
     port: int = typer.Option(8080, "--port", help="llama-server port when --url is not given."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="EDGEKIT_API_KEY",
@@ -57,16 +56,9 @@ def bench(
     ask_become_pass: bool = AskBecomePass,
     verbose: bool = Verbose,
 ) -> None:
-    """Benchmark a llama-server with a fixed workload; `edgekit bench compare A.json B.json` compares two runs.
+    """Benchmark a llama-server with a fixed workload; `edgekit bench-compare A.json B.json` compares two runs.
 
     With --sweep: the workload under each power mode (or server setting), one row per value, the original restored."""
-    if target == "compare":
-        if not files or len(files) != 2:
-            raise UsageError("compare needs two result files", hint="edgekit bench compare A.json B.json")
-        _compare(files[0], files[1], json_out)
-        return
-    if files:
-        raise UsageError(f"unexpected arguments: {' '.join(files)}", hint="edgekit bench TARGET [--url URL]")
     if target is None and url is None:
         raise UsageError("nothing to benchmark", hint="give a TARGET (device over SSH) or --url http://HOST:PORT")
     spec = parse_sweep(sweep) if sweep is not None else None
@@ -308,6 +300,16 @@ def _render(result: dict, json_out: bool) -> None:
     _said_notes_and_files(result)
 
 
+@app.command("bench-compare")
+def bench_compare(
+    a_path: Path = typer.Argument(..., metavar="A.json", help="A result file of `edgekit bench` (the baseline)."),
+    b_path: Path = typer.Argument(..., metavar="B.json", help="Another result file, compared with A."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+) -> None:
+    """Two `edgekit bench` result files side by side: each metric of B against A."""
+    _compare(str(a_path), str(b_path), json_out)
+
+
 def _compare(a_path: str, b_path: str, json_out: bool) -> None:
     a, b = report.load(Path(a_path)), report.load(Path(b_path))
     rows = report.compare(a, b, (f"A ({os.path.basename(a_path)})", f"B ({os.path.basename(b_path)})"))
@@ -315,7 +317,7 @@ def _compare(a_path: str, b_path: str, json_out: bool) -> None:
         emit_json({"a": report.describe(a), "b": report.describe(b), "rows": rows})
         return
     da, db = report.describe(a), report.describe(b)
-    table = DataTable(title="bench compare", title_justify="left")
+    table = DataTable(title="bench-compare", title_justify="left")
     table.add_column("")
     table.add_column(f"A: {os.path.basename(a_path)}", justify="right")
     table.add_column(f"B: {os.path.basename(b_path)}", justify="right")

@@ -198,10 +198,8 @@ def load_ansible_ini(path: Path) -> Inventory:
 
 
 def load_ansible_yaml(path: Path) -> Inventory:
-    try:
-        import yaml
-    except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
-        raise UsageError("reading a YAML inventory needs PyYAML", hint="pip install pyyaml") from None
+    import yaml   # a dependency of edgekit (pyproject.toml); imported here, where a YAML inventory is read
+
     try:
         data = yaml.safe_load(_text(path))
     except yaml.YAMLError as e:
