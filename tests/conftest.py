@@ -48,14 +48,14 @@ def edgekit_home(tmp_path, monkeypatch, session_dir) -> Path:
 @pytest.fixture(scope="session")
 def standin_factory(session_dir):
     """Boot stand-ins on demand (one per name per session); all are taken down at the end of the session."""
-    from edgekit.sandbox import standin
+    from edgekit.sandbox import rootfs, standin
 
     made: dict[str, object] = {}
 
-    def get(name: str, jetson: str | None = None):
-        key = f"{name}:{jetson}"
+    def get(name: str, jetson: str | None = None, suite: str = rootfs.SUITE):
+        key = f"{name}:{jetson}:{suite}"
         if key not in made:
-            sb = standin.up(name, jetson)
+            sb = standin.up(name, jetson, suite=suite)
             made[key] = sb
             with open(session_dir / "ssh_config", "a") as fh:
                 fh.write(sb.ssh_config.read_text() + "\n")

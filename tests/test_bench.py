@@ -373,3 +373,61 @@ def test_pinning_holds_the_device_lock_and_runs_what_its_dry_run_prints(monkeypa
     assert held == ["bench --server-cpus"] and t.ran[0] == "LOCKED" and t.ran[-1] == "UNLOCKED"
     assert [str(op) for op in t.ran[1:-1]] == [p if not p.startswith("check: ") else "MEASURE" for p in printed]
     runner.run_bench(runner.BenchSettings(url="http://orin:8080"), t, lock=None)      # no pinning: no lock taken
+
+
+# -- the side-by-side caption: built from what the run recorded ---------------------------------------------------
+SYSTEM_INFO_B5489 = ("build: 5489 (2d38b6e4) with cc (Ubuntu 9.4.0-1ubuntu1~20.04.2) 9.4.0 for aarch64-linux-gnu\n"
+                     "system info: n_threads = 8, n_threads_batch = 8, total_threads = 8\n")
+SYSTEM_INFO = "system_info: n_threads = 2 (n_threads_batch = 2) / 2 | CPU : SSE3 = 1 | AVX2 = 1 | OPENMP = 1 |\n"
+
+
+def test_runtime_fact_reads_threads_from_the_log_and_cpus_from_proc():
+    pid = 4242
+    assert "/proc/4242/status" in llama_bench.runtime_command(pid) and "_PID=4242" in llama_bench.runtime_command(pid)
+    got = llama_bench.parse_runtime(f"Cpus_allowed_list:\t0\n@@journal\n{SYSTEM_INFO}")
+    assert got == {"threads": 2, "threads_batch": 2, "cpus": "0"}
+    assert llama_bench.parse_runtime(f"Cpus_allowed_list:\t0-5\n@@journal\n{SYSTEM_INFO_B5489}") == {
+        "threads": 8, "threads_batch": 8, "cpus": "0-5"}
+    assert llama_bench.parse_runtime("") == {"threads": None, "threads_batch": None, "cpus": None}
+
+
+def test_batch_sizes_come_from_the_env_and_flags_and_reach_llama_bench():
+    proc = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc", "llama-server\x00-ub\x00256\x00",
+                                            "LLAMA_ARG_BATCH=1024\0LLAMA_ARG_MODEL=/m.gguf\0LLAMA_ARG_THREADS=4")
+    assert (proc.batch, proc.ubatch, proc.threads) == (1024, 256, 4)
+    assert "-t 4 -b 1024 -ub 256" in llama_bench.command(proc, 512, 32, 1)
+    settings = llama_bench.recorded_settings(proc, {"threads": 6, "threads_batch": 6, "cpus": "0"})
+    assert settings["threads"] == 4 and settings["threads_from"] == "setting"      # the setting wins over the log
+    unset = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc", "llama-server\0-m\0/m.gguf\0")
+    assert llama_bench.recorded_settings(unset, {"threads": 6, "threads_batch": 6, "cpus": "0-5"})["threads_from"] \
+        == "log"
+
+
+def _side_by_side(rounds: int, server: dict, bench_threads: int = 2, cpus: str | None = "0") -> dict:
+    return {"pp": 512, "tg": 32, "server_settings": server, "llama_bench_cpus": cpus, "rounds": [
+        {"llama_bench": {"pp512": {"avg_ts": 280.0 + i, "n_threads": bench_threads, "n_batch": 2048, "n_ubatch": 512},
+                         "tg32": {"avg_ts": 46.0 + (i % 2) * 0.4}},
+         "served_pp": _request(1070 + i, 270 + i, 1, n=1, prompt_n=512).to_json(),
+         "served_tg": _request(1071 + i, 1000, 46.1 + (i % 2) * 0.3, prompt_n=1).to_json()} for i in range(rounds)]}
+
+
+def test_caption_is_built_from_the_recorded_settings():
+    server = {"threads": 2, "threads_from": "log", "batch": None, "ubatch": None, "cpus": "0"}
+    caption = report.agreement_caption(_side_by_side(5, server))
+    assert caption == ("served vs llama-bench, median of 5 interleaved rounds; server: 2 threads (from its log), "
+                       "batch not set (llama.cpp's default), CPUs 0; llama-bench: 2 threads, batch 2048/512, CPUs 0")
+    other = report.agreement_caption(_side_by_side(5, {**server, "threads": 4, "threads_from": "setting",
+                                                       "batch": 512, "ubatch": 512}, cpus=None))
+    assert "server: 4 threads, batch 512/512, CPUs 0; llama-bench: 2 threads, batch 2048/512, CPUs not pinned" in other
+    assert other.endswith("they differ in threads, batch")
+    assert "3 rounds (under 5: no spread worth quoting)" in report.agreement_caption(_side_by_side(3, server))
+    assert "threads not recorded" in report.agreement_caption(_side_by_side(5, {}))
+    assert report.agreement_caption(None) is None
+
+
+def test_a_difference_inside_the_spread_is_within_noise():
+    rows = {r["test"]: r for r in report.agreement(_side_by_side(5, {}))}
+    tg = rows["tg32"]
+    assert tg["rounds"] == 5 and tg["within_noise"] and abs(tg["diff_pct"]) <= tg["noise_pct"]
+    pp = rows["pp512"]             # served 270..274 vs llama-bench 280..284: 3.5% apart, spreads ~1.5%
+    assert not pp["within_noise"] and pp["diff_pct"] == pytest.approx(100 * (272 - 282) / 282)

@@ -61,6 +61,11 @@ def test_bench_quick_with_llama_bench(bench_target, tmp_path):
     assert tel["source"] == "procfs" and any("jetson-stats" in w for w in tel["why"])
     assert any(smp["server_rss_mb"] for smp in tel["samples"])
     assert result["server_process"]["exe"].endswith("/bin/llama-server")
+    recorded = result["llama_bench"]["server_settings"]          # read from the device, not assumed
+    assert recorded["threads"] and recorded["threads_from"] and recorded["cpus"], recorded
+    caption = result["summary"]["llama_bench_caption"]
+    assert f"server: {recorded['threads']} threads" in caption and f"CPUs {recorded['cpus']}" in caption, caption
+    assert f"llama-bench: {recorded['threads']} threads" in caption and "differ in threads" not in caption, caption
     for row in result["summary"]["llama_bench_agreement"]:
         assert row["llama_bench_tps"] > 0 and row["served_tps"] > 0
         assert 0.5 < row["served_tps"] / row["llama_bench_tps"] < 1.5, row   # loose: 2 shared cores

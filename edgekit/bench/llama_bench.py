@@ -37,6 +37,8 @@ class ServerProcess:
     ctx_size: Optional[int]
     port: Optional[int] = None
     args: List[str] = field(default_factory=list)
+    batch: Optional[int] = None          # -b / LLAMA_ARG_BATCH (None: llama.cpp's default)
+    ubatch: Optional[int] = None         # -ub / LLAMA_ARG_UBATCH
 
     # the files of this build: its server, its llama-bench, its stamp
     exe = property(lambda self: f"{self.prefix}/bin/{SERVER_NAME}")
@@ -58,9 +60,11 @@ def install_prefix(resolved: str) -> str:
 # llama-server also reads every setting from LLAMA_ARG_* variables (edgekit's service passes them that way);
 # a command-line flag wins over the variable, as in llama.cpp.
 _ENV = {"model": "LLAMA_ARG_MODEL", "threads": "LLAMA_ARG_THREADS", "ngl": "LLAMA_ARG_N_GPU_LAYERS",
-        "parallel": "LLAMA_ARG_N_PARALLEL", "ctx": "LLAMA_ARG_CTX_SIZE", "port": "LLAMA_ARG_PORT"}
+        "parallel": "LLAMA_ARG_N_PARALLEL", "ctx": "LLAMA_ARG_CTX_SIZE", "port": "LLAMA_ARG_PORT",
+        "batch": "LLAMA_ARG_BATCH", "ubatch": "LLAMA_ARG_UBATCH"}
 _FLAGS = {"model": ("-m", "--model"), "threads": ("-t", "--threads"), "ngl": ("-ngl", "--gpu-layers",
-          "--n-gpu-layers"), "parallel": ("-np", "--parallel"), "ctx": ("-c", "--ctx-size"), "port": ("--port",)}
+          "--n-gpu-layers"), "parallel": ("-np", "--parallel"), "ctx": ("-c", "--ctx-size"), "port": ("--port",),
+          "batch": ("-b", "--batch-size"), "ubatch": ("-ub", "--ubatch-size")}
 
 
 def parse_server_cmdline(pid: int, prefix: str, cmdline: str, environ: str = "") -> ServerProcess:
@@ -76,12 +80,51 @@ def parse_server_cmdline(pid: int, prefix: str, cmdline: str, environ: str = "")
             if key in flags:
                 value = inline if inline else (args[i + 1] if i + 1 < len(args) else "")
                 found[name] = value
+    def number(name: str) -> Optional[int]:
+        return int(found[name]) if found.get(name, "").isdecimal() else None
+
     return ServerProcess(pid=pid, prefix=prefix, model=found.get("model"),
                          threads=int(found["threads"]) if found.get("threads", "").lstrip("-").isdecimal() else None,
-                         n_gpu_layers=found.get("ngl"),
-                         parallel=int(found["parallel"]) if found.get("parallel", "").isdecimal() else None,
-                         ctx_size=int(found["ctx"]) if found.get("ctx", "").isdecimal() else None,
-                         port=int(found["port"]) if found.get("port", "").isdecimal() else None, args=args)
+                         n_gpu_layers=found.get("ngl"), parallel=number("parallel"), ctx_size=number("ctx"),
+                         port=number("port"), args=args, batch=number("batch"), ubatch=number("ubatch"))
+
+
+# What the running server actually uses, read from the device: the threads it logged at start (llama-server
+# prints `system_info: n_threads = 8 (n_threads_batch = 8) / 8 | ...`; older builds `system info: n_threads = 8,
+# n_threads_batch = 8, total_threads = 8`) and the CPUs the kernel lets it run on.
+_SYSTEM_INFO = re.compile(r"system[_ ]info: n_threads = ([0-9]+)(?: \(n_threads_batch = ([0-9]+)\)|, n_threads_batch = ([0-9]+))")
+_CPUS_ALLOWED = re.compile(r"^Cpus_allowed_list:\s*(\S+)\s*$", re.M)
+
+
+def runtime_command(pid: int) -> str:
+    """The fact's command (run with sudo: the journal of a system unit): the server's CPU affinity and the threads
+    line it logged when this process started."""
+    return (f"grep '^Cpus_allowed_list:' /proc/{int(pid)}/status; echo @@journal; "
+            f"journalctl _PID={int(pid)} -o cat --no-pager 2>/dev/null | grep -m1 -E 'system[_ ]info: n_threads'; true")
+
+
+def parse_runtime(text: str) -> Dict[str, Any]:
+    """Pure: runtime_command's output -> {"threads", "threads_batch", "cpus"} (None where the device did not say)."""
+    status, _, journal = text.partition("@@journal")
+    cpus = _CPUS_ALLOWED.search(status)
+    info = _SYSTEM_INFO.search(journal)
+    return {"threads": int(info.group(1)) if info else None,
+            "threads_batch": int(info.group(2) or info.group(3)) if info else None,
+            "cpus": cpus.group(1) if cpus else None}
+
+
+def recorded_settings(server: ServerProcess, runtime: Dict[str, Any]) -> Dict[str, Any]:
+    """Pure: the server's settings as recorded for a report, each with where it was read."""
+    threads, threads_from = (server.threads, "setting") if server.threads else (runtime.get("threads"), "log")
+    return {"threads": threads, "threads_from": threads_from if threads else None,
+            "threads_batch": runtime.get("threads_batch"),
+            "batch": server.batch, "ubatch": server.ubatch, "cpus": runtime.get("cpus"),
+            "n_gpu_layers": server.n_gpu_layers, "model": server.model}
+
+
+def read_runtime(transport, server: ServerProcess) -> Dict[str, Any]:
+    """The fact: the running server's threads (its log) and CPU affinity (/proc), read with the transport's sudo."""
+    return parse_runtime(transport.sudo(runtime_command(server.pid), check=False).stdout)
 
 
 def env_file_environ(text: str) -> str:
@@ -151,6 +194,10 @@ def command(server: ServerProcess, pp: int, tg: int, reps: int, cpus: Optional[L
     parts = [server.bench_exe, "-m", server.model, "-p", str(pp), "-n", str(tg), "-r", str(reps), "-o", "json"]
     if server.threads:
         parts += ["-t", str(server.threads)]
+    if server.batch:
+        parts += ["-b", str(server.batch)]
+    if server.ubatch:
+        parts += ["-ub", str(server.ubatch)]
     if server.n_gpu_layers not in (None, "", "auto", "all"):
         parts += ["-ngl", str(server.n_gpu_layers)]
     elif server.n_gpu_layers in ("auto", "all"):
@@ -170,6 +217,7 @@ def parse_json(text: str) -> Dict[str, Dict[str, Any]]:
         test = f"pp{n_prompt}" if n_gen == 0 else (f"tg{n_gen}" if n_prompt == 0 else f"pp{n_prompt}+tg{n_gen}")
         out[test] = {"avg_ts": row["avg_ts"], "stddev_ts": row.get("stddev_ts"), "samples_ts": row.get("samples_ts"),
                      "n_threads": row.get("n_threads"), "n_gpu_layers": row.get("n_gpu_layers"),
+                     "n_batch": row.get("n_batch"), "n_ubatch": row.get("n_ubatch"), "cpu_mask": row.get("cpu_mask"),
                      "build_commit": row.get("build_commit"), "build_number": row.get("build_number"),
                      "backends": row.get("backends"), "model_size": row.get("model_size"),
                      "model_type": row.get("model_type"), "cpu_info": row.get("cpu_info"),

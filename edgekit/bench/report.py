@@ -95,11 +95,52 @@ def agreement(llama_bench: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
         ref = stats([r["llama_bench"].get(test, {}).get("avg_ts") for r in llama_bench["rounds"]])
         served = stats([r[served_key].get(field) for r in llama_bench["rounds"] if r[served_key].get("ok")])
         value, base = _median(served), _median(ref)
+        diff = 100.0 * (value - base) / base if value is not None and base else None
+        # the noise: half of each side's spread (max-min over median) added; a difference inside it is no ratio
+        noise = ((ref or {}).get("spread_pct", 0) + (served or {}).get("spread_pct", 0)) / 2 if ref and served else None
         rows.append({"test": test, "llama_bench_tps": base, "llama_bench_spread_pct": (ref or {}).get("spread_pct"),
                      "served_tps": value, "served_spread_pct": (served or {}).get("spread_pct"),
                      "rounds": len(llama_bench["rounds"]), "served": f"server timings, {what}",
-                     "diff_pct": 100.0 * (value - base) / base if value is not None and base else None})
+                     "diff_pct": diff, "noise_pct": noise,
+                     "within_noise": diff is not None and noise is not None and abs(diff) <= noise})
     return rows
+
+
+MIN_ROUNDS = 5      # fewer interleaved rounds than this give no spread worth quoting
+
+
+def agreement_caption(llama_bench: Optional[Dict[str, Any]]) -> Optional[str]:
+    """Pure: the side-by-side table's caption, built from what the run recorded: the rounds, the server's
+    settings as read from the device, llama-bench's own (its JSON). What was not recorded is said so."""
+    if not llama_bench or not llama_bench.get("rounds"):
+        return None
+    rounds = len(llama_bench["rounds"])
+    server = llama_bench.get("server_settings") or {}
+    first = next(iter((llama_bench["rounds"][0].get("llama_bench") or {}).values()), {})
+
+    def batch(b, ub) -> str:
+        return f"batch {b}/{ub}" if b and ub else "batch not set (llama.cpp's default)" if (b, ub) == (None, None) \
+            else f"batch {b or '?'}/{ub or '?'}"
+
+    threads = server.get("threads")
+    served = [f"{threads} threads" + (" (from its log)" if server.get("threads_from") == "log" else "")
+              if threads else "threads not recorded",
+              batch(server.get("batch"), server.get("ubatch")),
+              f"CPUs {server['cpus']}" if server.get("cpus") else "CPUs not recorded"]
+    bench_cpus = llama_bench.get("llama_bench_cpus")
+    bench = [f"{first['n_threads']} threads" if first.get("n_threads") else "threads not recorded",
+             batch(first.get("n_batch"), first.get("n_ubatch")),
+             f"CPUs {bench_cpus}" if bench_cpus else "CPUs not pinned"]
+    differ = [name for name, a, b in (("threads", threads, first.get("n_threads")),
+                                      ("batch", server.get("batch"), first.get("n_batch")),
+                                      ("ubatch", server.get("ubatch"), first.get("n_ubatch")),
+                                      ("CPUs", server.get("cpus"), bench_cpus))
+              if a is not None and b is not None and str(a) != str(b)]
+    head = (f"served vs llama-bench, median of {rounds} interleaved rounds" if rounds >= MIN_ROUNDS else
+            f"served vs llama-bench, {rounds} round{'s' if rounds != 1 else ''} (under {MIN_ROUNDS}: no spread "
+            "worth quoting)")
+    tail = f"; they differ in {', '.join(differ)}" if differ else ""
+    return f"{head}; server: {', '.join(served)}; llama-bench: {', '.join(bench)}{tail}"
 
 
 def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
@@ -119,6 +160,7 @@ def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "cases": cases,
         "llama_bench_agreement": agreement(result.get("llama_bench")),
+        "llama_bench_caption": agreement_caption(result.get("llama_bench")),
         "llama_bench_telemetry": phase_telemetry(samples, lb.get("started"), lb.get("ended"), 0,
                                                                 interval_s) if lb else None,
         "decode_best_c1_tps": best_tg,

@@ -105,8 +105,15 @@ def side_by_side(server: LlamaClient, transport, server_proc, workload: Workload
                  cpus: Optional[List[int]] = None) -> Dict[str, Any]:
     """Served vs llama-bench, interleaved: each round runs llama-bench (pp N, tg M, one repetition each) and then
     the same two measurements through the server (an N-token prompt generating 1 token; a 1-token prompt
-    generating M tokens), so both see the same machine state (other load, clocks, heat)."""
+    generating M tokens), so both see the same machine state (other load, clocks, heat).
+
+    The server's settings are read from the device first (its env/flags, the threads it logged, its CPU affinity)
+    and recorded; llama-bench is given the same threads and batch sizes, and records its own (its JSON)."""
     pp, tg = workload.llama_bench_pp, workload.gen_tokens
+    runtime = lb.read_runtime(transport, server_proc)
+    if server_proc.threads is None and runtime["threads"]:
+        server_proc = replace(server_proc, threads=runtime["threads"])
+    recorded = lb.recorded_settings(server_proc, runtime)
     rounds: List[Dict[str, Any]] = []
     started = time.time()
     for i in range(workload.llama_bench_reps):
@@ -117,6 +124,7 @@ def side_by_side(server: LlamaClient, transport, server_proc, workload: Workload
         rounds.append({"llama_bench": bench["results"], "command": bench["command"],
                        "served_pp": served_pp.to_json(), "served_tg": served_tg.to_json()})
     return {"rounds": rounds, "pp": pp, "tg": tg, "started": started, "ended": time.time(),
+            "server_settings": recorded, "llama_bench_cpus": ",".join(map(str, cpus)) if cpus else None,
             "command": rounds[0]["command"] if rounds else None,
             "results": {k: v for k, v in (rounds[0]["llama_bench"] if rounds else {}).items()}}
 

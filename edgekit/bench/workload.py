@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import List
 
-VERSION = 1
+VERSION = 2        # 2: llama-bench side by side over 5 rounds (was 3)
 
 # Deterministic filler: tokenized on the server once; ids are repeated/cut to the wanted length.
 PROMPT_TEXT = (
@@ -49,7 +49,7 @@ class Workload:
     seed: int = 42
     # llama-bench's matching tests: pp at this prompt length, tg with the same number of generated tokens
     llama_bench_pp: int = 512
-    llama_bench_reps: int = 3
+    llama_bench_reps: int = 5        # report.MIN_ROUNDS: a median with a spread, or "within noise"
     quick: bool = False
 
     def cases(self) -> List[Case]:

@@ -273,14 +273,16 @@ def _render(result: dict, json_out: bool) -> None:
         err.print(phases)
     if summary["llama_bench_agreement"]:
         rows = summary["llama_bench_agreement"]
-        lb = DataTable(title=f"served vs llama-bench, interleaved over {rows[0]['rounds']} rounds (same build, model, "
-                         "threads, GPU layers)", title_justify="left")
+        lb = DataTable(title=summary.get("llama_bench_caption") or "served vs llama-bench", title_justify="left")
         for col in ("test", "llama-bench t/s", "served t/s", "difference", "served measurement"):
             lb.add_column(col)
         for row in rows:
+            noise = row.get("noise_pct")
+            diff = _f(row["diff_pct"], 1, "%") + ("" if noise is None else
+                                                  f" ({'within noise ' if row.get('within_noise') else 'noise '}"
+                                                  f"±{noise:.1f}%)")
             lb.add_row(row["test"], f"{_f(row['llama_bench_tps'])} ±{_f((row['llama_bench_spread_pct'] or 0) / 2, 0)}%",
-                       f"{_f(row['served_tps'])} ±{_f((row['served_spread_pct'] or 0) / 2, 0)}%",
-                       _f(row["diff_pct"], 1, "%"), row["served"])
+                       f"{_f(row['served_tps'])} ±{_f((row['served_spread_pct'] or 0) / 2, 0)}%", diff, row["served"])
         err.print(lb)
         t = summary.get("llama_bench_telemetry") or {}
         if t.get("cpu_load_mean_pct") is not None:

@@ -1,4 +1,5 @@
-"""The stand-in device's root filesystem: debootstrapped Debian bookworm, built once in a tmpfs, cached as zstd."""
+"""The stand-in device's root filesystem: debootstrapped Debian (bookworm; bullseye for an older python3), built
+once per suite in a tmpfs, cached as zstd."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from edgekit.errors import UsageError
 from edgekit.remote.command import q
 
-SUITE = "bookworm"
+SUITE = "bookworm"        # the default stand-in (python3.11)
 # What a freshly flashed Jetson has that matters to edgekit (systemd, sshd, sudo, python3, curl), plus the
 # llama.cpp build toolchain: the stand-in cannot reach any package mirror, so it must already carry it.
 PACKAGES = [
@@ -20,6 +21,14 @@ PACKAGES = [
     "procps", "iproute2", "build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev",
     "python3-psutil",
 ]
+# Other suites a stand-in can run, with their packages: bullseye's python3 is 3.9, the oldest the Debian mirror
+# has (a JetPack 5 board has 3.8), so device-side Python runs under an interpreter older than this machine's.
+# No build toolchain: a bullseye stand-in runs edgekit's device helper and exporter, it does not build llama.cpp.
+SUITES = {
+    SUITE: PACKAGES,
+    "bullseye": ["systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "curl", "ca-certificates",
+                 "procps", "iproute2"],
+}
 USERS = {
     "jetson": "sudo without a password, like a configured Jetson",
     "sudopw": "sudo needs the password 'edgekit'",
@@ -35,9 +44,9 @@ def cache_dir() -> Path:
     return path
 
 
-def tarball_path() -> Path:
-    key = hashlib.sha256(" ".join([SUITE, LAYOUT_VERSION, *PACKAGES]).encode()).hexdigest()[:12]
-    return cache_dir() / f"rootfs-{SUITE}-{key}.tar.zst"
+def tarball_path(suite: str = SUITE) -> Path:
+    key = hashlib.sha256(" ".join([suite, LAYOUT_VERSION, *SUITES[suite]]).encode()).hexdigest()[:12]
+    return cache_dir() / f"rootfs-{suite}-{key}.tar.zst"
 
 
 def mirror() -> str:
@@ -53,9 +62,11 @@ def mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def ensure_tarball(log) -> Path:
-    """Return the cached rootfs tarball, building it first if missing (about 2 minutes)."""
-    tarball = tarball_path()
+def ensure_tarball(log, suite: str = SUITE) -> Path:
+    """Return the cached rootfs tarball of a suite, building it first if missing (about 2 minutes)."""
+    if suite not in SUITES:
+        raise UsageError(f"no stand-in rootfs for Debian {suite!r}", hint="choose one of: " + ", ".join(SUITES))
+    tarball = tarball_path(suite)
     if tarball.is_file():
         return tarball
     if not shutil.which("debootstrap"):
@@ -64,9 +75,9 @@ def ensure_tarball(log) -> Path:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6G", "tmpfs", str(work)], check=True)
     try:
         root = work / "root"
-        log(f"building the stand-in rootfs (debootstrap {SUITE}, once; cached at {tarball})")
+        log(f"building the stand-in rootfs (debootstrap {suite}, once; cached at {tarball})")
         proc = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror()],
+            ["debootstrap", "--variant=minbase", f"--include={','.join(SUITES[suite])}", suite, str(root), mirror()],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             raise UsageError("debootstrap failed:\n" + "\n".join(proc.stdout.splitlines()[-15:]),

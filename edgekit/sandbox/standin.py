@@ -33,6 +33,7 @@ class StandIn:
     index: int
     jetson: str | None
     state_dir: str
+    suite: str = rootfs.SUITE       # the Debian release of its rootfs (rootfs.SUITES)
 
     # Its network (10.77.N.0/24 in the namespace ek-NAME) and the files in its state directory.
     address = property(lambda s: f"10.77.{s.index}.2", doc="the device side of the veth")
@@ -97,7 +98,7 @@ def _preflight() -> None:
                          hint="apt-get install systemd-container debootstrap zstd iproute2 openssh-client")
 
 
-def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None) -> StandIn:
+def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None, suite: str = rootfs.SUITE) -> StandIn:
     """Create and boot a stand-in device (idempotent: a running one is returned as it is)."""
     if not NAME_RE.match(name):
         raise UsageError(f"bad stand-in name {name!r}", hint="use 1-12 lowercase letters, digits or '-'")
@@ -110,17 +111,17 @@ def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None) 
     _preflight()
     existing = get(name)
     if existing and existing.running():
-        if existing.jetson != jetson:
-            raise UsageError(f"stand-in {name} is running with Jetson profile {existing.jetson}",
+        if existing.jetson != jetson or existing.suite != suite:
+            raise UsageError(f"stand-in {name} is running with Jetson profile {existing.jetson} on {existing.suite}",
                              hint=f"run `edgekit sandbox down {name}` first")
         _wait_ssh(existing)
         return existing
     if existing:
         down(name)
-    tarball = rootfs.ensure_tarball(log)
+    tarball = rootfs.ensure_tarball(log, suite)
     used = {s.index for s in list_standins()}
     index = next(i for i in range(1, 250) if i not in used)
-    sb = StandIn(name=name, index=index, jetson=jetson, state_dir=str(run_dir() / name))
+    sb = StandIn(name=name, index=index, jetson=jetson, state_dir=str(run_dir() / name), suite=suite)
     sb.dir.mkdir(parents=True, exist_ok=True)
     (sb.dir / "state.json").write_text(json.dumps(asdict(sb)))
     try:
