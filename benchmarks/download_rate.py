@@ -3,17 +3,19 @@
     python benchmarks/download_rate.py [--runs 9] [--file PATH] [--baseline GIT_REV] [--json OUT]
 
 Each run times edgekit (download.fetch: sha256 while streaming, then verify and rename), curl -o (just writes),
-and, with --baseline, device_fetch.fetch as it was at that git revision (same URL, same checks), one after the
-other, in a rotating order so that none always goes first. Prints the median MB/s of each and
-the ratio of the medians edgekit/curl; CPU seconds per GB of the client (this process for edgekit, the child
-for curl) are printed too, being less sensitive than wall time to a busy machine. Client, nginx and anything
-else running share this machine's cores: say how many, and what the load was (--json records both).
+and, with --baseline, edgekit's downloader as it was at that git revision (the whole edgekit package of that
+revision, `git archive`d to a temp folder; same URL, same sha256 check), one after the other, in a rotating order
+so that none always goes first. With --baseline, edgekit and the baseline both run in a fresh child process (the
+same way, so start-up counts alike), and each round gives one paired ratio edgekit/baseline (the two ran back to
+back): the paired median and its spread (min..max, and the middle half) say whether they differ beyond noise.
+Prints the median MB/s of each and the ratio of the medians edgekit/curl; CPU seconds per GB of the client are
+printed too, being less sensitive than wall time to a busy machine. Client, nginx and anything else running
+share this machine's cores: say how many, and what the load was (--json records both).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -33,18 +35,50 @@ from edgekit.models import download  # noqa: E402
 from tests.modelserver import GEMMA, ModelServer, _free_port  # noqa: E402
 
 
-def _load_baseline(rev: str, tmp: Path):
-    """device_fetch.py as it was at git revision rev, imported under another name; and the commit it is."""
+# Runs one download in a child process with the edgekit on PYTHONPATH; the downloader's API as it has been:
+# models.download.fetch(url, Path, sha256=) (now), models.device_fetch.fetch(url, str, sha256) (until 66b7600).
+CHILD = """
+import sys
+from pathlib import Path
+url, dest, sha = sys.argv[1:4]
+try:
+    from edgekit.models.download import fetch
+    got = fetch(url, Path(dest), sha256=sha).sha256
+except ImportError:
+    from edgekit.models.device_fetch import fetch
+    got = fetch(url, dest, sha)["sha256"]
+assert got == sha, (got, sha)
+"""
+
+
+def _checkout(rev: str, tmp: Path) -> tuple[Path, str]:
+    """The edgekit package as it was at git revision rev, in a folder of its own; and the commit it is."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
                             check=True).stdout.strip()
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:edgekit/models/device_fetch.py"],
-                            capture_output=True, text=True, check=True).stdout
-    path = tmp / f"device_fetch_{commit}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"device_fetch_{commit}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, commit
+    root = tmp / f"edgekit-{commit}"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "edgekit"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    return root, commit
+
+
+def _child_fetch(tree: Path, url: str, dest: Path, sha256: str) -> float:
+    """One download by the edgekit in `tree`, in a child process; -> its CPU seconds."""
+    cpu = _children_cpu()
+    subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tree)!r})\n{CHILD}", url,
+                    str(dest), sha256], check=True)
+    return _children_cpu() - cpu
+
+
+def paired(ours: list[float], theirs: list[float]) -> dict:
+    """Pure: per-round ratios ours/theirs (each pair ran back to back) -> median, min, max, middle half."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs))
+    quarter = len(ratios) // 4
+    middle = [round(ratios[quarter], 3), round(ratios[-1 - quarter], 3)]
+    return {"ratios": [round(r, 3) for r in ratios], "median": round(statistics.median(ratios), 3),
+            "min": round(ratios[0], 3), "max": round(ratios[-1], 3), "middle_half": middle,
+            # 1.0 inside the middle half of the paired ratios: the two are not told apart by this run
+            "verdict": "within noise" if middle[0] <= 1.0 <= middle[1] else "beyond the spread"}
 
 
 def _children_cpu() -> float:
@@ -64,13 +98,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--file", type=Path, default=GEMMA)
-    ap.add_argument("--baseline", metavar="GIT_REV", help="also time device_fetch.py as it was at this revision")
+    ap.add_argument("--baseline", metavar="GIT_REV", help="also time edgekit's downloader as it was at this revision")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        baseline, commit = _load_baseline(args.baseline, tmp) if args.baseline else (None, None)
+        baseline, commit = _checkout(args.baseline, tmp) if args.baseline else (None, None)
         server = ModelServer(tmp / "srv", _free_port())
         (tmp / "srv").mkdir()
         server.start()
@@ -79,6 +113,8 @@ def main() -> None:
             url = server.endpoint() + served.url_path
 
             def ours(dest: Path) -> float:
+                if baseline:          # both in a child process, started the same way
+                    return _child_fetch(REPO, url, dest, served.sha256)
                 cpu = time.process_time()
                 download.fetch(url, dest, sha256=served.sha256)
                 return time.process_time() - cpu
@@ -89,10 +125,7 @@ def main() -> None:
                 return _children_cpu() - cpu
 
             def old(dest: Path) -> float:
-                cpu = time.process_time()
-                done = baseline.fetch(url, str(dest), served.sha256)
-                assert done["sha256"] == served.sha256
-                return time.process_time() - cpu
+                return _child_fetch(baseline, url, dest, served.sha256)
 
             tools = {"edgekit": ours, "curl": curl}
             if baseline:
@@ -123,8 +156,12 @@ def main() -> None:
               f"client CPU {statistics.median(cpus[name]):.2f} s/GB")
     ratio = median["edgekit"] / median["curl"]
     print(f"ratio edgekit/curl (medians): {ratio:.2f}")
+    pair = paired(rates["edgekit"], rates["baseline"]) if baseline else None
     if baseline:
         print(f"ratio baseline ({commit})/curl (medians): {median['baseline'] / median['curl']:.2f}")
+        lo, hi = pair["middle_half"]
+        print(f"edgekit/baseline ({commit}), paired per round: median {pair['median']:.3f}, middle half "
+              f"{lo:.3f}..{hi:.3f}, range {pair['min']:.3f}..{pair['max']:.3f} ({pair['verdict']})")
     if args.json:
         result = {
             "benchmark": "benchmarks/download_rate.py",
@@ -147,8 +184,10 @@ def main() -> None:
             "ratio_edgekit_over_curl": round(ratio, 3),
         }
         if baseline:
-            result["baseline"] = f"edgekit/models/device_fetch.py at {commit} (device_fetch.fetch, same URL and sha256)"
+            result["baseline"] = (f"edgekit's downloader at {commit} (its whole edgekit package; both it and edgekit "
+                                  "in a child process, same URL and sha256)")
             result["ratio_baseline_over_curl"] = round(median["baseline"] / median["curl"], 3)
+            result["edgekit_over_baseline_paired"] = pair
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

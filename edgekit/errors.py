@@ -8,6 +8,9 @@ CONNECT = 3
 REMOTE = 4
 UNSUITABLE = 5
 PARTIAL = 6
+# `edgekit doctor` by its worst finding (not errors: the command ran and found these)
+DOCTOR_WARNING = 7
+DOCTOR_PROBLEM = 8
 INTERRUPTED = 130
 
 

@@ -171,3 +171,17 @@ def test_store_and_restore(root):
     missing = tool(root, "jetson_clocks", "--restore")                # default: ${HOME}/l4t_dfs.conf
     assert missing.returncode == 1 and missing.stdout == f"Error: {root}/l4t_dfs.conf file not found !\n"
     assert "--store [file]" in tool(root, "jetson_clocks", "--help").stderr
+
+
+def test_a_planted_hardware_file_caps_the_gpu_and_the_environment_wins(root, monkeypatch):
+    """/etc/edgekit-standin/jetson-hw plants a board whose firmware caps the GPU at 624.75 MHz (an Orin Nano flashed
+    without the Super configuration): MAXN_SUPER then shows GPU MaxFreq=624750000; $EDGEKIT_JETSON_HW still wins."""
+    assert tool(root, "nvpmodel", "-m", "2").returncode == 0                      # MAXN_SUPER
+    monkeypatch.delenv("EDGEKIT_JETSON_HW", raising=False)
+    assert JetsonClocksShow.parse(tool(root, "jetson_clocks", "--show").stdout)["gpu_max_hz"] == 1020000000
+    (root / "etc/edgekit-standin").mkdir()
+    (root / "etc/edgekit-standin/jetson-hw").write_text("gpu_max=624750000\n")
+    shown = JetsonClocksShow.parse(tool(root, "jetson_clocks", "--show").stdout)
+    assert shown["gpu_max_hz"] == 624750000 and shown["power_mode"] == "MAXN_SUPER"
+    monkeypatch.setenv("EDGEKIT_JETSON_HW", "gpu_max=918000000")
+    assert JetsonClocksShow.parse(tool(root, "jetson_clocks", "--show").stdout)["gpu_max_hz"] == 918000000
