@@ -80,6 +80,7 @@ def parse_server_cmdline(pid: int, prefix: str, cmdline: str, environ: str = "")
             if key in flags:
                 value = inline if inline else (args[i + 1] if i + 1 < len(args) else "")
                 found[name] = value
+
     def number(name: str) -> Optional[int]:
         return int(found[name]) if found.get(name, "").isdecimal() else None
 
