@@ -31,7 +31,7 @@ def board(standin_factory):
     def sh(command: str, check: bool = True) -> str:
         return subprocess.run(ssh + [command], capture_output=True, text=True, check=check, timeout=120).stdout
 
-    sh("sudo nvpmodel -m 2 && nvpmodel -q")          # MAXN_SUPER
+    sh("sudo nvpmodel -m 2 && sudo nvpmodel -q")     # MAXN_SUPER
     return sb, sh
 
 
