@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
-import threading
 import time
 
 from edgekit.remote.command import q
@@ -89,55 +87,6 @@ def describe_holder(output: str) -> str | None:
     return None
 
 
-class _Held:
-    def __init__(self, transport, command: str):
-        self.output = ""
-        self.exit_code: int | None = None
-        ctx = transport._context()
-        prefix, password = "", None
-        if not transport.is_root:
-            if transport.become_password is not None:
-                prefix, password = "sudo -S -p '' -- ", transport.become_password
-            else:
-                prefix = "sudo -n -- "
-        full = f"{prefix}sh -c {q(command)}"
-        if transport.is_local:
-            self._proc = subprocess.Popen(["sh", "-c", full], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True)
-            if password is not None:
-                self._proc.stdin.write(password + "\n")
-                self._proc.stdin.flush()
-            self._chan = None
-            threading.Thread(target=self._read_local, daemon=True).start()
-        else:
-            self._chan = ctx.client.get_transport().open_session()
-            self._chan.exec_command(full)
-            if password is not None:
-                self._chan.sendall((password + "\n").encode())
-            threading.Thread(target=self._read_remote, daemon=True).start()
-
-    def _read_local(self) -> None:
-        for line in self._proc.stdout:
-            self.output += line
-        self.exit_code = self._proc.wait()
-
-    def _read_remote(self) -> None:
-        f = self._chan.makefile("r")
-        for line in f:
-            self.output += line
-        self.exit_code = self._chan.recv_exit_status()
-
-    def release(self) -> None:
-        if self._chan is not None:
-            with contextlib.suppress(Exception):
-                self._chan.shutdown_write()
-                self._chan.close()
-        else:
-            with contextlib.suppress(Exception):
-                self._proc.stdin.close()
-                self._proc.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def device_lock(transport, what: str, enabled: bool = True, timeout: float = 20.0, wait: float = WAIT_SECONDS,
                 on_wait=None):
@@ -149,18 +98,18 @@ def device_lock(transport, what: str, enabled: bool = True, timeout: float = 20.
     owner = f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ({what})"
     if not transport.is_root:
         transport.sudo("true")      # no sudo, or a wrong password: the transport's own error (exit 3) and hint
-    held = _Held(transport, holder_command(owner, wait))
+    held = transport.hold(holder_command(owner, wait))     # the transport's: fabric's channel, Ansible's ssh
     started = time.monotonic()
     deadline = started + timeout + wait
-    told = False
-    while "@@locked" not in held.output and held.exit_code is None and time.monotonic() < deadline:
-        if not told and on_wait is not None and time.monotonic() - started > 1.0:
+    told, locked = False, False
+    while not locked and held.exit_code is None and time.monotonic() < deadline:
+        locked = held.wait("@@locked", max(0.0, min(1.0, deadline - time.monotonic())))
+        if not locked and not told and on_wait is not None and time.monotonic() - started > 1.0:
             who = holder(transport)
             if who:
                 on_wait(f"waiting up to {wait:.0f} s for the edgekit lock on {transport.name}: {who} holds it")
             told = True
-        time.sleep(0.05)
-    if "@@locked" not in held.output:
+    if not locked:
         held.release()
         if held.exit_code == BUSY:
             who = holder(transport) or "another process (it let go just now)"

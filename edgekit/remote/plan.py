@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 from edgekit.errors import EdgekitError
 from edgekit.remote.command import Local, Op, run_op
 from edgekit.remote.run_state import RunState
-from edgekit.remote.transport import ReadOnly, Result, Transport
+from edgekit.remote.transport import DeviceTransport, ReadOnly, Result
 
 
 @dataclass
@@ -95,7 +95,7 @@ class FactNotGiven(KeyError):
 
 @dataclass
 class Context:
-    transport: Transport
+    transport: DeviceTransport
     dry_run: bool = False
     reporter: Reporter = field(default_factory=NullReporter)
     changed: set[str] = field(default_factory=set)

@@ -1,4 +1,7 @@
-"""A thin transport to the device: run, sudo, put, get. Fabric for SSH, invoke for `local`.
+"""A thin transport to the device: run, sudo, put, get, hold. One interface (DeviceTransport), two
+implementations: `Transport` here (fabric for SSH, invoke for `local`) and the Ansible connection's
+(ansible/collections/ansible_collections/edgekit/jetson/plugins/plugin_utils/transport.py), so the CLI and the
+Ansible collection run the same steps.
 
 Commands run without a pty (stderr stays separate). Root-owned files are uploaded to a temp path and moved
 into place with sudo. Failures raise typed errors carrying the command, its exit code and its output tail.
@@ -6,16 +9,20 @@ into place with sudo. Failures raise typed errors carrying the command, its exit
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
 import re
 import shutil
 import socket
+import subprocess
+import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 import invoke
 import paramiko
@@ -91,10 +98,146 @@ class _LineSink(io.TextIOBase):
         pass
 
 
-class Transport:
-    """Run commands on one device. Use as a context manager, or call close()."""
+class Held(Protocol):
+    """A root command that runs until released (the device lock's holder, edgekit.remote.lock)."""
+
+    output: str
+    exit_code: int | None
+
+    def wait(self, marker: str, timeout: float) -> bool:
+        """Wait until the command printed `marker` (True) or ended or `timeout` passed (False)."""
+
+    def release(self) -> None: ...
+
+
+class DeviceTransport(ABC):
+    """The one transport interface steps and facts use: run (as the login user, or as root with sudo), put
+    (atomic, through a fresh temp name), get, and hold (a root command that lives as long as this session).
+    An implementation gives run, _copy, get, hold and the device's names; the file writes, the round-trip count
+    and the -v trace are shared."""
 
     read_only = False            # see ReadOnly
+    become_password: str | None = None
+    on_trace: Callable[[Trace], None] | None = None     # -v: called after every round trip (a command, a copy)
+    round_trips = 0              # commands run and files copied on the device, for the run's summary
+    _user: str | None = None
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The device as the user named it (messages, controller state)."""
+
+    @property
+    @abstractmethod
+    def is_local(self) -> bool: ...
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """The address the controller reaches the device at."""
+
+    @abstractmethod
+    def run(self, command: str, *, sudo: bool = False, check: bool = True,
+            env: Mapping[str, str] | None = None, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None, stdin: str | None = None,
+            hint: str | None = None) -> Result:
+        """Run a shell command (as root with sudo); raise RemoteCommandFailed on non-zero exit when check is true."""
+
+    @abstractmethod
+    def _copy(self, local: str, remote: str) -> None:
+        """Copy a controller file to a path the login user may write."""
+
+    @abstractmethod
+    def get(self, remote: str, local: str | Path) -> None:
+        """Copy a device file (readable by the login user) to the controller."""
+
+    @abstractmethod
+    def hold(self, command: str) -> Held:
+        """Start a root command that runs until released, or until this session ends (the controller died)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def user(self) -> str:
+        if self._user is None:
+            self._user = self.run("id -un").stdout.strip()
+        return self._user
+
+    @property
+    def is_root(self) -> bool:
+        return self.user == "root"
+
+    def sudo(self, command: str, **kwargs) -> Result:
+        return self.run(command, sudo=True, **kwargs)
+
+    def _traced(self, what: str, sudo: bool, start: float, exit_code: int | None) -> None:
+        """Count one round trip; with -v, report it (secrets masked: the sudo password, and anything named like a
+        key or token, as edgekit.redact finds them)."""
+        self.round_trips += 1
+        if self.on_trace is not None:
+            self.on_trace(Trace(self.name, redact(what, [self.become_password]), sudo, time.monotonic() - start,
+                                exit_code))
+
+    # -- files (shared by every implementation) ------------------------------------------------------------------------------------------
+    def put(self, local: str | Path, remote: str, *, sudo: bool = False, mode: str = "0644",
+            owner: str = "root", group: str | None = None) -> None:
+        """Copy a file to the device atomically: a fresh temp name (mktemp) in the destination's directory, then
+        rename into place with mode and owner. A name someone else created is never written through, and a
+        directory at `remote` is an error (`mv -T`), not a place to drop the file into."""
+        local = str(local)
+        template = q(_temp_template(remote))
+        if not sudo:
+            tmp = self.run(f"{_stale_temps_cleanup(remote)}; mktemp {template}").stdout.strip()
+            try:
+                self._copy(local, tmp)
+                self.run(f"chmod {q(mode)} {q(tmp)} && mv -fT {q(tmp)} {q(remote)}")
+            except BaseException:
+                self.run(f"rm -f {q(tmp)}", check=False)
+                raise
+            return
+        tmp = self.run("mktemp /tmp/edgekit-upload.XXXXXX").stdout.strip()
+        try:
+            self._copy(local, tmp)
+            self.sudo(f"{_stale_temps_cleanup(remote)}; part=$(mktemp {template}) && "
+                      f"{{ install -m {q(mode)} -o {q(owner)} -g {q(group or owner)} {q(tmp)} \"$part\" && "
+                      f"mv -fT \"$part\" {q(remote)} || {{ rm -f \"$part\"; exit 1; }}; }}")
+        finally:
+            self.run(f"rm -f {q(tmp)}", check=False)
+
+    def put_temp(self, local: str | Path, prefix: str = "edgekit", mode: str = "0600") -> str:
+        """Copy a file to a fresh temp file on the device (mktemp in /tmp, the login user's); -> its path. For
+        scripts run once: a fixed /tmp name could be created first by another local user."""
+        tmp = self.run(f"mktemp {q(f'/tmp/{prefix}.XXXXXXXX')}").stdout.strip()
+        try:
+            self._copy(str(local), tmp)
+            self.run(f"chmod {q(mode)} {q(tmp)}")
+        except BaseException:
+            self.run(f"rm -f {q(tmp)}", check=False)
+            raise
+        return tmp
+
+    def put_text(self, text: str, remote: str, **kwargs) -> None:
+        """Write text to a remote file atomically (see put)."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
+            fh.write(text)
+        try:
+            self.put(fh.name, remote, **kwargs)
+        finally:
+            os.unlink(fh.name)
+
+
+class Transport(DeviceTransport):
+    """Run commands on one device over SSH (fabric), or on this machine (`local`). Use as a context manager,
+    or call close()."""
 
     def __init__(self, target: Target, become_password: str | None = None,
                  accept_new_host_key: bool = False, connect_timeout: float = 10.0,
@@ -181,20 +324,6 @@ class Transport:
     def __enter__(self) -> "Transport":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- commands ---------------------------------------------------------------------------------------
-    @property
-    def user(self) -> str:
-        if self._user is None:
-            self._user = self.run("id -un").stdout.strip()
-        return self._user
-
-    @property
-    def is_root(self) -> bool:
-        return self.user == "root"
-
     def run(self, command: str, *, sudo: bool = False, check: bool = True,
             env: Mapping[str, str] | None = None, timeout: float | None = None,
             on_line: Callable[[str], None] | None = None, stdin: str | None = None,
@@ -243,66 +372,6 @@ class Transport:
             raise RemoteCommandFailed(command, result.exit_code, out + err, hint=hint)
         return result
 
-    def sudo(self, command: str, **kwargs) -> Result:
-        return self.run(command, sudo=True, **kwargs)
-
-    def _traced(self, what: str, sudo: bool, start: float, exit_code: int | None) -> None:
-        """Count one round trip; with -v, report it (secrets masked: the sudo password, and anything named like a
-        key or token, as edgekit.redact finds them)."""
-        self.round_trips += 1
-        if self.on_trace is not None:
-            self.on_trace(Trace(self.name, redact(what, [self.become_password]), sudo, time.monotonic() - start,
-                                exit_code))
-
-    # -- files ------------------------------------------------------------------------------------------
-    def put(self, local: str | Path, remote: str, *, sudo: bool = False, mode: str = "0644",
-            owner: str = "root", group: str | None = None) -> None:
-        """Copy a file to the device atomically: a fresh temp name (mktemp) in the destination's directory, then
-        rename into place with mode and owner. A name someone else created is never written through, and a
-        directory at `remote` is an error (`mv -T`), not a place to drop the file into."""
-        local = str(local)
-        template = q(_temp_template(remote))
-        if not sudo:
-            tmp = self.run(f"{_stale_temps_cleanup(remote)}; mktemp {template}").stdout.strip()
-            try:
-                self._copy(local, tmp)
-                self.run(f"chmod {q(mode)} {q(tmp)} && mv -fT {q(tmp)} {q(remote)}")
-            except BaseException:
-                self.run(f"rm -f {q(tmp)}", check=False)
-                raise
-            return
-        tmp = self.run("mktemp /tmp/edgekit-upload.XXXXXX").stdout.strip()
-        try:
-            self._copy(local, tmp)
-            self.sudo(f"{_stale_temps_cleanup(remote)}; part=$(mktemp {template}) && "
-                      f"{{ install -m {q(mode)} -o {q(owner)} -g {q(group or owner)} {q(tmp)} \"$part\" && "
-                      f"mv -fT \"$part\" {q(remote)} || {{ rm -f \"$part\"; exit 1; }}; }}")
-        finally:
-            self.run(f"rm -f {q(tmp)}", check=False)
-
-    def put_temp(self, local: str | Path, prefix: str = "edgekit", mode: str = "0600") -> str:
-        """Copy a file to a fresh temp file on the device (mktemp in /tmp, the login user's); -> its path. For
-        scripts run once: a fixed /tmp name could be created first by another local user."""
-        tmp = self.run(f"mktemp {q(f'/tmp/{prefix}.XXXXXXXX')}").stdout.strip()
-        try:
-            self._copy(str(local), tmp)
-            self.run(f"chmod {q(mode)} {q(tmp)}")
-        except BaseException:
-            self.run(f"rm -f {q(tmp)}", check=False)
-            raise
-        return tmp
-
-    def put_text(self, text: str, remote: str, **kwargs) -> None:
-        """Write text to a remote file atomically (see put)."""
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
-            fh.write(text)
-        try:
-            self.put(fh.name, remote, **kwargs)
-        finally:
-            os.unlink(fh.name)
-
     def _copy(self, local: str, remote: str) -> None:
         ctx = self._context()
         start = time.monotonic()
@@ -320,6 +389,11 @@ class Transport:
         else:
             shutil.copyfile(remote, local)
         self._traced(f"copy {remote} -> {local}", False, start, None)
+
+    def hold(self, command: str) -> Held:
+        """The command on its own channel reading stdin: when this session ends, or the controller dies, the
+        channel closes, the command sees EOF and ends."""
+        return _ChannelHold(self, command)
 
 
 class ReadOnly:
@@ -347,6 +421,63 @@ class ReadOnly:
 
     def put_temp(self, local, prefix: str = "edgekit", mode: str = "0600") -> str:
         self._refuse(f"/tmp/{prefix}.XXXXXXXX")
+
+
+class _ChannelHold:
+    """A root command on its own SSH channel (or a local process) reading stdin until this session closes it."""
+
+    def __init__(self, transport: Transport, command: str):
+        self.output = ""
+        self.exit_code: int | None = None
+        prefix, password = "", None
+        if not transport.is_root:
+            if transport.become_password is not None:
+                prefix, password = "sudo -S -p '' -- ", transport.become_password
+            else:
+                prefix = "sudo -n -- "
+        full = f"{prefix}sh -c {q(command)}"
+        ctx = transport._context()
+        if transport.is_local:
+            self._proc = subprocess.Popen(["sh", "-c", full], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True)
+            if password is not None:
+                self._proc.stdin.write(password + "\n")
+                self._proc.stdin.flush()
+            self._chan = None
+            threading.Thread(target=self._read_local, daemon=True).start()
+        else:
+            self._chan = ctx.client.get_transport().open_session()
+            self._chan.exec_command(full)
+            if password is not None:
+                self._chan.sendall((password + "\n").encode())
+            threading.Thread(target=self._read_remote, daemon=True).start()
+
+    def _read_local(self) -> None:
+        for line in self._proc.stdout:
+            self.output += line
+        self.exit_code = self._proc.wait()
+
+    def _read_remote(self) -> None:
+        f = self._chan.makefile("r")
+        for line in f:
+            self.output += line
+        self.exit_code = self._chan.recv_exit_status()
+
+    def wait(self, marker: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while marker not in self.output and self.exit_code is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return marker in self.output
+
+    def release(self) -> None:
+        if self._chan is not None:
+            with contextlib.suppress(Exception):
+                self._chan.shutdown_write()
+                self._chan.close()
+        else:
+            with contextlib.suppress(Exception):
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
 
 
 def _temp_template(remote: str) -> str:

@@ -1,0 +1,104 @@
+"""What every edgekit.jetson action plugin does: validate its arguments and the host's `edgekit_*` variables with
+edgekit's one settings model (before anything connects), run edgekit's steps through the play's connection
+(AnsibleTransport), report each step, and turn edgekit's typed errors into a failed task with the error's message,
+hint and exit code."""
+
+from __future__ import annotations
+
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.edgekit.jetson.plugins.plugin_utils.checkout import import_edgekit
+
+import_edgekit()
+
+from ansible_collections.edgekit.jetson.plugins.plugin_utils.transport import AnsibleTransport  # noqa: E402
+from edgekit import settings  # noqa: E402
+from edgekit.errors import EdgekitError  # noqa: E402
+
+display = Display()
+_TYPES = {bool: "bool", int: "int", tuple: "list", list: "list"}
+
+
+def argument_spec() -> dict:
+    """One module argument per edgekit setting (edgekit.settings.FIELDS), no defaults of Ansible's own: a setting
+    not given comes from the host's `edgekit_*` variables, then edgekit's default; edgekit's checks decide."""
+    spec = {}
+    for f in settings.FIELDS:
+        kind = _TYPES.get(type(f.default), "int" if f.check.__qualname__.startswith("_int") else "str")
+        aliases = [a for a in f.aliases if not a.startswith("no_")]     # `no_api_key` means the opposite
+        spec[f.name] = {"type": kind, **({"elements": "str"} if kind == "list" else {}),
+                        **({"aliases": aliases} if aliases else {})}
+    return spec
+
+
+def inventory_settings(task_vars: dict, templar) -> dict:
+    """The host's `edgekit_<setting>` variables (the names `edgekit provision --inventory` reads), templated."""
+    return {k.removeprefix("edgekit_"): templar.template(v) for k, v in task_vars.items()
+            if k.startswith("edgekit_")}
+
+
+def resolve(args: dict, task_vars: dict, templar):
+    """edgekit's settings from this task's arguments over the host's variables over the defaults, validated once."""
+    flags = {name: args.get(name) for name in settings.BY_NAME if args.get(name) is not None}
+    host = task_vars.get("inventory_hostname", "?")
+    return settings.resolve(flags, inventory_settings(task_vars, templar), f"inventory host {host}")
+
+
+def failure(e: EdgekitError) -> dict:
+    hint = f" (hint: {e.hint})" if e.hint else ""
+    return {"failed": True, "msg": f"{e.message}{hint}", "exit_code": e.exit_code,
+            "error": type(e).__name__}
+
+
+class AnsibleReporter:
+    """edgekit's step reporter on Ansible's display: each step at -v; in check mode the steps that would change
+    and their commands always (the plan, as `edgekit provision --dry-run` prints it)."""
+
+    def __init__(self, host: str, check: bool):
+        self.host, self.check = host, check
+
+    def step_started(self, step: str) -> None:
+        pass
+
+    def progress(self, step: str, text: str, completed=None, total=None) -> None:
+        display.vv(f"{self.host} | {step}: {text}")
+
+    def step_finished(self, result) -> None:
+        text = f"{self.host} | {result.status:>12} {result.step}: {result.message}"
+        lines = [text, *(f"{self.host} | {'':>14}$ {c}" for c in result.commands)]
+        if self.check and result.status == "would-change":
+            display.display("\n".join(lines))
+        else:
+            display.v("\n".join(lines))
+
+
+class EdgekitAction(ActionBase):
+    """Validate (no connection), then run `execute` with an AnsibleTransport; edgekit's errors fail the task."""
+
+    _supports_check_mode = True
+    _supports_async = False
+    TRANSFERS_FILES = False            # no Ansible temp dir: validation runs before anything connects
+    ARGUMENTS: dict = {}
+
+    def validate(self, args: dict, task_vars: dict):
+        """-> what `execute` needs; raise EdgekitError to refuse before connecting."""
+        return args
+
+    def execute(self, transport: AnsibleTransport, plan, task_vars: dict) -> dict:
+        raise NotImplementedError
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=self.ARGUMENTS)
+        try:
+            plan = self.validate(args, task_vars)
+        except EdgekitError as e:
+            return {**result, **failure(e), "connected": False}
+        transport = AnsibleTransport(self, task_vars.get("inventory_hostname", "device"))
+        try:
+            result.update(self.execute(transport, plan, task_vars))
+        except EdgekitError as e:
+            result.update(failure(e))
+        return result
