@@ -296,10 +296,6 @@ SETTINGS: list[Setting] = [
             "--no-metrics-token", negated=True),
 ]
 DEFAULTS = {s.name: s.default for s in SETTINGS}   # edgekit's defaults (the CLI's help and `sandbox demo` read them)
-# Ansible-role variables an inventory may carry that only the role uses (edgekit builds, packs and derives them).
-ANSIBLE_ONLY = {"build_tarball", "build_from_source", "model_file", "model_path", "chat_template", "api_key",
-                "api_key_file", "llama_version", "llama_commit", "llama_repo", "llama_src_archive",
-                "llama_src_inner", "build_backend", "model_timeout", "gpu_layers", "flash_attn"}
 
 
 def from_cli(given: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +399,7 @@ def inventory_keys() -> dict[str, tuple[str, bool]]:
 
 
 def _unknown(key: str, source: str) -> UsageError:
-    known = [k for k in inventory_keys() if k not in ANSIBLE_ONLY]
+    known = list(inventory_keys())
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return UsageError(f"unknown setting {key!r} ({source})",
                       hint=(f"did you mean {close[0]!r}? " if close else "") + "settings: " +
@@ -420,8 +416,6 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
     sources = {s.name: "default" for s in SETTINGS}
     keys = inventory_keys()
     for key, value in (inventory or {}).items():
-        if key in ANSIBLE_ONLY:
-            continue
         if key not in keys:
             raise _unknown(key, inventory_source)
         name, opposite = keys[key]

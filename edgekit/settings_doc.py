@@ -37,7 +37,7 @@ def _flag(s: settings.Setting) -> str:
 
 
 def _keys(s: settings.Setting) -> str:
-    keys = [f"`{k}`" for k in (s.name, *s.aliases) if k not in settings.ANSIBLE_ONLY]
+    keys = [f"`{k}`" for k in (s.name, *s.aliases)]
     if s.negated_alias:
         keys.append(f"`{s.negated_alias}` (the opposite)")
     return ", ".join(keys)
@@ -66,8 +66,7 @@ def render() -> str:
         ansible = f"`{s.name}` ({arg['type']})" if arg else "-"
         lines.append(f"| `{s.name}` | {TYPES[s.type]} | {_default(s)} | {_flag(s)} | {_keys(s)} | {ansible} | "
                      f"{s.help_text.replace('|', '/')} |")
-    lines += ["", "Inventory keys only the old Ansible role reads (ignored by edgekit): " +
-              ", ".join(f"`{k}`" for k in sorted(settings.ANSIBLE_ONLY)) + ".", ""]
+    lines += [""]
     return "\n".join(lines)
 
 

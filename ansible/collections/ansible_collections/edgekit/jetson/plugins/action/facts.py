@@ -14,7 +14,7 @@ class ActionModule(EdgekitAction):
 
     def validate(self, args: dict, task_vars: dict):
         try:
-            return settings.BY_NAME["cuda_arch"].check(args.get("cuda_arch"))
+            return settings.by_name()["cuda_arch"].check(args.get("cuda_arch"))
         except ValueError as e:
             raise UsageError(f"cuda_arch: {e}", hint="use a form like 87, compute_87, sm_87 or 8.7") from None
 

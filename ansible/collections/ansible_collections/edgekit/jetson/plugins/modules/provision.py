@@ -30,14 +30,15 @@ attributes:
 options:
   model:
     description:
-    - edgekit's C(model) setting (C(edgekit provision --model)).
+    - Catalog name, optionally NAME:QUANT (default chinese-alpaca-2-1.3b). Repeat it to serve several models from
+      one service (router mode; the first is the default). (C(edgekit provision --model))
     - 'Unset: the host''s C(edgekit_model) variable, else edgekit''s default C(''chinese-alpaca-2-1.3b'').'
     type: str
     aliases:
     - model_name
   models:
     description:
-    - edgekit's C(models) setting.
+    - Several catalog models served by one service (router mode); the command line gives them as -m repeated.
     - 'Unset: the host''s C(edgekit_models) variable, else edgekit''s default C([]).'
     type: list
     elements: str
@@ -45,174 +46,216 @@ options:
     - model_names
   models_max:
     description:
-    - edgekit's C(models_max) setting (C(edgekit provision --models-max)).
+    - 'Router mode: models loaded at once (default: as many as fit this device''s memory together). (C(edgekit provision
+      --models-max))'
     - 'Unset: the host''s C(edgekit_models_max) variable, else edgekit''s default C(None).'
     type: int
   ctx:
     description:
-    - edgekit's C(ctx) setting (C(edgekit provision --ctx)).
+    - 'Context length in tokens (default: the model''s recommended one, capped to what fits). (C(edgekit provision
+      --ctx))'
     - 'Unset: the host''s C(edgekit_ctx) variable, else edgekit''s default C(None).'
     type: int
   port:
     description:
-    - edgekit's C(port) setting (C(edgekit provision --port)).
+    - Port llama-server listens on (default 8080). (C(edgekit provision --port))
     - 'Unset: the host''s C(edgekit_port) variable, else edgekit''s default C(8080).'
     type: int
   host:
     description:
-    - edgekit's C(host) setting (C(edgekit provision --host)).
+    - Address to bind (default 0.0.0.0, with an API key). (C(edgekit provision --host))
     - 'Unset: the host''s C(edgekit_host) variable, else edgekit''s default C(''0.0.0.0'').'
     type: str
   api_key:
     description:
-    - edgekit's C(api_key) setting (C(edgekit provision --no-api-key)).
+    - 'C(api_key=false) is C(edgekit provision --no-api-key): Serve without a key (loopback --host only).'
     - 'Unset: the host''s C(edgekit_api_key) variable, else edgekit''s default C(True).'
     type: bool
-  parallel:
-    description:
-    - edgekit's C(parallel) setting (C(edgekit provision --parallel)).
-    - 'Unset: the host''s C(edgekit_parallel) variable, else edgekit''s default C(2).'
-    type: int
-  threads:
-    description:
-    - edgekit's C(threads) setting (C(edgekit provision --threads)).
-    - 'Unset: the host''s C(edgekit_threads) variable, else edgekit''s default C(None).'
-    type: int
-  cache_type_kv:
-    description:
-    - edgekit's C(cache_type_kv) setting (C(edgekit provision --cache-type)).
-    - 'Unset: the host''s C(edgekit_cache_type_kv) variable, else edgekit''s default C(None).'
-    type: str
-    aliases:
-    - cache_type
   llama_src:
     description:
-    - edgekit's C(llama_src) setting (C(edgekit provision --llama-src)).
+    - 'llama.cpp source: a directory, a .tar.gz (e.g. the llama-cpp-python sdist) or a URL, pushed to the device.
+      (C(edgekit provision --llama-src))'
     - 'Unset: the host''s C(edgekit_llama_src) variable, else edgekit''s default C(None).'
     type: str
   cpu:
     description:
-    - edgekit's C(cpu) setting (C(edgekit provision --cpu)).
+    - Build CPU-only on purpose (refused by default without CUDA). (C(edgekit provision --cpu))
     - 'Unset: the host''s C(edgekit_cpu) variable, else edgekit''s default C(False).'
     type: bool
   cuda_arch:
     description:
-    - edgekit's C(cuda_arch) setting (C(edgekit provision --cuda-arch)).
+    - 'GPU arch, e.g. 87 or compute_87 (default: from the device; also CUDA_DOCKER_ARCH). (C(edgekit provision --cuda-arch))'
     - 'Unset: the host''s C(edgekit_cuda_arch) variable, else edgekit''s default C(None).'
     type: str
+  cpu_level:
+    description:
+    - 'CPU instruction level, e.g. x86-64-v3, armv8.2-a+dotprod+fp16 or native (default: the best that passes the
+      gate). (C(edgekit provision --cpu-level))'
+    - 'Unset: the host''s C(edgekit_cpu_level) variable, else edgekit''s default C(None).'
+    type: str
+  cmake_flags:
+    description:
+    - Extra cmake definition -DNAME=VALUE (repeatable; changes the flags hash, so it is a separate build). (C(edgekit
+      provision --cmake-flag))
+    - 'Unset: the host''s C(edgekit_cmake_flags) variable, else edgekit''s default C([]).'
+    type: list
+    elements: str
   jobs:
     description:
-    - edgekit's C(jobs) setting (C(edgekit provision --jobs)).
+    - 'Parallel compile jobs (default: from CPUs and RAM). (C(edgekit provision --jobs))'
     - 'Unset: the host''s C(edgekit_jobs) variable, else edgekit''s default C(None).'
     type: int
     aliases:
     - build_jobs
-  cmake_flags:
+  skip_deps:
     description:
-    - edgekit's C(cmake_flags) setting (C(edgekit provision --cmake-flag)).
-    - 'Unset: the host''s C(edgekit_cmake_flags) variable, else edgekit''s default C([]).'
-    type: list
-    elements: str
-  cpu_level:
-    description:
-    - edgekit's C(cpu_level) setting (C(edgekit provision --cpu-level)).
-    - 'Unset: the host''s C(edgekit_cpu_level) variable, else edgekit''s default C(None).'
-    type: str
+    - Do not apt-get install missing build tools (offline machines that have what they need). (C(edgekit provision
+      --skip-deps))
+    - 'Unset: the host''s C(edgekit_skip_deps) variable, else edgekit''s default C(False).'
+    type: bool
   fetch_on:
     description:
-    - edgekit's C(fetch_on) setting (C(edgekit provision --fetch-on)).
+    - 'Who downloads the model: device, controller, or auto (the device when it can reach the source). (C(edgekit
+      provision --fetch-on))'
     - 'Unset: the host''s C(edgekit_fetch_on) variable, else edgekit''s default C(''auto'').'
     type: str
+    choices:
+    - auto
+    - device
+    - controller
   hf_endpoint:
     description:
-    - edgekit's C(hf_endpoint) setting (C(edgekit provision --hf-endpoint)).
+    - Hugging Face mirror (also HF_ENDPOINT). (C(edgekit provision --hf-endpoint))
     - 'Unset: the host''s C(edgekit_hf_endpoint) variable, else edgekit''s default C(None).'
     type: str
   model_url:
     description:
-    - edgekit's C(model_url) setting (C(edgekit provision --model-url)).
+    - Fetch the model file from this URL instead. (C(edgekit provision --model-url))
     - 'Unset: the host''s C(edgekit_model_url) variable, else edgekit''s default C(None).'
     type: str
   sha256:
     description:
-    - edgekit's C(sha256) setting (C(edgekit provision --sha256)).
+    - The sha256 the --model-url download must have. (C(edgekit provision --sha256))
     - 'Unset: the host''s C(edgekit_sha256) variable, else edgekit''s default C(None).'
     type: str
     aliases:
     - model_sha256
-  force:
-    description:
-    - edgekit's C(force) setting (C(edgekit provision --force)).
-    - 'Unset: the host''s C(edgekit_force) variable, else edgekit''s default C(False).'
-    type: bool
   allow_unpinned:
     description:
-    - edgekit's C(allow_unpinned) setting (C(edgekit provision --allow-unpinned)).
+    - Install a model quant that has no pinned commit and sha256 (checked only against the server's X-Linked-Etag).
+      (C(edgekit provision --allow-unpinned))
     - 'Unset: the host''s C(edgekit_allow_unpinned) variable, else edgekit''s default C(False).'
     type: bool
-  skip_deps:
+  force:
     description:
-    - edgekit's C(skip_deps) setting (C(edgekit provision --skip-deps)).
-    - 'Unset: the host''s C(edgekit_skip_deps) variable, else edgekit''s default C(False).'
+    - Install a model even if the fit check says it will not fit. (C(edgekit provision --force))
+    - 'Unset: the host''s C(edgekit_force) variable, else edgekit''s default C(False).'
     type: bool
-  rollback:
+  parallel:
     description:
-    - edgekit's C(rollback) setting (C(edgekit provision --no-rollback)).
-    - 'Unset: the host''s C(edgekit_rollback) variable, else edgekit''s default C(True).'
-    type: bool
+    - Server slots (concurrent requests, default 2). (C(edgekit provision --parallel))
+    - 'Unset: the host''s C(edgekit_parallel) variable, else edgekit''s default C(2).'
+    type: int
+  threads:
+    description:
+    - CPU threads for llama-server. (C(edgekit provision --threads))
+    - 'Unset: the host''s C(edgekit_threads) variable, else edgekit''s default C(None).'
+    type: int
+  cache_type_kv:
+    description:
+    - KV cache type, e.g. q8_0 or q4_0 (less memory). (C(edgekit provision --cache-type))
+    - 'Unset: the host''s C(edgekit_cache_type_kv) variable, else edgekit''s default C(None).'
+    type: str
+    choices:
+    - f32
+    - f16
+    - bf16
+    - q8_0
+    - q4_0
+    - q4_1
+    - iq4_nl
+    - q5_0
+    - q5_1
+    aliases:
+    - cache_type
+  cache_ram_mib:
+    description:
+    - 'Prompt cache in host RAM, MiB (0: off; default: half the headroom the fit leaves, at most llama.cpp''s 8192).
+      (C(edgekit provision --cache-ram))'
+    - 'Unset: the host''s C(edgekit_cache_ram_mib) variable, else edgekit''s default C(None).'
+    type: int
+    aliases:
+    - cache_ram
+  sleep_idle_seconds:
+    description:
+    - 'Unload the model after this many seconds without requests (default: never). (C(edgekit provision --sleep-idle-seconds))'
+    - 'Unset: the host''s C(edgekit_sleep_idle_seconds) variable, else edgekit''s default C(None).'
+    type: int
   lock_file:
     description:
-    - edgekit's C(lock_file) setting (C(edgekit provision --lock-file)).
+    - 'edgekit.lock: the sha256 of every model, recorded on first fetch and checked on every later install (default:
+      next to the inventory, else in edgekit''s state folder). (C(edgekit provision --lock-file))'
     - 'Unset: the host''s C(edgekit_lock_file) variable, else edgekit''s default C(None).'
     type: str
+  rollback:
+    description:
+    - 'C(rollback=false) is C(edgekit provision --no-rollback): Keep a change that leaves the service unhealthy
+      (for debugging) instead of restoring the last healthy state.'
+    - 'Unset: the host''s C(edgekit_rollback) variable, else edgekit''s default C(True).'
+    type: bool
   power_mode:
     description:
-    - edgekit's C(power_mode) setting (C(edgekit provision --power-mode)).
+    - Jetson power mode by its name in the board's /etc/nvpmodel.conf (e.g. MAXN_SUPER, 25W), or max / efficient.
+      (C(edgekit provision --power-mode))
     - 'Unset: the host''s C(edgekit_power_mode) variable, else edgekit''s default C(None).'
     type: str
   clocks:
     description:
-    - edgekit's C(clocks) setting (C(edgekit provision --clocks)).
+    - 'max: pin the clocks (jetson_clocks), at every boot too (a oneshot unit before the server). (C(edgekit provision
+      --clocks))'
     - 'Unset: the host''s C(edgekit_clocks) variable, else edgekit''s default C(None).'
     type: str
+    choices:
+    - max
   headless:
     description:
-    - edgekit's C(headless) setting (C(edgekit provision --headless)).
+    - 'Boot to multi-user.target: the desktop''s memory goes to the model (next boot). (C(edgekit provision --headless))'
     - 'Unset: the host''s C(edgekit_headless) variable, else edgekit''s default C(False).'
     type: bool
   swap:
     description:
-    - edgekit's C(swap) setting (C(edgekit provision --swap)).
+    - A swap file of this size (e.g. 8G) instead of zram; refused on eMMC/SD. (C(edgekit provision --swap))
     - 'Unset: the host''s C(edgekit_swap) variable, else edgekit''s default C(None).'
     type: str
   swap_path:
     description:
-    - edgekit's C(swap_path) setting (C(edgekit provision --swap-path)).
+    - Where the swap file goes (default /swapfile; put it on NVMe). (C(edgekit provision --swap-path))
     - 'Unset: the host''s C(edgekit_swap_path) variable, else edgekit''s default C(''/swapfile'').'
     type: str
   force_swap_on_sd:
     description:
-    - edgekit's C(force_swap_on_sd) setting (C(edgekit provision --force-swap-on-sd)).
+    - Allow --swap on eMMC/SD (it wears the card, and a model that swaps there crawls). (C(edgekit provision --force-swap-on-sd))
     - 'Unset: the host''s C(edgekit_force_swap_on_sd) variable, else edgekit''s default C(False).'
     type: bool
   metrics:
     description:
-    - edgekit's C(metrics) setting (C(edgekit provision --no-metrics)).
+    - 'C(metrics=false) is C(edgekit provision --no-metrics): Do not install the board + server metrics exporter.'
     - 'Unset: the host''s C(edgekit_metrics) variable, else edgekit''s default C(True).'
     type: bool
   metrics_port:
     description:
-    - edgekit's C(metrics_port) setting (C(edgekit provision --metrics-port)).
+    - Port of the metrics exporter (default 9838). (C(edgekit provision --metrics-port))
     - 'Unset: the host''s C(edgekit_metrics_port) variable, else edgekit''s default C(9838).'
     type: int
   metrics_host:
     description:
-    - edgekit's C(metrics_host) setting (C(edgekit provision --metrics-host)).
+    - Address the exporter binds (default 0.0.0.0, with a token). (C(edgekit provision --metrics-host))
     - 'Unset: the host''s C(edgekit_metrics_host) variable, else edgekit''s default C(''0.0.0.0'').'
     type: str
   metrics_token:
     description:
-    - edgekit's C(metrics_token) setting (C(edgekit provision --no-metrics-token)).
+    - 'C(metrics_token=false) is C(edgekit provision --no-metrics-token): Exporter without a token (loopback --metrics-host
+      only).'
     - 'Unset: the host''s C(edgekit_metrics_token) variable, else edgekit''s default C(True).'
     type: bool
   build_pack:

@@ -17,19 +17,13 @@ from edgekit import settings  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 
 display = Display()
-_TYPES = {bool: "bool", int: "int", tuple: "list", list: "list"}
 
 
 def argument_spec() -> dict:
-    """One module argument per edgekit setting (edgekit.settings.FIELDS), no defaults of Ansible's own: a setting
-    not given comes from the host's `edgekit_*` variables, then edgekit's default; edgekit's checks decide."""
-    spec = {}
-    for f in settings.FIELDS:
-        kind = _TYPES.get(type(f.default), "int" if f.check.__qualname__.startswith("_int") else "str")
-        aliases = [a for a in f.aliases if not a.startswith("no_")]     # `no_api_key` means the opposite
-        spec[f.name] = {"type": kind, **({"elements": "str"} if kind == "list" else {}),
-                        **({"aliases": aliases} if aliases else {})}
-    return spec
+    """edgekit's settings as module arguments (edgekit.settings.ansible_argument_spec), without Ansible-side
+    defaults: an argument not given comes from the host's `edgekit_*` variables, then edgekit's default."""
+    return {name: {k: v for k, v in arg.items() if k != "default"}
+            for name, arg in settings.ansible_argument_spec().items()}
 
 
 def inventory_settings(task_vars: dict, templar) -> dict:
@@ -39,10 +33,13 @@ def inventory_settings(task_vars: dict, templar) -> dict:
 
 
 def resolve(args: dict, task_vars: dict, templar):
-    """edgekit's settings from this task's arguments over the host's variables over the defaults, validated once."""
-    flags = {name: args.get(name) for name in settings.BY_NAME if args.get(name) is not None}
+    """edgekit's settings from this task's arguments over the host's variables over the defaults, validated once
+    by edgekit.settings.resolve (as the inventory layer: there are no command-line flags here)."""
+    declared = settings.by_name()
+    given = {name: value for name, value in args.items() if name in declared and value is not None}
     host = task_vars.get("inventory_hostname", "?")
-    return settings.resolve(flags, inventory_settings(task_vars, templar), f"inventory host {host}")
+    return settings.resolve({}, {**inventory_settings(task_vars, templar), **given},
+                            f"task argument or edgekit_ variable, host {host}")
 
 
 def failure(e: EdgekitError) -> dict:
