@@ -352,13 +352,14 @@ class Molecule:
     converge: PlaybookRun = None             # type: ignore[assignment]
     idempotence: PlaybookRun = None          # type: ignore[assignment]
 
-    def play(self, tag: str, *options: str, **extra) -> PlaybookRun:
-        """ansible-playbook with the provision task (this molecule's arguments and `extra`); its registered result
-        lands in result-<tag>.json."""
+    def play(self, tag: str, *options: str, module: str = "provision", **extra) -> PlaybookRun:
+        """ansible-playbook with one task of the collection (provision: this molecule's arguments and `extra`); its
+        registered result lands in result-<tag>.json."""
         playbook = self.work / f"{tag}.yml"
+        args = {**self.args, **extra} if module == "provision" else extra
         playbook.write_text(yaml.safe_dump([{
             "name": tag, "hosts": "edgekit", "become": True, "gather_facts": False, "tasks": [
-                {"name": "Provision", "edgekit.jetson.provision": {**self.args, **extra}, "register": "out"},
+                {"name": module, f"edgekit.jetson.{module}": args, "register": "out"},
                 {"name": "Keep the result", "delegate_to": "localhost", "become": False, "check_mode": False,
                  "changed_when": False, "vars": {"ansible_connection": "local"},
                  "ansible.builtin.copy": {"content": "{{ out | to_json }}", "dest": str(self.work / f"result-{tag}.json"),
@@ -486,6 +487,30 @@ def test_the_device_after_ansible_equals_the_device_after_edgekit_provision(mole
     for part in ansible:
         assert ansible[part] == cli[part], part
     assert ansible["active"] == ["active", "enabled"] and ansible["current"].startswith("/opt/edgekit/llama.cpp/")
+
+
+@pytest.mark.e2e
+def test_rollback_and_uninstall_through_ansible(molecule, session_dir):
+    """Rollback with one build and one setting fails with edgekit's reason, changing nothing; uninstall's --check
+    prints `edgekit uninstall --dry-run`'s commands; uninstall removes edgekit; a second one changes nothing.
+    (Last: it takes the converged device away.)"""
+    m = molecule
+    assert m.converge.returncode == 0, m.converge.output[-3000:]
+    back = m.play("rollback", module="rollback")
+    assert back.returncode != 0 and "nothing to roll back to" in back.output, back.output[-3000:]
+    assert back.recap[m.sb.name]["changed"] == 0
+    check = m.play("uninstall-check", "--check", module="uninstall")
+    cli = subprocess.run([sys.executable, "-m", "edgekit", "uninstall", m.sb.name, "--dry-run", "--json"],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "EDGEKIT_HOME": str(m.home), "EDGEKIT_SSH_CONFIG": str(session_dir / "ssh_config")})
+    assert check.returncode == 0 and cli.returncode == 0, check.output[-3000:] + cli.stderr[-2000:]
+    assert _plan(m.result("uninstall-check")["steps"]) == _plan(json.loads(cli.stdout)["steps"])
+    assert m.device("test -d /opt/edgekit && echo there").strip() == "there"
+    gone = m.play("uninstall", module="uninstall")
+    assert gone.returncode == 0 and gone.recap[m.sb.name]["changed"] == 1, gone.output[-3000:]
+    assert m.device("ls -d /opt/edgekit /etc/edgekit 2>/dev/null; id edgekit 2>/dev/null; true").strip() == ""
+    again = m.play("uninstall-again", module="uninstall")
+    assert again.returncode == 0 and again.recap[m.sb.name]["changed"] == 0, again.output[-3000:]
 
 
 if __name__ == "__main__":

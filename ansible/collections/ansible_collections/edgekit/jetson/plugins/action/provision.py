@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ansible_collections.edgekit.jetson.plugins.plugin_utils.action import (AnsibleReporter, EdgekitAction,
-                                                                            argument_spec, resolve)
+from ansible_collections.edgekit.jetson.plugins.plugin_utils.action import EdgekitAction, argument_spec, resolve
 
 from edgekit import lockfile
 from edgekit import provision as prov
 from edgekit import state as controller_state
 from edgekit.errors import UsageError
 from edgekit.llamacpp.pack import check_pack
-from edgekit.remote.plan import Context
 
 
 def checked_pack(path: str) -> str:
@@ -45,16 +43,8 @@ class ActionModule(EdgekitAction):
 
     def execute(self, transport, plan, task_vars: dict) -> dict:
         opts, pack = plan
-        check = bool(self._task.check_mode)
-        ctx = Context(transport, dry_run=check, reporter=AnsibleReporter(transport.name, check))
-        results = prov.provision(ctx, opts, pack=pack)
-        changed = [r for r in results if r.status in ("changed", "would-change")]
-        out = {"changed": bool(changed), "steps": [r.to_json() for r in results],
-               "msg": f"{len(changed)} step(s) {'would change' if check else 'changed'} {transport.name}"}
-        diffs = [{"prepared": r.detail["diff"]} for r in changed if r.detail.get("diff")]
-        if self._task.diff and diffs:
-            out["diff"] = diffs
-        if not check:
+        _, out = self.engine(transport, lambda ctx: prov.provision(ctx, opts, pack=pack), "provision")
+        if not self._task.check_mode:
             saved = controller_state.load(transport.name) or {}
             out.update(url=saved.get("url"), model=saved.get("model"), api_key_file=saved.get("api_key_file"))
         return out

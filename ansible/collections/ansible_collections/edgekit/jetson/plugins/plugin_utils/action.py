@@ -15,6 +15,7 @@ import_edgekit()
 from ansible_collections.edgekit.jetson.plugins.plugin_utils.transport import AnsibleTransport  # noqa: E402
 from edgekit import settings  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.remote.plan import Context  # noqa: E402
 
 display = Display()
 
@@ -70,6 +71,11 @@ class AnsibleReporter:
             display.v("\n".join(lines))
 
 
+def _trace(t) -> None:
+    code = "copy" if t.exit_code is None else f"exit {t.exit_code}"
+    display.vvv(f"{t.host} | {'sudo ' if t.sudo else ''}{t.what} ({t.seconds:.2f}s, {code})")
+
+
 class EdgekitAction(ActionBase):
     """Validate (no connection), then run `execute` with an AnsibleTransport; edgekit's errors fail the task."""
 
@@ -85,6 +91,21 @@ class EdgekitAction(ActionBase):
     def execute(self, transport: AnsibleTransport, plan, task_vars: dict) -> dict:
         raise NotImplementedError
 
+    def engine(self, transport: AnsibleTransport, run, what: str) -> tuple[Context, dict]:
+        """Run `run(ctx)` (an edgekit function that runs steps: provision, uninstall, rollback) with check mode as
+        its dry run; -> the context and the task's result: changed when a step changed (or would), every step's
+        result, and with --diff the steps' diffs (the env file, the unit)."""
+        check = bool(self._task.check_mode)
+        ctx = Context(transport, dry_run=check, reporter=AnsibleReporter(transport.name, check))
+        results = run(ctx)
+        changed = [r for r in results if r.status in ("changed", "would-change")]
+        out = {"changed": bool(changed), "steps": [r.to_json() for r in results],
+               "msg": f"{what}: {len(changed)} step(s) {'would change' if check else 'changed'} {transport.name}"}
+        diffs = [{"prepared": r.detail["diff"]} for r in changed if r.detail.get("diff")]
+        if self._task.diff and diffs:
+            out["diff"] = diffs
+        return ctx, out
+
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
@@ -93,7 +114,7 @@ class EdgekitAction(ActionBase):
             plan = self.validate(args, task_vars)
         except EdgekitError as e:
             return {**result, **failure(e), "connected": False}
-        transport = AnsibleTransport(self, task_vars.get("inventory_hostname", "device"))
+        transport = AnsibleTransport(self, task_vars.get("inventory_hostname", "device"), on_trace=_trace)
         try:
             result.update(self.execute(transport, plan, task_vars))
         except EdgekitError as e:

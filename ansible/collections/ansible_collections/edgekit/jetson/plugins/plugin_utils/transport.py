@@ -33,9 +33,11 @@ TIMED_OUT = 124          # coreutils timeout(1)
 class AnsibleTransport(DeviceTransport):
     """Run edgekit's commands through an action plugin's connection (`_low_level_execute_command`)."""
 
-    def __init__(self, action, name: str):
+    def __init__(self, action, name: str, on_trace=None):
         self._action = action
         self._name = name
+        self.on_trace = on_trace           # Ansible's -vvv: every round trip (DeviceTransport._traced)
+        self.round_trips = 0
 
     @property
     def _connection(self):
@@ -74,11 +76,13 @@ class AnsibleTransport(DeviceTransport):
         as_root = sudo and not self.is_root
         if as_root:
             self._require_become()
+        start = time.monotonic()
         res = self._action._low_level_execute_command(
             f"sh -c {q(script)}" + ("" if stdin is not None else " </dev/null"), sudoable=as_root,
             in_data=(stdin or "\n").encode(), encoding_errors="surrogate_then_replace")
         out, err = res.get("stdout", ""), res.get("stderr", "")
         result = Result(command, res.get("rc", 0), out, err)
+        self._traced(script, as_root, start, result.exit_code)
         if on_line is not None:
             for line in (out + err).replace("\r", "\n").splitlines():
                 on_line(line)
@@ -90,10 +94,14 @@ class AnsibleTransport(DeviceTransport):
         return result
 
     def _copy(self, local: str, remote: str) -> None:
+        start = time.monotonic()
         self._connection.put_file(str(local), remote)
+        self._traced(f"copy {local} ({os.path.getsize(local)} bytes) -> {remote}", False, start, None)
 
     def get(self, remote: str, local) -> None:
+        start = time.monotonic()
         self._connection.fetch_file(remote, str(local))
+        self._traced(f"copy {remote} -> {local}", False, start, None)
 
     def hold(self, command: str):
         if self.is_local:
