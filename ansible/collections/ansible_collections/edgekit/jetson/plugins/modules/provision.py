@@ -186,6 +186,24 @@ options:
     type: int
     aliases:
     - cache_ram
+  draft:
+    description:
+    - 'Speculative decoding: a smaller catalog model of the same vocabulary drafts tokens the model checks (NAME[:QUANT];
+      refused unless their tokenizers match). (C(edgekit provision --draft))'
+    - 'Unset: the host''s C(edgekit_draft) variable, else edgekit''s default C(None).'
+    type: str
+  spec_type:
+    description:
+    - 'Draft-free speculation from the text so far (copy-heavy work: code edits, summaries): ngram-simple, ngram-map-k,
+      ngram-map-k4v, ngram-mod, ngram-cache. (C(edgekit provision --spec-type))'
+    - 'Unset: the host''s C(edgekit_spec_type) variable, else edgekit''s default C(None).'
+    type: str
+    choices:
+    - ngram-simple
+    - ngram-map-k
+    - ngram-map-k4v
+    - ngram-mod
+    - ngram-cache
   sleep_idle_seconds:
     description:
     - 'Unload the model after this many seconds without requests (default: never). (C(edgekit provision --sleep-idle-seconds))'
