@@ -203,6 +203,33 @@ def _cuda_arch(v):
     return v
 
 
+_ORIGIN = re.compile(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?$", re.I)
+
+
+def _cors_origin(v):
+    """One web origin browsers may call the API from (llama-server sends it as Access-Control-Allow-Origin, so it
+    is normalised as browsers write an origin: lower case, no default port, no path), or `localhost` (pages served
+    from the device itself, any port: llama-server's own mode). None: no other origin (docs/security.md)."""
+    v = _text(what="an origin")(v)
+    if v is None:
+        return None
+    if v.strip().lower() == "localhost":
+        return "localhost"
+    if "*" in v:
+        raise ValueError("'*' would let every web page use the service; name the one origin that may, e.g. "
+                         "http://dashboard.lan:3000")
+    m = _ORIGIN.match(v.strip())
+    if not m:
+        raise ValueError(f"{v!r} is not an origin like http://host:port (scheme, host and port only; one origin)")
+    scheme, host, port = m[1].lower(), m[2].lower(), m[3]
+    if not host.startswith("[") and not _HOSTNAME.match(host):
+        raise ValueError(f"{v!r}: {host!r} is not a hostname or IP address")
+    if port is not None and not 0 < int(port) < 65536:
+        raise ValueError(f"{v!r}: port {port} is out of range")
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{int(port)}" if port is not None and int(port) != default else "")
+
+
 _POWER_MODE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _SWAP = re.compile(r"^[1-9][0-9]{0,5}(\.[0-9]+)?[KMGT]i?B?$", re.I)
 _PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
@@ -226,6 +253,9 @@ SETTINGS: list[Setting] = [
             "--host"),
     Setting("api_key", bool, True, _bool, "Serve without a key (loopback --host only).", "--no-api-key",
             negated=True, negated_alias="no_api_key"),
+    Setting("cors_origin", str, None, _cors_origin, "The one web origin (e.g. http://dashboard.lan:3000, or "
+            "localhost: pages served from the device) whose pages may call the API from a browser (default: none; "
+            "docs/security.md).", "--cors-origin"),
     # the build
     Setting("llama_src", str, None, _text(), "llama.cpp source: a directory, a .tar.gz (e.g. the llama-cpp-python "
             "sdist) or a URL, pushed to the device.", "--llama-src"),
@@ -490,4 +520,5 @@ def _hint(name: str) -> str:
         "cache_ram_mib": "a prompt-cache bound in MiB, 0 to turn it off, e.g. --cache-ram 512 (default: from the fit)",
         "sleep_idle_seconds": "seconds without requests before the server unloads the model, e.g. "
                               "--sleep-idle-seconds 600 (leave it out: never)",
+        "cors_origin": "one origin, e.g. --cors-origin http://dashboard.lan:3000, or --cors-origin localhost",
     }.get(name, f"see `edgekit provision --help` ({by_name()[name].flag or name})")

@@ -54,6 +54,18 @@ def test_env_always_names_the_port_and_key_file():
     assert not any(line.startswith("LLAMA_ARG_API_KEY") for line in no_key)
 
 
+def test_env_states_origins_credentials_and_tools():
+    """No other web origin by default (not even pages on the device), never credentials, tools and MCP proxy off."""
+    default = render_env(variables()).splitlines()
+    for line in ("LLAMA_ARG_CORS_ORIGINS=", "LLAMA_ARG_CORS_CREDENTIALS=0", "LLAMA_ARG_CORS_HEADERS=Authorization,*",
+                 "LLAMA_ARG_AGENT=0", "LLAMA_ARG_UI_MCP_PROXY=0"):
+        assert line in default, line
+    allowed = render_env(variables(cors_origin="http://dash.lan:3000")).splitlines()
+    assert "LLAMA_ARG_CORS_ORIGINS=http://dash.lan:3000" in allowed and "LLAMA_ARG_CORS_CREDENTIALS=0" in allowed
+    router = render_env(variables(models=[{"name": "a"}, {"name": "b"}], models_max=2)).splitlines()
+    assert "LLAMA_ARG_CORS_ORIGINS=" in router and "LLAMA_ARG_AGENT=0" in router
+
+
 def test_no_api_key_needs_explicit_local_bind():
     from edgekit.provision import options
     from edgekit.settings import resolve

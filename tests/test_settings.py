@@ -38,6 +38,11 @@ def _refused(res, *words: str) -> None:
     (["--cmake-flag", "-DX=1 -DY=2"], ["--cmake-flag (flag)"]),
     (["--cmake-flag", "-DGGML_RPC=ON"], ["RPC"]),
     (["--sha256", "abc", "--model-url", "http://127.0.0.1/m.gguf"], ["--sha256 (flag)"]),
+    (["--cors-origin", "*"], ["--cors-origin (flag)", "every web page"]),
+    (["--cors-origin", "http://a.lan,http://b.lan"], ["--cors-origin (flag)", "one origin"]),
+    (["--cors-origin", "http://a.lan/app"], ["--cors-origin (flag)", "one origin"]),
+    (["--cors-origin", "file:///tmp/x.html"], ["--cors-origin (flag)"]),
+    (["--cors-origin", "http://a.lan:70000"], ["--cors-origin (flag)", "out of range"]),
 ])
 def test_bad_flags_are_refused_before_connecting(args, words):
     _refused(run_cli("provision", "local", "--dry-run", *args), *words)
@@ -81,6 +86,20 @@ def test_flags_win_over_inventory_and_sources_are_named():
     assert (s.ctx, s.port) == (1024, 8181)
     assert s.source("ctx") == "flag" and s.source("port") == "inventory lab.toml, host a"
     assert s.source("parallel") == "default"
+
+
+@pytest.mark.parametrize("given, origin", [
+    (None, None), ("HTTP://Dash.LAN:3000", "http://dash.lan:3000"), ("http://dash.lan:80/", "http://dash.lan"),
+    ("https://dash.lan:443", "https://dash.lan"), ("https://10.0.0.5:8443", "https://10.0.0.5:8443"),
+    ("http://[::1]:5173", "http://[::1]:5173"), ("LocalHost", "localhost")])
+def test_cors_origin_is_written_as_browsers_send_an_origin(given, origin):
+    """llama-server compares nothing: it sends the value as Access-Control-Allow-Origin and the browser compares it
+    with its page's origin byte for byte, so the setting is kept in the form a browser writes."""
+    s = resolve({"cors_origin": given})
+    assert s.cors_origin == origin
+    from edgekit.provision import options
+
+    assert options(resolve({"cors_origin": given, "allow_unpinned": True})).service.cors_origin == origin
 
 
 def test_hosts_are_canonical_and_loopback_is_an_allow_list():

@@ -41,6 +41,7 @@ class ServiceOptions:
     rollback: bool = DEFAULTS["rollback"]   # restore the last healthy state when a change leaves it unhealthy
     sleep_idle_seconds: int | None = None   # unload the model after this long without requests (None: never)
     spec_type: str | None = None            # draft-free speculation (--spec-type ngram-...)
+    cors_origin: str | None = DEFAULTS["cors_origin"]   # the one web origin browsers may call from (None: none)
 
 
 def probe_host(host: str) -> str:
@@ -72,7 +73,8 @@ def _variables(ctx: Context) -> dict:
         cache_type_kv=opts.cache_type_kv, groups=ctx.run.service_groups, models=routed,
         models_max=ctx.run.models_max or (len(routed) if routed else None), cache_ram_mib=ctx.run.cache_ram_mib,
         sleep_idle_seconds=opts.sleep_idle_seconds, spec_type=opts.spec_type,
-        draft=ctx.run.drafts[model.draft].path if model.draft and not routed else None)
+        draft=ctx.run.drafts[model.draft].path if model.draft and not routed else None,
+        cors_origin=opts.cors_origin)
 
 
 class ServiceUser:

@@ -71,6 +71,12 @@ options:
     - 'C(api_key=false) is C(edgekit provision --no-api-key): Serve without a key (loopback --host only).'
     - 'Unset: the host''s C(edgekit_api_key) variable, else edgekit''s default C(True).'
     type: bool
+  cors_origin:
+    description:
+    - 'The one web origin (e.g. http://dashboard.lan:3000, or localhost: pages served from the device) whose pages
+      may call the API from a browser (default: none; docs/security.md). (C(edgekit provision --cors-origin))'
+    - 'Unset: the host''s C(edgekit_cors_origin) variable, else edgekit''s default C(None).'
+    type: str
   llama_src:
     description:
     - 'llama.cpp source: a directory, a .tar.gz (e.g. the llama-cpp-python sdist) or a URL, pushed to the device.
