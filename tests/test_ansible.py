@@ -490,6 +490,21 @@ def test_the_device_after_ansible_equals_the_device_after_edgekit_provision(mole
 
 
 @pytest.mark.e2e
+def test_bench_check_prints_the_commands_of_edgekit_bench_dry_run(molecule, session_dir):
+    """A ctx sweep's plan (the checks, each switch, the restore) from --check equals `edgekit bench --dry-run`."""
+    m = molecule
+    assert m.converge.returncode == 0, m.converge.output[-3000:]
+    run = m.play("bench-check", "--check", module="bench", sweep="ctx=512,1024")
+    cli = subprocess.run([sys.executable, "-m", "edgekit", "bench", m.sb.name, "--sweep", "ctx=512,1024", "--dry-run",
+                          "--json"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "EDGEKIT_HOME": str(m.home), "EDGEKIT_SSH_CONFIG": str(session_dir / "ssh_config")})
+    assert run.returncode == 0 and cli.returncode == 0, run.output[-3000:] + cli.stderr[-2000:]
+    commands = m.result("bench-check")["commands"]
+    assert commands == json.loads(cli.stdout)["commands"] and any("1024" in c for c in commands)
+    assert run.recap[m.sb.name]["changed"] == 0
+
+
+@pytest.mark.e2e
 def test_rollback_and_uninstall_through_ansible(molecule, session_dir):
     """Rollback with one build and one setting fails with edgekit's reason, changing nothing; uninstall's --check
     prints `edgekit uninstall --dry-run`'s commands; uninstall removes edgekit; a second one changes nothing.

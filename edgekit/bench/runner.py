@@ -24,9 +24,10 @@ from edgekit.redact import redact
 from edgekit.bench.timing import RequestResult, timed_completion, timed_completions
 from edgekit.bench.workload import PROMPT_TEXT, Case, Workload
 from edgekit.chat.client import Endpoint, LlamaClient
-from edgekit.errors import EdgekitError, UsageError
+from edgekit import state as controller_state
+from edgekit.errors import ConnectError, EdgekitError, UsageError
 from edgekit.facts import device as device_facts
-from edgekit.layout import UNIT_NAME
+from edgekit.layout import API_KEY_PATH, UNIT_NAME
 from edgekit.remote.command import Check, q
 from edgekit.remote.lock import device_lock
 from edgekit.telemetry.remote import Recorder, Stream
@@ -143,6 +144,34 @@ class BenchSettings:
     ready_timeout: float = 600.0
     server_cpus: Optional[List[int]] = None  # pin the service and llama-bench to these device CPUs for the run
     client_cpus: Optional[List[int]] = None  # and this process (the client) to these controller CPUs
+
+
+def reach_server(settings: BenchSettings, transport, port: int = 8080) -> None:
+    """Fill in where the device's llama-server answers and its key, unless given: where `edgekit provision` said it
+    serves (the controller's state), else the device's address and `port`; the key kept on the controller, else
+    the device's (a root-only file, read with the transport's sudo)."""
+    saved = controller_state.load(transport.name) or {}
+    if not settings.url:
+        settings.url = saved.get("url") or f"http://{transport.address}:{port}"
+    if settings.api_key is None:
+        settings.api_key = controller_state.read_api_key(transport.name)
+        if settings.api_key is not None:
+            settings.api_key_file = str(controller_state.api_key_path(transport.name))
+    if settings.api_key is None:
+        settings.api_key = _device_api_key(transport)
+
+
+def _device_api_key(t) -> Optional[str]:
+    """The service's API key from the device; None without one."""
+    path = q(API_KEY_PATH)
+    if not t.run(f"test -e {path}", check=False).ok:
+        return None
+    try:
+        key = t.sudo(f"cat {path}", check=False)
+    except ConnectError as e:
+        raise ConnectError(f"cannot read the API key ({API_KEY_PATH}) on {t.name}: {e.message}",
+                           hint=f"{e.hint}; or give the key with --api-key") from None   # sudo's errors have hints
+    return (key.stdout.strip() or None) if key.ok else None
 
 
 def describe_workload(settings: BenchSettings) -> str:

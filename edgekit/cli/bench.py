@@ -13,17 +13,15 @@ from rich.status import Status
 from edgekit.bench import report
 from edgekit.bench.pinning import parse_cpu_list
 from edgekit.redact import redact
-from edgekit.bench.runner import BenchSettings, bench_plan, run_bench, run_sweep
+from edgekit.bench.runner import BenchSettings, bench_plan, reach_server, run_bench, run_sweep
 from edgekit.bench.sweep import SweepSpec, parse_sweep
 from edgekit.bench.workload import DEFAULT, QUICK
-from edgekit import state as controller_state
 from edgekit.cli.app import app
 from edgekit.cli.common import AcceptNewHostKey, AskBecomePass, Identity, Verbose, open_transport
 from edgekit.cli.options import DryRun
 from edgekit.console import DataTable, Tracer, emit_json, err, note, plain, say, warning
-from edgekit.errors import ConnectError, PartialFailure, UsageError
+from edgekit.errors import PartialFailure, UsageError
 from edgekit.layout import API_KEY_PATH
-from edgekit.remote.command import q
 
 
 @app.command()
@@ -86,15 +84,7 @@ def bench(
     else:
         tracer = Tracer() if verbose else None
         with open_transport(target, identity, accept_new_host_key, ask_become_pass, tracer) as t:
-            saved = controller_state.load(t.name) or {}
-            if not url:   # where `edgekit provision` said it serves, else the device's address and --port
-                settings.url = saved.get("url") or f"http://{t.address}:{port}"
-            if settings.api_key is None:
-                settings.api_key = controller_state.read_api_key(t.name)
-                if settings.api_key is not None:
-                    settings.api_key_file = str(controller_state.api_key_path(t.name))
-            if settings.api_key is None:
-                settings.api_key = _device_api_key(t)
+            reach_server(settings, t, port)
             if dry_run:
                 _render_plan(t.name, run_sweep(settings, spec, t, dry_run=True) if spec is not None else
                              {"commands": [str(op) for op in bench_plan(settings)]}, json_out)
@@ -137,19 +127,6 @@ def _render_plan(target: str, plan: dict, json_out: bool) -> None:
     say(f"dry run: bench on {target} would run {len(changes)} command(s) that change the device; nothing was changed")
     for command in commands:
         say(("  $", "dim"), f" {command}")
-
-
-def _device_api_key(t) -> Optional[str]:
-    """The service's API key from the device (a root-only file, read with the transport's sudo); None without one."""
-    path = q(API_KEY_PATH)
-    if not t.run(f"test -e {path}", check=False).ok:
-        return None
-    try:
-        key = t.sudo(f"cat {path}", check=False)
-    except ConnectError as e:
-        raise ConnectError(f"cannot read the API key ({API_KEY_PATH}) on {t.name}: {e.message}",
-                           hint=f"{e.hint}; or give the key with --api-key") from None   # sudo's errors have hints
-    return (key.stdout.strip() or None) if key.ok else None
 
 
 def _run(settings: BenchSettings, transport, telemetry: bool = True) -> dict:
