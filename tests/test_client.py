@@ -40,11 +40,11 @@ def test_check_url_one_rule_for_bench_and_chat():
     assert LlamaClient(Endpoint(url="h:81")).port == 81
 
 
-def test_exit_codes_match_the_readme_table():
+def test_exit_codes_match_the_documented_table():
     assert C.ServerError("x").exit_code == C.ContextOverflow("x").exit_code == errors.REMOTE == 4
     for cls in (C.ServerUnreachable, C.ServerLoading, C.AuthFailed):
         assert issubclass(cls, errors.ConnectError) and cls("x").exit_code == errors.CONNECT == 3
-    table = (REPO / "README.md").read_text()
+    table = (REPO / "docs" / "troubleshooting.md").read_text()
     assert re.search(r"^\| 3 \| cannot connect or authenticate", table, re.M)
     assert re.search(r"^\| 4 \| a remote command failed", table, re.M)
 

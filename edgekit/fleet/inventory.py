@@ -75,7 +75,7 @@ class Inventory:
         return list(out.values())
 
 
-_FORMAT = "write [hosts.NAME] tables (edgekit.toml) or an Ansible INI/YAML inventory (README: Fleets)"
+_FORMAT = "write [hosts.NAME] tables (edgekit.toml) or an Ansible INI/YAML inventory (docs/getting-started.md: Fleets)"
 
 
 def _table(value: Any, where: str, path: Path | None, example: str) -> dict:
