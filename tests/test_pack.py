@@ -168,10 +168,11 @@ def test_install_pack_refuses_a_crafted_pack_before_uploading(tmp_path):
     path = _pack(tmp_path / f"{NAME}.tar.gz", evil)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     path.with_name(f"{NAME}.json").write_text(json.dumps({"name": NAME, "sha256": sha, "stamp": {
-        "version": "b11312", "flags_hash": "abcdef12", "backend": "cpu"}}))
+        "version": "b11312", "flags_hash": "abcdef12", "backend": "cpu", "arch": "aarch64"}}))
     ran, uploaded = [], []
     transport = SimpleNamespace(
-        name="orin", run=lambda command, **kw: ran.append(command) or Result(command, 0, "", ""),
+        name="orin", run=lambda command, **kw: ran.append(command) or Result(
+            command, 0, "aarch64\n" if command == "uname -m" else "", ""),
         sudo=lambda command, **kw: ran.append(command) or Result(command, 0, "", ""),
         put=lambda *a, **kw: uploaded.append(a))
     for dry_run in (True, False):
@@ -425,7 +426,8 @@ def test_a_crafted_pack_is_refused_before_anything_reaches_the_device(served_sta
             _member(f"{name}//etc/cron.d/edgekit-evil", data=b"* * * * * root touch /evil\n")]
     path = _pack(tmp_path / f"{name}.tar.gz", evil)
     path.with_name(f"{name}.json").write_text(json.dumps({"name": name, "sha256": hashlib.sha256(
-        path.read_bytes()).hexdigest(), "stamp": {"version": "b11312", "flags_hash": "evil0000", "backend": "cpu"}}))
+        path.read_bytes()).hexdigest(), "stamp": {"version": "b11312", "flags_hash": "evil0000", "backend": "cpu",
+                                          "arch": "x86_64"}}))
     with Transport(parse_target(served_standin.target)) as t:
         with pytest.raises(UnsafePack, match="absolute name"):
             run_steps(Context(t), [InstallPack(path)])

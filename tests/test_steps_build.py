@@ -256,8 +256,24 @@ def test_install_pack_refuses_a_pack_for_another_machine(tmp_path):
     path, name, _ = _pack_here(tmp_path)
     x86 = jetson_facts()
     x86.arch = "x86_64"
-    with pytest.raises(UnsuitableDevice, match="machine aarch64"):
+    with pytest.raises(UnsuitableDevice, match="is for aarch64 and orin is x86_64: refused before anything changed"):
         plan_and_apply(InstallPack(path), {}, run=lambda: RunState(facts=x86))
+
+
+def test_install_pack_reads_the_machine_when_no_facts_were_read_and_refuses_an_unrecorded_one(tmp_path):
+    from edgekit.facts.system import Arch
+    from edgekit.llamacpp.packs import InstallPack
+
+    path, name, stamp = _pack_here(tmp_path)
+    with pytest.raises(UnsuitableDevice, match="is for aarch64 and orin is x86_64"):
+        plan_and_apply(InstallPack(path), {Arch(): "x86_64"}, run=lambda: RunState())
+    with pytest.raises(UnsuitableDevice, match="cannot tell the machine of orin"):
+        plan_and_apply(InstallPack(path), {Arch(): None}, run=lambda: RunState())
+    del stamp["arch"]
+    path.with_name(f"{name}.json").write_text(json.dumps({"name": name, "sha256": hashlib.sha256(
+        path.read_bytes()).hexdigest(), "stamp": stamp}))
+    with pytest.raises(UnsuitableDevice, match="does not record the machine it was built for"):
+        plan_and_apply(InstallPack(path), {}, run=lambda: RunState(facts=jetson_facts()))
 
 
 def test_install_pack_already_current_is_a_noop(tmp_path):

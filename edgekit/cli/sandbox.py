@@ -12,7 +12,7 @@ from edgekit.cli.app import app
 from edgekit.cli.common import Json
 from edgekit.console import DataTable, StepPrinter, emit_json, err, say
 from edgekit.sandbox import demo as demo_lib
-from edgekit.sandbox import identity, standin
+from edgekit.sandbox import emulation, identity, rootfs, standin
 
 sandbox_app = typer.Typer(help="Stand-in devices: real systemd and sshd in a container, no Jetson needed.",
                           no_args_is_help=True)
@@ -24,10 +24,16 @@ def up(
     names: list[str] = typer.Argument(None, help="Names of the stand-ins (default: standin1)."),
     jetson: Optional[str] = typer.Option(
         None, "--jetson", help="Plant Jetson identity files: " + ", ".join(identity.PROFILES) + "."),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", help="Debian architecture: " + ", ".join(emulation.ARCHES) + " (default: this machine's; "
+                             "another runs under qemu-user emulation, see docs/aarch64-standin.md)."),
+    suite: str = typer.Option(rootfs.SUITE, "--suite", help="Debian release: " + ", ".join(rootfs.SUITES) +
+                              " (bullseye has Python 3.9)."),
     json_out: bool = Json,
 ) -> None:
     """Create and boot stand-in devices; print how to reach them."""
-    made = [standin.up(name, jetson, log=lambda m: say((m, "dim"))) for name in (names or ["standin1"])]
+    made = [standin.up(name, jetson, log=lambda m: say((m, "dim")), suite=suite, arch=arch)
+            for name in (names or ["standin1"])]
     if json_out:
         emit_json([s.describe() for s in made])
         return
@@ -54,9 +60,10 @@ def status(json_out: bool = Json) -> None:
     if json_out:
         emit_json(rows)
         return
-    table = DataTable("name", "address", "jetson", "running", "ssh")
+    table = DataTable("name", "address", "debian", "jetson", "running", "ssh")
     for r in rows:
-        table.add_row(r["name"], r["address"], r["jetson"] or "-", str(r["running"]), str(r["ssh"]))
+        table.add_row(r["name"], r["address"], f"{r['suite']} {r['arch']}", r["jetson"] or "-", str(r["running"]),
+                      str(r["ssh"]))
     err.print(table)
 
 

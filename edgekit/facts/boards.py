@@ -132,6 +132,34 @@ def module_for(compatible: list[str], model: str | None = None) -> Module | None
     return None
 
 
+# (CPU implementer, CPU part) in an Arm /proc/cpuinfo -> the core's name.
+ARM_CORES = {("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72",
+             ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd05"): "Cortex-A55", ("0x41", "0xd0c"): "Neoverse-N1",
+             ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd4f"): "Neoverse-V2", ("0x4e", "0x004"): "Carmel"}
+
+# One CPU's block of /proc/cpuinfo on each SoC's cores, as an L4T kernel prints it: Orin's Cortex-A78AE (dot
+# product, half precision), Xavier's Carmel (half precision, no dot product), the Nano's Cortex-A57. Written from
+# the cores' documented features (Arm's and NVIDIA's), not captured on a board: `sandbox up --arch arm64 --jetson`
+# shows them to the stand-in as its /proc/cpuinfo.
+SOC_CPUINFO = {
+    "tegra234": ("BogoMIPS\t: 62.50\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                 "asimdrdm lrcpc dcpop asimddp uscat ilrcpc flagm paca pacg\nCPU implementer\t: 0x41\n"
+                 "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd42\nCPU revision\t: 1\n"),
+    "tegra194": ("BogoMIPS\t: 62.50\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                 "asimdrdm dcpop\nCPU implementer\t: 0x4e\nCPU architecture: 8\nCPU variant\t: 0x0\n"
+                 "CPU part\t: 0x004\nCPU revision\t: 0\n"),
+    "tegra210": ("BogoMIPS\t: 38.40\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid\n"
+                 "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd07\n"
+                 "CPU revision\t: 1\n"),
+}
+
+
+def cpuinfo_text(soc: str, cpus: int) -> str | None:
+    """Pure: /proc/cpuinfo of `cpus` cores of a SoC (None when edgekit has no block for it)."""
+    block = SOC_CPUINFO.get(soc)
+    return "".join(f"processor\t: {n}\n{block}\n" for n in range(max(1, cpus))) if block else None
+
+
 MiB = 2**20
 # First lines of /etc/nv_tegra_release, one per L4T release a board below was captured on.
 _R36_4_3 = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "

@@ -59,7 +59,8 @@ class CpuInfo(Fact):
     """The CPU's model and instruction-set flags as advertised (a VM may advertise more than it can run)."""
 
     name = "cpu"
-    command = "grep -m1 -E '^(model name|Hardware)' /proc/cpuinfo; grep -m1 -E '^(flags|Features)' /proc/cpuinfo"
+    command = ("grep -m1 -E '^(model name|Hardware)' /proc/cpuinfo; grep -m1 -E '^(flags|Features)' /proc/cpuinfo; "
+               "grep -m1 '^CPU implementer' /proc/cpuinfo; grep -m1 '^CPU part' /proc/cpuinfo")
 
     @staticmethod
     def parse(output: str) -> dict | None:

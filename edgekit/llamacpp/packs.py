@@ -16,6 +16,7 @@ from edgekit.llamacpp.stamp import parse_stamp
 from edgekit.digest import sha256_file
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts.deployed import InstalledBuild
+from edgekit.facts.system import Arch
 from edgekit.remote.command import Upload, q
 from edgekit.remote.plan import Change, Context, Noop
 from edgekit.remote.run_state import BuildState
@@ -38,20 +39,51 @@ def pack_build(ctx: Context, prefix: str = L.CURRENT) -> dict:
 
 def fetch_pack(ctx: Context, pack: dict) -> Path:
     """Copy a packed build to the controller cache (builds/<name>.tar.gz + .json), verified by sha256."""
+    local = paths.cache() / "builds" / f"{pack['name']}.tar.gz"
+    if local.is_file() and sha256_file(local) == pack["sha256"]:
+        return store_pack(None, pack)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    part = local.with_suffix(".partial")
+    ctx.transport.get(pack["remote"], part)
+    if sha256_file(part) != pack["sha256"]:
+        part.unlink(missing_ok=True)
+        raise RemoteCommandFailed(f"get {pack['remote']}", 1, "", message="fetched build does not match its sha256",
+                                  hint="retry the fetch")
+    return store_pack(part, pack)
+
+
+def store_pack(part: Path | None, pack: dict) -> Path:
+    """Put a verified pack (`part`, or the one already there when None) into the controller's pack cache as
+    builds/<name>.tar.gz, with builds/<name>.json ({name, sha256, stamp}) beside it; -> the tarball."""
     dest = paths.cache() / "builds"
     dest.mkdir(parents=True, exist_ok=True)
     local = dest / f"{pack['name']}.tar.gz"
-    if not (local.is_file() and sha256_file(local) == pack["sha256"]):
-        part = local.with_suffix(".partial")
-        ctx.transport.get(pack["remote"], part)
-        if sha256_file(part) != pack["sha256"]:
-            part.unlink(missing_ok=True)
-            raise RemoteCommandFailed(f"get {pack['remote']}", 1, "", message="fetched build does not match its sha256",
-                                      hint="retry the fetch")
-        part.replace(local)
-    (dest / f"{pack['name']}.json").write_text(json.dumps({k: pack[k] for k in ("name", "sha256", "stamp")},
-                                                          indent=2))
+    if part is not None:
+        Path(part).replace(local)
+    meta = dest / f"{pack['name']}.json.partial"
+    meta.write_text(json.dumps({k: pack[k] for k in ("name", "sha256", "stamp")}, indent=2))
+    meta.replace(dest / f"{pack['name']}.json")
     return local
+
+
+def require_machine(stamp: dict, name: str, machine: str | None, target: str) -> None:
+    """Pure: refuse a pack unless its stamp records the machine it was built for and the device is that machine.
+
+    Explicit, before anything is uploaded: the gate alone is not enough, because an emulated device (an aarch64
+    stand-in under qemu-user) runs an x86_64 binary natively on its host's kernel and would pass it."""
+    built_for = stamp.get("arch")
+    hint = (f"build for it: `edgekit build {target}` (on the device) or `edgekit build {target} --cross --cpu` "
+            "(on this controller)")
+    if not built_for:
+        raise UnsuitableDevice(f"the packed build {name} does not record the machine it was built for; refused "
+                               "before anything changed", hint=hint)
+    if not machine:
+        raise UnsuitableDevice(f"cannot tell the machine of {target} (`uname -m` said nothing); the packed build "
+                               f"{name} is for {built_for}: refused before anything changed",
+                               hint=f"see `edgekit facts {target}`")
+    if built_for != machine:
+        raise UnsuitableDevice(f"the packed build {name} is for {built_for} and {target} is {machine}: refused "
+                               "before anything changed", hint=hint)
 
 
 class InstallPack:
@@ -70,11 +102,9 @@ class InstallPack:
 
     def plan(self, ctx: Context) -> Noop | Change:
         facts = ctx.run.facts
+        require_machine(self.stamp, self.pack_name, facts.arch if facts else ctx.fact(Arch()), ctx.transport.name)
         if facts is not None:
-            need = set(self.stamp.get("cpu_requires") or ())
-            lacking = isa.missing(need, facts.cpu_flags)
-            if self.stamp.get("arch") and facts.arch and self.stamp["arch"] != facts.arch:
-                lacking = [f"machine {self.stamp['arch']}"]
+            lacking = isa.missing(set(self.stamp.get("cpu_requires") or ()), facts.cpu_flags)
             if lacking:
                 raise UnsuitableDevice(f"the packed build {self.pack_name} needs CPU features this device does not "
                                        f"advertise: {', '.join(lacking)}",

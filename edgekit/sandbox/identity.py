@@ -1,14 +1,17 @@
 """Jetson identity files planted in a stand-in, so the Jetson code paths of facts and planning run.
 
-Only identity is planted (L4T release, device-tree model and compatible): never CUDA, never a GPU. The boards
+Only identity is planted (L4T release, device-tree model and compatible, and on an aarch64 stand-in the SoC's
+/proc/cpuinfo): never CUDA, never a GPU. The boards
 and their identity files are edgekit.facts.boards.BOARDS (those with a `release`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgekit.facts import boards
+from edgekit.facts.boards import cpuinfo_text
 
 # The slugs `sandbox up --jetson` offers: every board with identity files (older aliases are accepted too).
 PROFILES: list[str] = [b.slug for b in boards.BOARDS if b.release]
@@ -52,6 +55,18 @@ def plant_tools(root: Path, slug: str) -> bool:
     link = wants / "nvpmodel.service"
     if not link.is_symlink():
         link.symlink_to("/etc/systemd/system/nvpmodel.service")
+    return True
+
+
+def plant_cpuinfo(path: Path, slug: str, machine: str) -> bool:
+    """Write the board's /proc/cpuinfo (bound over the stand-in's own) when the stand-in has the board's
+    architecture (aarch64): an x86 stand-in keeps its real CPU, whose features its builds must match.
+    False when nothing was written."""
+    board = profile(slug)
+    text = cpuinfo_text(boards.module(board.part).soc, os.cpu_count() or 1) if board else None
+    if machine != "aarch64" or text is None:
+        return False
+    path.write_text(text)
     return True
 
 

@@ -1,5 +1,10 @@
 """The stand-in device's root filesystem: debootstrapped Debian (bookworm; bullseye for an older python3), built
-once per suite in a tmpfs, cached as zstd."""
+once per suite and architecture in a tmpfs, cached as zstd.
+
+This machine's architecture is the default. Another (arm64) is debootstrapped and run under qemu-user emulation
+(edgekit.sandbox.emulation registers it with binfmt_misc) and carries no build toolchain: llama.cpp is cross-built
+for it on the controller (edgekit.llamacpp.cross), and compiling under emulation would take hours.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import UsageError
 from edgekit.remote.command import q
+from edgekit.sandbox import emulation
 
 SUITE = "bookworm"        # the default stand-in (python3.11)
 # What a freshly flashed Jetson has that matters to edgekit (systemd, sshd, sudo, python3, curl), plus the
@@ -21,6 +28,7 @@ PACKAGES = [
     "procps", "iproute2", "build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev",
     "python3-psutil",
 ]
+BUILD_PACKAGES = ("build-essential", "cmake", "ninja-build", "git", "ccache", "libssl-dev")
 # Other suites a stand-in can run, with their packages: bullseye's python3 is 3.9, the oldest the Debian mirror
 # has (a JetPack 5 board has 3.8), so device-side Python runs under an interpreter older than this machine's.
 # No build toolchain: a bullseye stand-in runs edgekit's device helper and exporter, it does not build llama.cpp.
@@ -44,9 +52,37 @@ def cache_dir() -> Path:
     return path
 
 
-def tarball_path(suite: str = SUITE) -> Path:
-    key = hashlib.sha256(" ".join([suite, LAYOUT_VERSION, *SUITES[suite]]).encode()).hexdigest()[:12]
-    return cache_dir() / f"rootfs-{suite}-{key}.tar.zst"
+@dataclass(frozen=True)
+class Flavor:
+    """Which Debian a stand-in runs: its suite and its architecture (Debian's name: amd64, arm64)."""
+
+    suite: str = SUITE
+    arch: str = field(default_factory=emulation.host_arch)
+
+    @property
+    def native(self) -> bool:
+        return self.arch == emulation.host_arch()
+
+    @property
+    def packages(self) -> list[str]:
+        """The suite's packages; under emulation without the build toolchain (llama.cpp is cross-built for it)."""
+        return SUITES[self.suite] if self.native else [p for p in SUITES[self.suite] if p not in BUILD_PACKAGES]
+
+    def check(self) -> None:
+        if self.suite not in SUITES:
+            raise UsageError(f"no stand-in rootfs for Debian {self.suite!r}",
+                             hint="use --suite " + " or --suite ".join(SUITES))
+        if self.arch not in emulation.ARCHES:
+            raise UsageError(f"no stand-ins for architecture {self.arch!r}",
+                             hint="use --arch " + " or --arch ".join(emulation.ARCHES))
+
+
+def tarball_path(suite: str = SUITE, arch: str | None = None) -> Path:
+    """The cached tarball of a suite on an architecture (None: this machine's, whose names are unchanged)."""
+    flavor = Flavor(suite, arch or emulation.host_arch())
+    words = [suite, LAYOUT_VERSION, *flavor.packages] + ([] if flavor.native else [flavor.arch])
+    key = hashlib.sha256(" ".join(words).encode()).hexdigest()[:12]
+    return cache_dir() / f"rootfs-{suite}{'' if flavor.native else '-' + flavor.arch}-{key}.tar.zst"
 
 
 def mirror() -> str:
@@ -62,11 +98,12 @@ def mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def ensure_tarball(log, suite: str = SUITE) -> Path:
-    """Return the cached rootfs tarball of a suite, building it first if missing (about 2 minutes)."""
-    if suite not in SUITES:
-        raise UsageError(f"no stand-in rootfs for Debian {suite!r}", hint="choose one of: " + ", ".join(SUITES))
-    tarball = tarball_path(suite)
+def ensure_tarball(log, suite: str = SUITE, arch: str | None = None) -> Path:
+    """Return the cached rootfs tarball of a suite (on an architecture: None is this machine's), building it first
+    if missing (about 2 minutes; 5 under emulation)."""
+    flavor = Flavor(suite, arch or emulation.host_arch())
+    flavor.check()
+    tarball = tarball_path(suite, flavor.arch)
     if tarball.is_file():
         return tarball
     if not shutil.which("debootstrap"):
@@ -75,9 +112,11 @@ def ensure_tarball(log, suite: str = SUITE) -> Path:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6G", "tmpfs", str(work)], check=True)
     try:
         root = work / "root"
-        log(f"building the stand-in rootfs (debootstrap {suite}, once; cached at {tarball})")
+        what = suite if flavor.native else f"{suite} {flavor.arch}, under qemu-user emulation"
+        log(f"building the stand-in rootfs (debootstrap {what}, once; cached at {tarball})")
         proc = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(SUITES[suite])}", suite, str(root), mirror()],
+            ["debootstrap", f"--arch={flavor.arch}", "--variant=minbase", f"--include={','.join(flavor.packages)}",
+             suite, str(root), mirror()],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             raise UsageError("debootstrap failed:\n" + "\n".join(proc.stdout.splitlines()[-15:]),

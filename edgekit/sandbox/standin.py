@@ -3,6 +3,9 @@
 Each stand-in gets 10.77.N.0/24: the host side of the veth is 10.77.N.1, the device 10.77.N.2. Its root is a
 tmpfs unpacked from the cached rootfs tarball, so `up` takes seconds and `down` leaves nothing behind.
 A supervisor loop restarts the container when it reboots (systemd-nspawn exits 133 on reboot).
+
+`--arch arm64` boots an aarch64 Debian under qemu-user emulation (edgekit.sandbox.emulation registers it with
+binfmt_misc); with a Jetson profile it also sees the board's /proc/cpuinfo (docs/aarch64-standin.md).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from edgekit import paths
 from edgekit.errors import UsageError
 from edgekit.remote.command import q, sh
-from edgekit.sandbox import identity, rootfs
+from edgekit.sandbox import emulation, identity, rootfs
 
 LOGIN_USER = "jetson"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
@@ -34,6 +37,9 @@ class StandIn:
     jetson: str | None
     state_dir: str
     suite: str = rootfs.SUITE       # the Debian release of its rootfs (rootfs.SUITES)
+    arch: str = "amd64"             # Debian's name; one that is not this machine's runs under qemu-user
+
+    flavor = property(lambda s: rootfs.Flavor(s.suite, s.arch))
 
     # Its network (10.77.N.0/24 in the namespace ek-NAME) and the files in its state directory.
     address = property(lambda s: f"10.77.{s.index}.2", doc="the device side of the veth")
@@ -98,10 +104,15 @@ def _preflight() -> None:
                          hint="apt-get install systemd-container debootstrap zstd iproute2 openssh-client")
 
 
-def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None, suite: str = rootfs.SUITE) -> StandIn:
-    """Create and boot a stand-in device (idempotent: a running one is returned as it is)."""
+def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None, suite: str = rootfs.SUITE,
+       arch: str | None = None) -> StandIn:
+    """Create and boot a stand-in device (idempotent: a running one is returned as it is). `arch`: Debian's
+    architecture name, None for this machine's; another boots under qemu-user emulation."""
     if not NAME_RE.match(name):
         raise UsageError(f"bad stand-in name {name!r}", hint="use 1-12 lowercase letters, digits or '-'")
+    flavor = rootfs.Flavor(suite, arch or emulation.host_arch())
+    flavor.check()
+    boot_timeout = BOOT_TIMEOUT if flavor.native else BOOT_TIMEOUT_EMULATED
     if jetson is not None:
         board = identity.profile(jetson)
         if board is None:
@@ -111,24 +122,26 @@ def up(name: str = "standin1", jetson: str | None = None, log=lambda msg: None, 
     _preflight()
     existing = get(name)
     if existing and existing.running():
-        if existing.jetson != jetson or existing.suite != suite:
-            raise UsageError(f"stand-in {name} is running with Jetson profile {existing.jetson} on {existing.suite}",
-                             hint=f"run `edgekit sandbox down {name}` first")
-        _wait_ssh(existing)
+        if existing.jetson != jetson or existing.flavor != flavor:
+            raise UsageError(f"stand-in {name} is running with Jetson profile {existing.jetson} on {existing.suite} "
+                             f"{existing.arch}", hint=f"run `edgekit sandbox down {name}` first")
+        _wait_ssh(existing, boot_timeout)
         return existing
     if existing:
         down(name)
-    tarball = rootfs.ensure_tarball(log, suite)
+    emulation.ensure(flavor.arch, log)
+    tarball = rootfs.ensure_tarball(log, suite, flavor.arch)
     used = {s.index for s in list_standins()}
     index = next(i for i in range(1, 250) if i not in used)
-    sb = StandIn(name=name, index=index, jetson=jetson, state_dir=str(run_dir() / name), suite=suite)
+    sb = StandIn(name=name, index=index, jetson=jetson, state_dir=str(run_dir() / name), suite=suite,
+                 arch=flavor.arch)
     sb.dir.mkdir(parents=True, exist_ok=True)
     (sb.dir / "state.json").write_text(json.dumps(asdict(sb)))
     try:
         _unpack(sb, tarball)
         _network(sb)
         _boot(sb)
-        _wait_ssh(sb)
+        _wait_ssh(sb, boot_timeout)
     except BaseException:
         down(name)
         raise
@@ -161,6 +174,9 @@ def _unpack(sb: StandIn, tarball: Path) -> None:
         subprocess.run(["chroot", str(root), "chown", "-R", f"{user}:{user}", f"/home/{user}/.ssh"], check=True)
     if sb.jetson:
         identity.plant(root, sb.dir / "firmware", sb.jetson)
+        identity.plant_cpuinfo(sb.dir / "cpuinfo", sb.jetson, emulation.machine(sb.arch))
+    if not sb.flavor.native:
+        emulation.plant_standin_dropins(root)
     sb.ssh_config.write_text(
         f"Host {sb.name}\n    HostName {sb.address}\n    User {LOGIN_USER}\n    IdentityFile {sb.key}\n"
         f"    UserKnownHostsFile {sb.known_hosts}\n    StrictHostKeyChecking yes\n    IdentitiesOnly yes\n")
@@ -192,6 +208,8 @@ def _boot(sb: StandIn) -> None:
             f"--bind={shared_ccache_dir()}:/var/cache/edgekit/ccache"]
     if sb.jetson:
         args.append(f"--bind-ro={sb.dir / 'firmware'}:/sys/firmware")
+    if (sb.dir / "cpuinfo").is_file():
+        args.append(f"--bind-ro={sb.dir / 'cpuinfo'}:/proc/cpuinfo")
     nspawn = sh(*args)
     stop = q(sb.dir / "stopping")
     # Exit status 133 means the guest asked for a reboot: boot it again, as systemd-nspawn@.service does.
@@ -202,7 +220,11 @@ def _boot(sb: StandIn) -> None:
     (sb.dir / "supervisor.pid").write_text(str(proc.pid))
 
 
-def _wait_ssh(sb: StandIn, timeout: float = 60.0) -> None:
+BOOT_TIMEOUT = 60.0
+BOOT_TIMEOUT_EMULATED = 300.0          # systemd and sshd under qemu-user reach ssh in about 90 s on 2 busy cores
+
+
+def _wait_ssh(sb: StandIn, timeout: float = BOOT_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sb.ssh_ready():

@@ -1,0 +1,147 @@
+"""The aarch64 stand-in and the cross build, pure parts: binfmt_misc entries and lines, an Arm /proc/cpuinfo read
+as facts and the ISA level it gets, the planted Orin cpuinfo, the rootfs flavors, the cross plan. The real run is
+tests/test_aarch64_e2e.py."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgekit.errors import UsageError
+from edgekit.facts import boards
+from edgekit.facts.system import CpuInfo
+from edgekit.llamacpp import cross, isa
+from edgekit.llamacpp import spec as S
+from edgekit.llamacpp.cmake import plan_build
+from edgekit.sandbox import emulation, identity, rootfs
+from tests.test_build import SDIST, jetson_facts
+
+# /usr/lib/binfmt.d/qemu-aarch64.conf from Debian 12's qemu-user-static 1:7.2+dfsg-7+deb12u18
+QEMU_AARCH64_CONF = (
+    ":qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:"
+    "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:"
+    "/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF\n")
+# /proc/sys/fs/binfmt_misc/qemu-aarch64 after edgekit registered that line (this machine, kernel 6.18)
+QEMU_AARCH64_ENTRY = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\n"
+                      "magic 7f454c460201010000000000000000000200b700\n"
+                      "mask ffffffffffffff00fffffffffffffffffeffffff\n")
+# The same registration made by systemd-binfmt without F (e.g. binfmt-support's own line): unusable in a container
+QEMU_AARCH64_ENTRY_NO_F = QEMU_AARCH64_ENTRY.replace("flags: POF", "flags: P")
+
+
+def test_binfmt_entry_and_line_are_read():
+    entry = emulation.parse_entry(QEMU_AARCH64_ENTRY)
+    assert entry.enabled and entry.fixed and entry.interpreter == "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"
+    assert not emulation.parse_entry(QEMU_AARCH64_ENTRY_NO_F).fixed
+    assert not emulation.parse_entry(QEMU_AARCH64_ENTRY.replace("enabled", "disabled")).enabled
+    assert emulation.parse_entry("") is None
+    reg = emulation.parse_conf("# qemu\n\n" + QEMU_AARCH64_CONF)
+    assert reg.name == "qemu-aarch64" and reg.flags == "OPF" and reg.interpreter.endswith("aarch64-binfmt-P")
+    no_f = emulation.parse_conf(QEMU_AARCH64_CONF.replace(":OPF", ":P"))
+    assert no_f.with_flags("PF").line == QEMU_AARCH64_CONF.strip().replace(":OPF", ":PF")
+    assert emulation.parse_conf(":broken:line") is None and emulation.parse_conf("") is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text())
+def test_binfmt_parsers_never_crash(text):
+    entry, reg = emulation.parse_entry(text), emulation.parse_conf(text)
+    assert entry is None or isinstance(entry.flags, str)
+    assert reg is None or reg.line.count(":") == 7
+
+
+def test_an_unknown_architecture_is_refused_with_the_ones_there_are():
+    with pytest.raises(UsageError, match="no stand-ins for architecture 'riscv64'") as e:
+        emulation.ensure("riscv64")
+    assert "--arch arm64" in e.value.hint
+    with pytest.raises(UsageError, match="no stand-ins for Debian 'jessie'"):
+        rootfs.Flavor("jessie", "arm64").check()
+    assert emulation.ensure(emulation.host_arch()) is None          # this machine's own: nothing to register
+
+
+def test_orin_cpuinfo_names_the_core_and_gets_the_orin_level():
+    text = boards.cpuinfo_text("tegra234", 6)
+    assert text.count("processor\t:") == 6
+    cpu = CpuInfo.parse(text)
+    assert cpu["model"] == "Cortex-A78AE" and {"asimddp", "fphp", "asimdhp"} <= set(cpu["flags"])
+    level = isa.choose("aarch64", set(cpu["flags"]))
+    assert level.name == "armv8.2-a+dotprod+fp16"
+    assert isa.defines_for(level, "aarch64") == ["-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"]
+    # Xavier's Carmel has half precision but no dot product; the Nano's A57 neither: both get plain armv8-a
+    for soc, core in (("tegra194", "Carmel"), ("tegra210", "Cortex-A57")):
+        cpu = CpuInfo.parse(boards.cpuinfo_text(soc, 1))
+        assert cpu["model"] == core and isa.choose("aarch64", set(cpu["flags"])).name == "armv8-a"
+
+
+def test_an_emulated_stand_in_without_a_planted_cpuinfo_sees_the_hosts_and_builds_plain_armv8():
+    # qemu-user 7.2 shows an aarch64 program the host's own /proc/cpuinfo: x86 flags, no Arm features
+    host = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 sse4_2 avx avx2 fma f16c bmi2\n"
+    cpu = CpuInfo.parse(host)
+    assert isa.choose("aarch64", set(cpu["flags"])).name == "armv8-a"
+
+
+def test_the_orin_cpuinfo_is_planted_only_on_an_aarch64_stand_in(tmp_path):
+    assert identity.plant_cpuinfo(tmp_path / "arm", "orin-nano-8gb", "aarch64")
+    assert CpuInfo.parse((tmp_path / "arm").read_text())["model"] == "Cortex-A78AE"
+    assert not identity.plant_cpuinfo(tmp_path / "x86", "orin-nano-8gb", "x86_64")   # its real CPU stays
+    assert not (tmp_path / "x86").exists()
+
+
+def test_rootfs_flavors_keep_the_default_name_and_leave_the_toolchain_out_of_a_foreign_one():
+    default, arm, old = rootfs.Flavor(), rootfs.Flavor("bookworm", "arm64"), rootfs.Flavor("bullseye", "arm64")
+    assert rootfs.tarball_path(default).name.startswith("rootfs-bookworm-") and "amd64" not in str(
+        rootfs.tarball_path(default))
+    assert rootfs.tarball_path(arm).name.startswith("rootfs-bookworm-arm64-")
+    assert rootfs.tarball_path(old).name.startswith("rootfs-bullseye-arm64-")
+    assert "build-essential" in default.packages and "build-essential" not in arm.packages
+    assert {"python3", "openssh-server", "systemd", "sudo", "curl"} <= set(arm.packages)
+
+
+def test_standin_dropins_touch_only_boot_units_never_edgekits(tmp_path):
+    units = emulation.plant_standin_dropins(tmp_path)
+    assert units and not any(u.startswith("edgekit") for u in units)
+    text = (tmp_path / "etc/systemd/system/systemd-sysctl.service.d" / emulation.DROPIN_NAME).read_text()
+    assert "qemu-user emulation only" in text and "LoadCredential=\n" in text
+
+
+def orin_with_cpuinfo():
+    facts = jetson_facts(nvcc=None)
+    facts.cpu = CpuInfo.parse(boards.cpuinfo_text("tegra234", 6))
+    return facts
+
+
+def test_cross_plan_is_the_devices_plan_compiled_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_HOME", str(tmp_path))
+    facts, spec = orin_with_cpuinfo(), S.BuildSpec(source="/x/sdist.tar.gz", cpu_only=True, jobs=2)
+    cp = cross.plan_cross(facts, spec, SDIST)
+    assert cp.plan.id == plan_build(facts, spec, SDIST).id          # the pack has the id a native build has
+    assert cp.plan.cpu_level == "armv8.2-a+dotprod+fp16" and cp.plan.arch == "aarch64"
+    commands = cp.commands()
+    assert commands[0].startswith(f"rm -rf {cp.src_dir} && mkdir -p {cp.src_dir} && tar -xzf /x/{S.SDIST_FILE}")
+    configure = commands[1]
+    assert f"-DCMAKE_TOOLCHAIN_FILE={cp.toolchain_file}" in configure and "-DGGML_NATIVE=OFF" in configure
+    assert "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16" in configure and "-DGGML_CUDA=OFF" in configure
+    assert commands[2].endswith("--target llama-server llama-bench llama-cli -j 2")
+    assert commands[-1] == f"aarch64-linux-gnu-readelf -d {cp.stage}/bin/llama-server"
+    toolchain = cp.toolchain.cmake_file()
+    assert "set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)" in toolchain
+    assert "set(CMAKE_SYSTEM_PROCESSOR aarch64)" in toolchain
+    assert cross.cached_pack(cp) is None
+
+
+def test_cross_refuses_cuda_and_machines_without_a_toolchain():
+    facts = orin_with_cpuinfo()
+    with pytest.raises(UsageError, match="a cross build is CPU only") as e:
+        cross.plan_cross(facts, S.BuildSpec(source="/x/s.tar.gz"), SDIST)
+    assert "--cpu" in e.value.hint
+    facts.arch = "riscv64"
+    with pytest.raises(UsageError, match=r"no cross toolchain for orin's machine \(riscv64\)"):
+        cross.plan_cross(facts, S.BuildSpec(source="/x/s.tar.gz", cpu_only=True), SDIST)
+
+
+def test_needed_libraries_from_readelf():
+    out = (" 0x0000000000000001 (NEEDED)             Shared library: [libllama.so.0]\n"
+           " 0x0000000000000001 (NEEDED)             Shared library: [libggml-base.so.0]\n"
+           " 0x000000000000001d (RUNPATH)            Library runpath: [$ORIGIN/../lib:$ORIGIN]\n")
+    assert cross.needed_libraries(out) == ["libllama.so.0", "libggml-base.so.0"]
