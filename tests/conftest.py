@@ -52,10 +52,11 @@ def standin_factory(session_dir):
 
     made: dict[str, object] = {}
 
-    def get(name: str, jetson: str | None = None, suite: str = rootfs.SUITE):
-        key = f"{name}:{jetson}:{suite}"
+    def get(name: str, jetson: str | None = None, suite: str = rootfs.SUITE, arch: str | None = None):
+        """`arch`: Debian's architecture name (None: this machine's; arm64 boots under qemu-user emulation)."""
+        key = f"{name}:{jetson}:{suite}:{arch}"
         if key not in made:
-            sb = standin.up(name, jetson, suite=suite)
+            sb = standin.up(name, jetson, suite=suite, arch=arch)
             made[key] = sb
             with open(session_dir / "ssh_config", "a") as fh:
                 fh.write(sb.ssh_config.read_text() + "\n")

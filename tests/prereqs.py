@@ -64,6 +64,12 @@ PREREQUISITES: dict[str, Prerequisite] = {
     "ssh-keygen": Prerequisite(_tool("ssh-keygen"), "apt-get install openssh-client"),
     "matplotlib": Prerequisite(_module("matplotlib"), "pip install -e '.[test]'"),
     "gguf": Prerequisite(_module("gguf"), "pip install -e '.[test]'"),
+    "qemu-user-static": Prerequisite(lambda: os.path.isfile("/usr/lib/binfmt.d/qemu-aarch64.conf"),
+                                     "apt-get install qemu-user-static (aarch64 stand-ins run under it)"),
+    "aarch64-cross": Prerequisite(lambda: shutil.which("aarch64-linux-gnu-g++") is not None
+                                  and os.path.isfile("/usr/lib/aarch64-linux-gnu/libssl.so"),
+                                  "dpkg --add-architecture arm64 && apt-get update && apt-get install "
+                                  "crossbuild-essential-arm64 libssl-dev:arm64"),
     "sched_setaffinity": Prerequisite(lambda: hasattr(os, "sched_getaffinity"), "a Linux host"),
     # tests of what edgekit does where Jetson tools are absent: a Jetson cannot run them
     "not-a-jetson": Prerequisite(lambda: not shutil.which("tegrastats") and not os.path.exists("/etc/nvpmodel.conf")

@@ -48,6 +48,8 @@ PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "provision.py": ("provision",),
     "remote/": IDENTITY,
     "sandbox/": ("sandbox demo",),
+    "sandbox/emulation.py": ("sandbox up",),          # --arch: only `sandbox up` makes a foreign stand-in
+    "sandbox/rootfs.py": ("sandbox up",),             # --suite/--arch: the demo always uses the default flavor
     "service/": ("provision",),
     "settings.py": ("provision",),
     "tuning/": ("provision",),

@@ -146,6 +146,8 @@ def facts_table(f: DeviceFacts) -> DataTable:
     table.add_column()
     j, mem, disk = f.jetson, f.memory or {}, f.disk or {}
     table.add_row("host", f"{f.hostname} ({(f.os or {}).get('pretty_name')}, {f.arch}, {f.cpus} CPUs)")
+    table.add_row("CPU", f"{(f.cpu or {}).get('model') or 'unknown'}, {len(f.cpu_flags)} features; "
+                         f"llama.cpp builds for {f.cpu_level}")
     if j:
         table.add_row("jetson", f"{j['model']} - {j['module'] or 'unknown module'} ({j['part'] or '?'})")
         table.add_row("L4T / JetPack", f"R{j['l4t']} / JetPack {j['jetpack'] or 'unknown'}")

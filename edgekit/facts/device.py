@@ -9,6 +9,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError, UnsuitableDevice, UsageError
 from edgekit.facts import boards
+from edgekit.llamacpp import isa
 from edgekit.facts.base import gather
 from edgekit.facts.cuda import CudaToolkit, parse_arch_override
 from edgekit.facts.jetson import DeviceCompatible, DeviceModel, JetsonRelease, JtopService, PowerMode
@@ -49,8 +50,14 @@ class DeviceFacts:
     def cpu_flags(self) -> set[str]:
         return set((self.cpu or {}).get("flags") or ())
 
+    @property
+    def cpu_level(self) -> str:
+        """The CPU instruction level a build for this device gets (edgekit.llamacpp.isa: the highest its CPU
+        advertises that has not failed the gate here)."""
+        return isa.choose(self.arch, self.cpu_flags, set(self.cpu_refused)).name
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "cpu_level": self.cpu_level}
 
     @property
     def cuda_arch(self) -> str | None:

@@ -164,8 +164,8 @@ def build_pack(cp: CrossPlan, progress=lambda msg: None) -> Path:
     missing = missing_tools(tc)
     if missing:
         raise UsageError(f"this controller lacks the {tc.machine} cross toolchain ({', '.join(missing)} not found)",
-                         hint=f"dpkg --add-architecture {tc.deb_arch} && apt-get update && "
-                              f"apt-get install {tc.packages}")
+                         hint=f"apt-get install {tc.packages} (after adding {tc.deb_arch} to dpkg's "
+                              "architectures: docs/aarch64-standin.md)")
     cp.work.mkdir(parents=True, exist_ok=True)
     cp.toolchain_file.write_text(tc.cmake_file())
     cp.log.write_text("")
