@@ -55,7 +55,7 @@ def test_an_unknown_architecture_is_refused_with_the_ones_there_are():
     with pytest.raises(UsageError, match="no stand-ins for architecture 'riscv64'") as e:
         emulation.ensure("riscv64")
     assert "--arch arm64" in e.value.hint
-    with pytest.raises(UsageError, match="no stand-ins for Debian 'jessie'"):
+    with pytest.raises(UsageError, match="no stand-in rootfs for Debian 'jessie'"):
         rootfs.Flavor("jessie", "arm64").check()
     assert emulation.ensure(emulation.host_arch()) is None          # this machine's own: nothing to register
 
@@ -88,13 +88,13 @@ def test_the_orin_cpuinfo_is_planted_only_on_an_aarch64_stand_in(tmp_path):
     assert not (tmp_path / "x86").exists()
 
 
-def test_rootfs_flavors_keep_the_default_name_and_leave_the_toolchain_out_of_a_foreign_one():
-    default, arm, old = rootfs.Flavor(), rootfs.Flavor("bookworm", "arm64"), rootfs.Flavor("bullseye", "arm64")
-    assert rootfs.tarball_path(default).name.startswith("rootfs-bookworm-") and "amd64" not in str(
-        rootfs.tarball_path(default))
-    assert rootfs.tarball_path(arm).name.startswith("rootfs-bookworm-arm64-")
-    assert rootfs.tarball_path(old).name.startswith("rootfs-bullseye-arm64-")
-    assert "build-essential" in default.packages and "build-essential" not in arm.packages
+def test_rootfs_flavors_keep_the_default_names_and_leave_the_toolchain_out_of_a_foreign_one():
+    assert rootfs.tarball_path().name.startswith("rootfs-bookworm-") and "amd64" not in rootfs.tarball_path().name
+    assert rootfs.tarball_path("bookworm", "arm64").name.startswith("rootfs-bookworm-arm64-")
+    assert rootfs.tarball_path("bullseye", "arm64").name.startswith("rootfs-bullseye-arm64-")
+    assert rootfs.tarball_path("bullseye", emulation.host_arch()) == rootfs.tarball_path("bullseye")
+    native, arm = rootfs.Flavor(), rootfs.Flavor("bookworm", "arm64")
+    assert "build-essential" in native.packages and "build-essential" not in arm.packages
     assert {"python3", "openssh-server", "systemd", "sudo", "curl"} <= set(arm.packages)
 
 

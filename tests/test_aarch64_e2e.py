@@ -5,7 +5,7 @@ choose the Orin's CPU level; llama.cpp is cross-compiled on this controller at t
 the verified pack step and gated there (the arm64 llama-server runs under emulation before `current` moves); the
 service answers /health and `edgekit ask`; a second provision changes nothing. A pack recorded as x86_64 is refused
 before anything is uploaded, although an x86_64 program runs in the stand-in (its host's kernel runs it natively).
-On a Debian bullseye arm64 stand-in (Python 3.9) the device helper and the exporter run.
+The device helper and the exporter on a bullseye arm64 stand-in (Python 3.9): tests/test_old_python_e2e.py.
 docs/aarch64-standin.md says what differs under emulation.
 """
 
@@ -23,7 +23,6 @@ import urllib.request
 
 import pytest
 
-from edgekit.sandbox.rootfs import Flavor
 from tests.served import cli_in
 from tests.test_demo_e2e import smollm2_gguf  # noqa: F401  (fixture)
 
@@ -42,12 +41,12 @@ def _ssh(sb, command: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def arm(standin_factory, model_server, smollm2_gguf, llama_src, tmp_path_factory, session_dir):  # noqa: F811
     start = time.monotonic()
-    sb = standin_factory("t-arm", "orin-nano-8gb", flavor=Flavor("bookworm", "arm64"))
+    sb = standin_factory("t-arm", "orin-nano-8gb", arch="arm64")
     booted = time.monotonic() - start
     model_server.add(SMOL_REPO, SMOL_FILE, smollm2_gguf)
     home = tmp_path_factory.mktemp("arm-home")
+    os.environ.setdefault("CCACHE_DIR", CROSS_CCACHE)     # before cli_in, which copies the environment
     cli = cli_in(home, session_dir)
-    os.environ.setdefault("CCACHE_DIR", CROSS_CCACHE)
     provision = ["provision", sb.name, "--model", "smollm2-135m-instruct", "--llama-src", str(llama_src), "--cpu",
                  "--hf-endpoint", model_server.endpoint(sb.host_address), "--fetch-on", "device",
                  "--allow-unpinned", "--threads", "2", "--ctx", "512", "--no-metrics", "--json"]
@@ -153,39 +152,3 @@ def test_an_x86_64_pack_is_refused_before_anything_changes(arm, tmp_path):
                       "ls /var/cache/edgekit/packs 2>/dev/null", check=False).stdout
         t.run("rm -f /tmp/x86-program", check=False)
     assert after == before and name not in after
-
-
-@pytest.fixture(scope="module")
-def bullseye(standin_factory):
-    return standin_factory("t-arm9", flavor=Flavor("bullseye", "arm64"))
-
-
-def test_device_helper_and_exporter_run_on_bullseye_arm64_python39(bullseye):
-    from edgekit.metrics.bundle import build as exporter_build
-    from edgekit.models.tiny import tiny_llama_bytes
-    from edgekit.remote import helper
-    from edgekit.remote.target import parse_target
-    from edgekit.remote.transport import Transport
-    from edgekit.telemetry import remote as telemetry
-
-    with Transport(parse_target(bullseye.name)) as t:
-        version = t.run("python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])'").stdout
-        machine, python = version.split()
-        assert machine == "aarch64" and python.startswith("3.9."), version
-        print(f"device Python on the bullseye arm64 stand-in: {python} ({machine})")
-        local = os.path.join(os.environ.get("TMPDIR", "/tmp"), "edgekit-tiny.gguf")
-        with open(local, "wb") as fh:
-            fh.write(tiny_llama_bytes())
-        t.put(local, "/tmp/tiny.gguf")
-        events, result = helper.run_helper(t, "gguf", ["/tmp/tiny.gguf"])
-        assert result.ok and helper.last_event(events, result, "gguf")["architecture"] == "llama", result
-        events, result = helper.run_helper(t, "tcp", ["127.0.0.1", "22"])
-        assert result.ok, result
-        out = telemetry.stream(t, lambda item: None, interval_ms=200, count=1)
-        assert len(out.samples) == 1 and out.source.source == "procfs", out
-        with open(local, "wb") as fh:
-            fh.write(exporter_build())
-        t.put(local, "/tmp/edgekit-exporter.pyz")
-        scrape = t.run("python3 -I /tmp/edgekit-exporter.pyz --once --no-token --source procfs", check=False)
-        assert scrape.ok, scrape
-        assert "edgekit_" in scrape.stdout and "# TYPE" in scrape.stdout

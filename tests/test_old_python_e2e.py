@@ -1,11 +1,14 @@
 """Device-side Python under a real interpreter older than this machine's: a Debian bullseye stand-in, whose python3
 is Debian's 3.9.2 (the oldest python3 the Debian mirror still has; a JetPack 5 board has 3.8, which vermin checks
 in test_device_python.py). Over real SSH, the device helper is uploaded and run by edgekit's own code: telemetry
-through the CLI, `gguf` and `tcp` through run_helper; the exporter zipapp runs there too."""
+through the CLI, `gguf` and `tcp` through run_helper; the exporter zipapp runs there too. Each runs twice: on
+bullseye for this machine's architecture, and on bullseye arm64 under qemu-user emulation (a Jetson's machine,
+aarch64; docs/aarch64-standin.md)."""
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 
 import pytest
@@ -15,6 +18,7 @@ from edgekit.models.tiny import tiny_llama_bytes
 from edgekit.remote import helper
 from edgekit.remote.target import parse_target
 from edgekit.remote.transport import Transport
+from tests import prereqs
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -23,18 +27,29 @@ SUITE = "bullseye"
 OLD_PYTHON = (3, 9)           # Debian bullseye's python3 (3.9.2)
 
 
-@pytest.fixture(scope="module")
-def old(standin_factory):
-    sb = standin_factory("t-bullseye", suite=SUITE)
+# (stand-in name, Debian architecture: None is this machine's, arm64 runs under qemu-user, uname -m there)
+ARCHES = {"native": ("t-bullseye", None, None), "arm64": ("t-bull-arm", "arm64", "aarch64")}
+
+
+@pytest.fixture(scope="module", params=list(ARCHES))
+def old(request, standin_factory):
+    name, arch, _ = ARCHES[request.param]
+    if arch is not None:
+        prereqs.require("qemu-user-static")
+    sb = standin_factory(name, suite=SUITE, arch=arch)
     with Transport(parse_target(sb.name)) as t:
         yield sb, t
 
 
-def test_the_device_python_is_older_than_this_machines(old):
+def test_the_device_python_is_older_than_this_machines(old, request):
     _, t = old
-    version = t.run("python3 -c 'import sys; print(*sys.version_info[:3])'").stdout.split()
+    machine, *version = t.run("python3 -c 'import platform, sys; print(platform.machine(), "
+                              "*sys.version_info[:3])'").stdout.split()
     device = tuple(int(v) for v in version)
     assert device[:2] == OLD_PYTHON and device < sys.version_info[:3], (device, sys.version_info)
+    expected = ARCHES[request.node.callspec.params["old"]][2] or platform.machine()
+    assert machine == expected, (machine, expected)
+    print(f"device Python {'.'.join(version)} on {machine} (Debian {SUITE})")
 
 
 def test_telemetry_runs_the_helper_under_the_old_python(old):
