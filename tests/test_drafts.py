@@ -9,6 +9,7 @@ import gguf
 import numpy as np
 import pytest
 
+from edgekit.errors import UsageError
 from edgekit.models import catalog
 from edgekit.models.drafts import DraftMismatch, Tokenizer, check_pair
 from edgekit.models.gguf_header import check_file, read_header_file
@@ -162,3 +163,29 @@ def test_provision_options_carry_the_draft_as_its_own_request():
     assert opts.models[-1] is opts.draft and opts.draft.draft is None
     ngram = options(resolve({"model": "chinese-alpaca-2-1.3b:q2_k", "spec_type": "ngram-mod"}))
     assert ngram.draft is None and ngram.service.spec_type == "ngram-mod"
+
+
+def test_sweep_spec_values_apply_over_the_services_own_env():
+    from edgekit.bench import sweep
+
+    assert sweep.parse_sweep("spec=off,draft,ngram").values == ("off", "draft", "ngram")
+    with pytest.raises(UsageError, match="--sweep spec: 'eagle' is not one of off, draft, ngram, ngram-simple"):
+        sweep.parse_sweep("spec=off,eagle")
+    own = parse_env(render_env(service_variables(
+        model_name="m", model_path="/opt/edgekit/models/m/m.gguf", ctx=1024, port=8080, host="0.0.0.0", gpu=False,
+        api_key=True, parallel=1, threads=None, chat_template=None, cache_type_kv=None, groups=[],
+        draft="/opt/edgekit/models/d/d.gguf")))
+    off, draft, ngram = (sweep.spec_point(v, own) for v in ("off", "draft", "ngram"))
+    assert off.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": "none"}
+    assert draft.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "/opt/edgekit/models/d/d.gguf"} and not draft.skipped
+    assert ngram.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": "ngram-mod"}
+    no_draft = sweep.spec_point("draft", {k: v for k, v in own.items() if k != "LLAMA_ARG_SPEC_DRAFT_MODEL"})
+    assert no_draft.skipped.startswith("no draft model: provision with --draft NAME")
+
+
+def test_acceptance_sums_the_servers_draft_counters():
+    from edgekit.bench.report import acceptance
+
+    assert acceptance([{"draft_n": 10, "draft_n_accepted": 7}, {"draft_n": 6, "draft_n_accepted": 1},
+                       {"draft_n": None}]) == {"draft_tokens": 16, "draft_accepted": 8, "acceptance": 0.5}
+    assert acceptance([{}])["acceptance"] is None

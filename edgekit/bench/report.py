@@ -48,7 +48,16 @@ def case_summary(case: Dict[str, Any]) -> Dict[str, Any]:
         "ttft_s": stats([r["ttft_s"] for r in results]),
         "aggregate_tg_tps": stats(aggregate),
         "generated_tokens": sum(r["predicted_n"] or 0 for r in results),
+        **acceptance(results),
     }
+
+
+def acceptance(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Speculative decoding: tokens drafted, accepted, and the share accepted (None: nothing was drafted)."""
+    drafted = sum(r.get("draft_n") or 0 for r in results)
+    accepted = sum(r.get("draft_n_accepted") or 0 for r in results)
+    return {"draft_tokens": drafted, "draft_accepted": accepted,
+            "acceptance": accepted / drafted if drafted else None}
 
 
 def phase_telemetry(samples: List[Sample], start: Optional[float], end: Optional[float],

@@ -30,22 +30,27 @@ from edgekit.facts.deployed import FileText, read
 from edgekit.remote.command import Check, Upload, run_op
 from edgekit.remote.plan import Context
 from edgekit.service.settings import parse_env
-from edgekit.settings import CACHE_TYPES, MAX_CTX
+from edgekit.settings import CACHE_TYPES, MAX_CTX, SPEC_TYPES
 from edgekit.telemetry.sample import Sample
 from edgekit.tuning.facts import ClocksState, CurrentPowerMode, PowerModeTable
 from edgekit.tuning.modes import Mode, ModeTable, reboot_expected, resolve, too_new
 from edgekit.tuning.steps import nvpmodel_set, switch_by_hand, switch_power_mode
 
 ENV_VARS = {"ctx": ("LLAMA_ARG_CTX_SIZE",), "parallel": ("LLAMA_ARG_N_PARALLEL",),
-            "cache-type": ("LLAMA_ARG_CACHE_TYPE_K", "LLAMA_ARG_CACHE_TYPE_V")}
-EXAMPLES = {"ctx": "2048,4096", "parallel": "1,2", "cache-type": "f16,q8_0"}
+            "cache-type": ("LLAMA_ARG_CACHE_TYPE_K", "LLAMA_ARG_CACHE_TYPE_V"),
+            "spec": ("LLAMA_ARG_SPEC_DRAFT_MODEL", "LLAMA_ARG_SPEC_TYPE")}
+EXAMPLES = {"ctx": "2048,4096", "parallel": "1,2", "cache-type": "f16,q8_0", "spec": "off,draft,ngram"}
+# speculative decoding: off, the draft the service was provisioned with (--draft), or draft-free ngram-* ("ngram":
+# ngram-mod)
+SPEC_VALUES = ("off", "draft", "ngram", *SPEC_TYPES)
 SETTINGS = ("power-mode",) + tuple(ENV_VARS)
 SWEEP_DROPIN = f"{pinning.DROPIN_DIR}/60-edgekit-bench-sweep.conf"
 SWEEP_ENV = "/run/edgekit-bench-sweep.env"       # under /run: a reboot drops it even if the sweep was killed
 SETTLE_WAIT_S = 3.0            # after a mode switch, before looking at the clocks
 SETTLE_TIMEOUT_S = 30.0        # the most the clocks are waited for (then measured anyway, said in the row)
 STEADY_PCT = 2.0               # clocks are settled when the last 3 readings are within this of each other
-HINT = "edgekit bench TARGET --sweep power-mode (or ctx=2048,4096, parallel=1,2, cache-type=f16,q8_0)"
+HINT = ("edgekit bench TARGET --sweep power-mode (or ctx=2048,4096, parallel=1,2, cache-type=f16,q8_0, "
+        "spec=off,draft,ngram)")
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,8 @@ def parse_sweep(text: str) -> SweepSpec:
     for v in values:
         bad = {"ctx": not (v.isdecimal() and 64 <= int(v) <= MAX_CTX) and f"a context size from 64 to {MAX_CTX}",
                "parallel": not (v.isdecimal() and 1 <= int(v) <= 256) and "a number of slots from 1 to 256",
-               "cache-type": v not in CACHE_TYPES and f"one of {', '.join(CACHE_TYPES)}"}.get(setting)
+               "cache-type": v not in CACHE_TYPES and f"one of {', '.join(CACHE_TYPES)}",
+               "spec": v not in SPEC_VALUES and f"one of {', '.join(SPEC_VALUES)}"}.get(setting)
         if bad:
             raise UsageError(f"--sweep {setting}: {v!r} is not {bad}", hint=HINT)
     return SweepSpec(setting, values)
@@ -200,7 +206,8 @@ def row_for(point: Point, run: Optional[Dict[str, Any]]) -> Dict[str, Any]:
                            "error": None, "complete": False, "failed_requests": 0, "pp_tps": None, "pp_case": None,
                            "tg_tps": None, "tg_case": None, "power_mean_w": None, "power_peak_w": None,
                            "j_per_token": None, "temp_max_c": None, "bandwidth_gbs": None, "bandwidth_from": None,
-                           "decode_ceiling_tps": None, "ceiling_share_pct": None, "settle": None, "applied": None}
+                           "decode_ceiling_tps": None, "ceiling_share_pct": None, "settle": None, "applied": None,
+                           "ttft_s": None, "draft_tokens": 0, "draft_accepted": 0, "acceptance": None}
     if run is None:
         return row
     cases = [c for c in run["summary"]["cases"] if not c["skipped"]]
@@ -209,7 +216,9 @@ def row_for(point: Point, run: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     tg = max((c for c in c1 if c["tg_tps"]), key=lambda c: c["tg_tps"]["median"], default=None)
     row.update(complete=bool(run.get("complete")), failed_requests=sum(c["failed"] for c in cases),
                pp_tps=pp and pp["pp_tps"]["median"], pp_case=pp and pp["name"],
-               tg_tps=tg and tg["tg_tps"]["median"], tg_case=tg and tg["name"])
+               tg_tps=tg and tg["tg_tps"]["median"], tg_case=tg and tg["name"],
+               ttft_s=tg and tg["ttft_s"] and tg["ttft_s"]["median"],
+               **report.acceptance([r for raw in run["cases"] for batch in raw["batches"] for r in batch if r["ok"]]))
     tel = run.get("telemetry") or {}
     samples = [Sample.from_json(s) for s in tel.get("samples") or [] if s.get("time") is not None]
     slack = (tel.get("interval_ms") or 0) / 1000      # a sample stamped t covers (t - interval, t]
@@ -290,8 +299,25 @@ def prepare(t, spec: SweepSpec, url_port: Optional[int]) -> Sweep:
     if url_port and url_port != own:
         raise UsageError(f"the URL's port is {url_port}, {L.UNIT_NAME} on {t.name} listens on {own}: the sweep "
                          "changes that service's settings", hint=f"leave out --url, or give --url with port {own}")
-    points = [Point(v, env={var: v for var in ENV_VARS[spec.setting]}) for v in spec.values]
+    points = [spec_point(v, values) if spec.setting == "spec" else Point(v, env={var: v for var in
+                                                                                  ENV_VARS[spec.setting]})
+              for v in spec.values]
     return Sweep(t, spec, points, {var: values.get(var) for var in ENV_VARS[spec.setting]})
+
+
+def spec_point(value: str, own: Dict[str, str]) -> Point:
+    """Pure: one speculation setting over the service's own env: off (no draft, no speculation), draft (the draft
+    it was provisioned with; skipped without one) or an ngram type (the draft left out)."""
+    draft = own.get("LLAMA_ARG_SPEC_DRAFT_MODEL")
+    if value == "off":
+        return Point(value, env={"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": "none"})
+    if value == "draft":
+        if not draft:
+            return Point(value, skipped="no draft model: provision with --draft NAME first; not measured")
+        return Point(value, env={"LLAMA_ARG_SPEC_DRAFT_MODEL": draft}, how=draft.rsplit("/", 1)[-1])
+    kind = "ngram-mod" if value == "ngram" else value
+    return Point(value, env={"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": kind},
+                 how=kind if kind != value else "")
 
 
 def switch(dev: Sweep, mode: Mode) -> Optional[str]:

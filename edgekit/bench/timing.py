@@ -31,6 +31,8 @@ class RequestResult:
     prompt_ms: Optional[float] = None
     predicted_ms: Optional[float] = None
     error: Optional[str] = None
+    draft_n: Optional[int] = None                  # speculative decoding: tokens drafted, and accepted by the model
+    draft_n_accepted: Optional[int] = None
 
     @property
     def wall_gen_per_second(self) -> Optional[float]:
@@ -74,7 +76,8 @@ def timed_completion(client: LlamaClient, prompt: List[int], n_predict: int, tem
                          cache_n=t.get("cache_n"),
                          prompt_per_second=t.get("prompt_per_second"),
                          predicted_per_second=t.get("predicted_per_second"),
-                         prompt_ms=t.get("prompt_ms"), predicted_ms=t.get("predicted_ms"))
+                         prompt_ms=t.get("prompt_ms"), predicted_ms=t.get("predicted_ms"),
+                         draft_n=t.get("draft_n"), draft_n_accepted=t.get("draft_n_accepted"))
 
 
 def timed_completions(client: LlamaClient, prompts: List[List[int]], n_predict: int,

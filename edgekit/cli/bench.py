@@ -45,7 +45,8 @@ def bench(
                                     "other cores than --server-cpus)."),
     sweep: Optional[str] = typer.Option(
         None, "--sweep", help="Measure once per value of a setting, then restore it: power-mode[=NAME,...] (the "
-                              "device's nvpmodel modes), ctx=N,N, parallel=N,N or cache-type=T,T."),
+                              "device's nvpmodel modes), ctx=N,N, parallel=N,N, cache-type=T,T or spec=off,draft,"
+                              "ngram (speculative decoding: the provisioned --draft, ngram-* draft-free)."),
     full: bool = typer.Option(False, "--full", help="With --sweep: the full workload per value (default: quick)."),
     dry_run: DryRun = False,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -174,8 +175,9 @@ def _render_sweep(result: dict, json_out: bool) -> None:
     table = DataTable(title=f"bench sweep over {sweep['setting']}: {(result.get('model') or {}).get('name') or '?'} at "
                             f"{result['url']} (workload v{w['version']}{', quick' if w['quick'] else ''}; medians)",
                       title_justify="left")
-    for col in (sweep["setting"], "prompt t/s", "gen t/s", "power W mean/peak", "J/token", "max C", "% of ceiling",
-                "notes"):
+    spec = sweep["setting"] == "spec"
+    for col in (sweep["setting"], "prompt t/s", "gen t/s", *(("TTFT s", "accepted") if spec else ()),
+                "power W mean/peak", "J/token", "max C", "% of ceiling", "notes"):
         table.add_column(col, justify="left" if col in (sweep["setting"], "notes") else "right")
     for r in sweep["rows"]:
         settle = r.get("settle") or {}
@@ -183,9 +185,11 @@ def _render_sweep(result: dict, json_out: bool) -> None:
             plain("; ".join(x for x in (r.get("how"), settle.get("why") or (
                 f"clocks steady after {settle['waited_s']:g}s" if settle.get("stable") else None)) if x), "dim")
         power = "-" if r["power_mean_w"] is None else f"{r['power_mean_w']:.1f}/{r['power_peak_w']:.1f}"
+        accepted = "-" if r.get("acceptance") is None else \
+            f"{r['acceptance']:.0%} ({r['draft_accepted']}/{r['draft_tokens']})"
         table.add_row(r["value"] + (f" (id {r['mode_id']})" if r["mode_id"] is not None else ""), _f(r["pp_tps"]),
-                      _f(r["tg_tps"]), power, _f(r["j_per_token"], 3), _f(r["temp_max_c"], 1),
-                      _f(r["ceiling_share_pct"], 0, "%"), notes)
+                      _f(r["tg_tps"]), *((_f(r.get("ttft_s"), 3), accepted) if spec else ()), power,
+                      _f(r["j_per_token"], 3), _f(r["temp_max_c"], 1), _f(r["ceiling_share_pct"], 0, "%"), notes)
     err.print(table)
     froms = {r["bandwidth_from"] for r in sweep["rows"] if r.get("bandwidth_from")}
     if froms and not any(r.get("decode_ceiling_tps") for r in sweep["rows"]):
