@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgekit import layout as L
 from edgekit import lockfile, settings
@@ -15,11 +15,13 @@ from edgekit import state as controller_state
 from edgekit.llamacpp.packs import InstallPack
 from edgekit.llamacpp.spec import BuildSpec
 from edgekit.llamacpp.steps import BuildPlanned, run_build
-from edgekit.errors import EdgekitError, UnsuitableDevice
+from edgekit.errors import EdgekitError, UnsuitableDevice, UsageError
 from edgekit.facts.deployed import Device, FileText, RouterChildren, read
 from edgekit.facts.device import require_supported
 from edgekit.models import catalog, gguf_header
+from edgekit.models import fit, lora
 from edgekit.models.drafts import check_catalog_pair
+from edgekit.models.lora import Adapter
 from edgekit.models.request import url_names
 from edgekit.models.router import model_set_steps
 from edgekit.models.steps import ModelRequest, local_model_file, require_pinned
@@ -58,6 +60,7 @@ class ProvisionOptions:
     service: ServiceOptions = field(default_factory=ServiceOptions)
     more_models: list[ModelRequest] = field(default_factory=list)    # router mode: the others
     draft: ModelRequest | None = None    # the default model's speculative draft (--draft)
+    lora: Adapter | None = None          # a LoRA adapter served with it (--lora), checked against it
     models_max: int | None = None
     tuning: TuningOptions = field(default_factory=TuningOptions)
     exporter: ExporterOptions | None = None          # the board + server metrics exporter (None: --no-metrics)
@@ -86,14 +89,32 @@ def options(s: Settings) -> ProvisionOptions:
             raise gguf_header.GGUFError(f"--model-url {local} is not a valid GGUF model: {e.message}; nothing was "
                                         "changed", hint=e.hint) from None
     draft = _draft_request(s, requests[0], header) if s.draft else None
+    adapter = _adapter(s, requests[0], header) if s.lora else None
     tuning = s.take(TuningOptions)
     tuning.validate()
     return ProvisionOptions(
-        model=requests[0], more_models=requests[1:], draft=draft, models_max=s.models_max, tuning=tuning,
+        model=requests[0], more_models=requests[1:], draft=draft, lora=adapter, models_max=s.models_max, tuning=tuning,
         exporter=s.take(ExporterOptions, "metrics_") if s.metrics else None,
         build=BuildSpec(source=s.llama_src, cpu_only=s.cpu, cuda_arch=s.cuda_arch, jobs=s.jobs,
                         extra_flags=tuple(s.cmake_flags), install_deps=not s.skip_deps, cpu_level=s.cpu_level),
-        service=s.take(ServiceOptions, n_ctx=s.ctx))
+        service=s.take(ServiceOptions, n_ctx=s.ctx,
+                       lora_scaled=f"{adapter.device_path}:{adapter.scale:g}" if adapter else None))
+
+
+def _adapter(s: Settings, target: ModelRequest, header=None) -> Adapter:
+    """The --lora adapter, read and checked against the model (the catalog's shape, or a local model's header) and
+    edgekit.lock, before connecting."""
+    adapter = lora.read_adapter(s.lora)
+    if target.by_url:
+        if header is None:
+            raise UsageError("--lora with a model by URL needs the model's file on this machine, to check the adapter "
+                             "against it", hint="pass --model-url as a local .gguf file")
+        shape, base = fit.Shape.from_header(header), url_names(target)[0]
+    else:
+        shape, base = fit.Shape.from_dict(catalog.get(target.name or "").shape), target.name or ""
+    lora.check_base(adapter, shape, base)
+    lockfile.check("lora", f"{base}/{adapter.name}", adapter.sha256, s.lock_file)
+    return replace(adapter, base=base)
 
 
 def _draft_request(s: Settings, target: ModelRequest, header=None) -> ModelRequest:
@@ -156,7 +177,8 @@ def provision(ctx: Context, opts: ProvisionOptions, pack=None):
             results += run_build(ctx, opts.build)
         else:                                      # a fleet's build, packed on its builder: gated here, then current
             results += run_steps(ctx, [InstallPack(pack, opts.build.keep)])
-        results += deploy_steps(ctx, opts.service, [*fetches, *service_steps()])
+        adapter = [lora.LoraFile(opts.lora, opts.model.lock_file)] if opts.lora else []
+        results += deploy_steps(ctx, opts.service, [*fetches, *adapter, *service_steps()])
         results += run_steps(ctx, exporter_steps(opts))
     remember(ctx, opts)
     return results
@@ -242,6 +264,12 @@ def remember(ctx: Context, opts: ProvisionOptions) -> None:
     })
 
 
+def served_loras(env: dict) -> list[str]:
+    """Pure: the LoRA adapters (PATH:SCALE) the env file's server arguments name."""
+    args = (env.get("EDGEKIT_SERVER_ARGS") or "").split()
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--lora-scaled"]
+
+
 def status(transport) -> dict:
     """The service's state, model, build, uptime, health and slots, read from the device."""
     show = unit_properties(transport)
@@ -252,7 +280,8 @@ def status(transport) -> dict:
            "sub": show.get("SubState"), "pid": int(show.get("MainPID") or 0), "enabled": show.get("UnitFileState"),
            "restarts": int(show.get("NRestarts") or 0), "since": show.get("ActiveEnterTimestamp") or None,
            "model": env.get("LLAMA_ARG_MODEL"), "ctx": env.get("LLAMA_ARG_CTX_SIZE"), "models": None,
-           "models_max": env.get("LLAMA_ARG_MODELS_MAX"),
+           "models_max": env.get("LLAMA_ARG_MODELS_MAX"), "draft": env.get("LLAMA_ARG_SPEC_DRAFT_MODEL"),
+           "spec_type": env.get("LLAMA_ARG_SPEC_TYPE"), "lora": served_loras(env),
            "listen": f"{env.get('LLAMA_ARG_HOST')}:{env.get('LLAMA_ARG_PORT')}" if env else None,
            "build": json.loads(stamp) if stamp else None, "health": None, "slots": None}
     h = st["healthy"]

@@ -295,6 +295,8 @@ SETTINGS: list[Setting] = [
             "their tokenizers match).", "--draft"),
     Setting("spec_type", str, None, _choice(SPEC_TYPES), "Draft-free speculation from the text so far (copy-heavy "
             "work: code edits, summaries): " + ", ".join(SPEC_TYPES) + ".", "--spec-type", choices=SPEC_TYPES),
+    Setting("lora", str, None, _text(), "A LoRA adapter served with the model: a .gguf file on this machine, "
+            "optionally :SCALE (default 1); refused unless made for the model.", "--lora"),
     Setting("sleep_idle_seconds", int, None, _int(1, MAX_SLEEP_IDLE, optional=True), "Unload the model after this "
             "many seconds without requests (default: never).", "--sleep-idle-seconds"),
     Setting("lock_file", str, None, _text(), "edgekit.lock: the sha256 of every model, recorded on first fetch and "
@@ -488,6 +490,9 @@ def resolve(flags: dict[str, Any], inventory: dict[str, Any] | None = None, inve
     if s.draft and s.models:
         raise UsageError(f"{_where('draft', sources['draft'])} drafts for one model; router mode (several models) "
                          "does not take one yet", hint="serve the model and its draft on their own: -m NAME --draft D")
+    if s.lora and s.models:
+        raise UsageError(f"{_where('lora', sources['lora'])} is served with one model; router mode (several models) "
+                         "does not take one yet", hint="serve the model and its adapter on their own: -m NAME --lora F")
     if s.draft and s.spec_type:
         raise UsageError(f"{_where('spec_type', sources['spec_type'])} is draft-free speculation; with "
                          f"{_where('draft', sources['draft'])} the draft model speculates",

@@ -147,7 +147,8 @@ def test_env_file_wires_the_draft_or_the_ngram_speculation():
                 gpu=True, api_key=True, parallel=1, threads=None, chat_template=None, cache_type_kv=None, groups=[])
     env = parse_env(render_env(service_variables(**base, draft="/opt/edgekit/models/d/d.gguf")))
     assert env["LLAMA_ARG_SPEC_DRAFT_MODEL"] == "/opt/edgekit/models/d/d.gguf"
-    assert env["LLAMA_ARG_N_GPU_LAYERS_DRAFT"] == "999" and "LLAMA_ARG_SPEC_TYPE" not in env
+    # b11312 infers a speculative type only for MTP/DFlash drafts: a plain model needs draft-simple named
+    assert env["LLAMA_ARG_N_GPU_LAYERS_DRAFT"] == "999" and env["LLAMA_ARG_SPEC_TYPE"] == "draft-simple"
     ngram = parse_env(render_env(service_variables(**base, spec_type="ngram-mod")))
     assert ngram["LLAMA_ARG_SPEC_TYPE"] == "ngram-mod" and "LLAMA_ARG_SPEC_DRAFT_MODEL" not in ngram
 
@@ -177,7 +178,8 @@ def test_sweep_spec_values_apply_over_the_services_own_env():
         draft="/opt/edgekit/models/d/d.gguf")))
     off, draft, ngram = (sweep.spec_point(v, own) for v in ("off", "draft", "ngram"))
     assert off.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": "none"}
-    assert draft.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "/opt/edgekit/models/d/d.gguf"} and not draft.skipped
+    assert draft.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "/opt/edgekit/models/d/d.gguf",
+                         "LLAMA_ARG_SPEC_TYPE": "draft-simple"} and not draft.skipped
     assert ngram.env == {"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": "ngram-mod"}
     no_draft = sweep.spec_point("draft", {k: v for k, v in own.items() if k != "LLAMA_ARG_SPEC_DRAFT_MODEL"})
     assert no_draft.skipped.startswith("no draft model: provision with --draft NAME")

@@ -42,6 +42,7 @@ PRINTED_BY: dict[str, tuple[str, ...] | str] = {
     "models/fetch.py": ("models pull", "provision"),
     "models/router.py": ("provision",),
     "models/drafts.py": ("provision",),
+    "models/lora.py": ("provision",),
     # `models fit` prints require_fit's hint too, but with force_flag=False, which leaves out the --force phrase
     # (test_models_fit_hint_leaves_out_force below runs it)
     "models/fit.py": ("models pull", "provision"),

@@ -104,9 +104,43 @@ def test_greedy_text_is_the_same_with_and_without_the_draft(spec):
         "smollm2-135m-instruct drafts for smollm2-f16: same tokenizer (49152 tokens")
     assert "+ draft smollm2-135m-instruct:q4_1" in steps["model fits: smollm2-f16"]["message"]
     with_draft = [_complete(spec, p) for p in PROMPTS]
+    print("\n".join(f"{p!r} -> {b['choices'][0]['message']['content']!r} {b['timings']}"
+                    for p, b in zip(PROMPTS, with_draft)))
     for prompt, a, b in zip(PROMPTS, without, with_draft):
         assert b["choices"][0]["message"]["content"] == a["choices"][0]["message"]["content"], prompt
     drafted = sum(b["timings"].get("draft_n", 0) for b in with_draft)
     accepted = sum(b["timings"].get("draft_n_accepted", 0) for b in with_draft)
     assert drafted > 0 and 0 < accepted <= drafted, [b["timings"] for b in with_draft]
     print(f"draft acceptance over {len(PROMPTS)} prompts: {accepted}/{drafted} = {accepted / drafted:.2f}")
+
+
+def test_a_lora_adapter_is_served_and_its_scale_changes_greedy_output(spec, tmp_path):
+    """A tiny real adapter for SmolLM2 (gguf package) served with it: scale 0 and scale 1 per request differ;
+    status lists it. (The adapter for the wrong base is refused before connecting: test_lora.)"""
+    from tests.test_lora import write_adapter
+
+    adapter = write_adapter(tmp_path / "smol-lora.gguf", strength=1.0)
+    base = [a for a in spec["base"] if a not in ("--json",)]
+    i = base.index("-m")
+    args = [*base[:i], "-m", "smollm2-135m-instruct", *base[i + 6:], "--lora", f"{adapter}:1", "--json"]
+    res = spec["cli"](*args)
+    assert res.returncode == 0, res.stderr[-4000:]
+    steps = {s["step"]: s for s in json.loads(res.stdout)["steps"]}
+    assert steps["lora adapter: smol-lora.gguf"]["status"] == "changed"
+    state = json.loads((spec["home"] / "targets" / f"{spec['sb'].name}.json").read_text())
+    key = Path(state["api_key_file"]).read_text().strip()
+
+    def ask(scale: float) -> str:
+        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 24, "temperature": 0,
+                "seed": 42, "lora": [{"id": 0, "scale": scale}]}
+        req = urllib.request.Request(state["url"] + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            return json.loads(resp.read())["choices"][0]["message"]["content"]
+
+    off, on = ask(0.0), ask(1.0)
+    print(f"lora scale 0: {off!r}\nlora scale 1: {on!r}")
+    assert off != on and off == ask(0.0)
+    status = spec["cli"]("status", spec["sb"].name, "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert json.loads(status.stdout)["lora"][0].endswith("-smol-lora.gguf:1")

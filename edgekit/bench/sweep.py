@@ -314,7 +314,8 @@ def spec_point(value: str, own: Dict[str, str]) -> Point:
     if value == "draft":
         if not draft:
             return Point(value, skipped="no draft model: provision with --draft NAME first; not measured")
-        return Point(value, env={"LLAMA_ARG_SPEC_DRAFT_MODEL": draft}, how=draft.rsplit("/", 1)[-1])
+        return Point(value, env={"LLAMA_ARG_SPEC_DRAFT_MODEL": draft, "LLAMA_ARG_SPEC_TYPE": "draft-simple"},
+                     how=draft.rsplit("/", 1)[-1])
     kind = "ngram-mod" if value == "ngram" else value
     return Point(value, env={"LLAMA_ARG_SPEC_DRAFT_MODEL": "", "LLAMA_ARG_SPEC_TYPE": kind},
                  how=kind if kind != value else "")

@@ -121,6 +121,9 @@ def status(targets: list[str] = typer.Argument(..., help="Hosts, inventory names
                       f"{info['restarts']} restart(s)"),
             ("since", info["since"] or "-"), ("listen", info["listen"] or "-"),
             ("model", info["model"] or "-"), ("ctx", info["ctx"] or "-"),
+            *([("draft", info["draft"])] if info.get("draft") else []),
+            *([("speculation", info["spec_type"])] if info.get("spec_type") else []),
+            *([("lora", ", ".join(info["lora"]))] if info.get("lora") else []),
             *([("models", ", ".join(f"{m['id']} ({m['status']}" + (f", {m['rss_bytes'] / 2**20:.0f} MiB"
                                                                    if m.get("rss_bytes") else "") + ")"
                                     for m in info["models"])

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "edgekit_sleep_idle_seconds": None,
     "edgekit_draft_model_path": None, # speculative decoding: the draft model's file (same vocabulary as the model)
     "edgekit_spec_type": None,        # draft-free speculation: ngram-simple, ngram-map-k, ngram-mod, ...
+    "edgekit_lora": None,             # a LoRA adapter served with the model: PATH:SCALE
     "edgekit_api_key_file": API_KEY_PATH,
     "edgekit_cors_origin": SETTINGS["cors_origin"],
     "edgekit_models": [],             # router mode: [{name, path, ctx, chat_template, sampling}], the default first
@@ -96,7 +97,8 @@ def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, 
                       cache_type_kv: str | None, groups: list[str], models: list[dict] | None = None,
                       models_max: int | None = None, cache_ram_mib: int | None = None,
                       sleep_idle_seconds: int | None = None, spec_type: str | None = None,
-                      draft: str | None = None, cors_origin: str | None = None) -> dict[str, Any]:
+                      draft: str | None = None, cors_origin: str | None = None,
+                      lora: str | None = None) -> dict[str, Any]:
     """The template variables for one device: GPU offload and device access only where there is a GPU. With
     `models` (router_model each, two or more) the service is llama-server's router over them."""
     return {
@@ -109,6 +111,7 @@ def service_variables(*, model_name: str, model_path: str, ctx: int, port: int, 
         "edgekit_cache_ram_mib": cache_ram_mib, "edgekit_sleep_idle_seconds": sleep_idle_seconds,
         "edgekit_spec_type": spec_type, "edgekit_draft_model_path": draft,
         "edgekit_cors_origin": cors_origin,
+        "edgekit_spec_type": spec_type, "edgekit_draft_model_path": draft, "edgekit_lora": lora,
     }
 
 

@@ -42,6 +42,7 @@ class ServiceOptions:
     sleep_idle_seconds: int | None = None   # unload the model after this long without requests (None: never)
     spec_type: str | None = None            # draft-free speculation (--spec-type ngram-...)
     cors_origin: str | None = DEFAULTS["cors_origin"]   # the one web origin browsers may call from (None: none)
+    lora_scaled: str | None = None          # a LoRA adapter on the device and its scale, PATH:SCALE
 
 
 def probe_host(host: str) -> str:
@@ -74,7 +75,7 @@ def _variables(ctx: Context) -> dict:
         models_max=ctx.run.models_max or (len(routed) if routed else None), cache_ram_mib=ctx.run.cache_ram_mib,
         sleep_idle_seconds=opts.sleep_idle_seconds, spec_type=opts.spec_type,
         draft=ctx.run.drafts[model.draft].path if model.draft and not routed else None,
-        cors_origin=opts.cors_origin)
+        cors_origin=opts.cors_origin, lora=opts.lora_scaled)
 
 
 class ServiceUser:
