@@ -210,6 +210,12 @@ options:
     - ngram-map-k4v
     - ngram-mod
     - ngram-cache
+  lora:
+    description:
+    - 'A LoRA adapter served with the model: a .gguf file on this machine, optionally :SCALE (default 1); refused
+      unless made for the model. (C(edgekit provision --lora))'
+    - 'Unset: the host''s C(edgekit_lora) variable, else edgekit''s default C(None).'
+    type: str
   sleep_idle_seconds:
     description:
     - 'Unload the model after this many seconds without requests (default: never). (C(edgekit provision --sleep-idle-seconds))'
