@@ -335,8 +335,8 @@ def switch(dev: Sweep, mode: Mode) -> Optional[str]:
     if declined:
         return f"{declined}; not measured"
     dev.current = mode.id
-    if dev.original["clocks_pinned"]:
-        t.sudo("jetson_clocks")
+    for op in switch_ops(dev, mode)[2:]:          # after the switch and its check: the clocks pinned again
+        run_op(t, op)
     return None
 
 
@@ -349,8 +349,9 @@ def restore(dev: Sweep) -> Dict[str, Any]:
                 ran.append(str(op))
                 run_op(t, op)
         elif dev.changed:
-            ran.append(nvpmodel_set(o["id"]))
-            res = t.sudo(ran[-1], check=False)
+            switch, _, *after = restore_ops(dev)       # the switch, its check (here), the clocks pinned again
+            ran.append(switch)
+            res = run_op(t, switch, check=False)
             now = read(t, CurrentPowerMode())
             dev.current = now["id"]
             if now["id"] != o["id"]:
@@ -359,9 +360,9 @@ def restore(dev: Sweep) -> Dict[str, Any]:
             if o["status"] is not None and now["status"] != o["status"]:   # a mode set for the next boot
                 ran.append(str(Upload(L.NVPMODEL_STATUS, o["status"])))
                 run_op(t, Upload(L.NVPMODEL_STATUS, o["status"]))
-            if o["clocks_pinned"]:
-                ran.append("jetson_clocks")
-                t.sudo("jetson_clocks")
+            for op in after:
+                ran.append(str(op))
+                run_op(t, op)
     except Exception as e:
         return {"restored": False, "restore_error": getattr(e, "message", str(e)), "restore_commands": ran}
     return {"restored": True, "restore_error": None, "restore_commands": ran}
