@@ -49,6 +49,22 @@ def mode(board) -> str:
     return board["ssh"]("/usr/sbin/nvpmodel -q | head -1")
 
 
+def test_the_dry_run_checks_prints_the_plan_and_changes_nothing(board, tmp_path):
+    state = ("/usr/sbin/nvpmodel -q | head -1; cat /var/lib/nvpmodel/status; ls /run/systemd/system/ 2>&1; "
+             "systemctl show -p MainPID edgekit-llama-server")
+    before = board["ssh"](state)
+    res = subprocess.run(board["sweep"] + ["--server-cpus", "0", "--out", str(tmp_path), "--dry-run", "--json"],
+                         capture_output=True, text=True, env=board["env"], timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    plan = json.loads(res.stdout)
+    device = [c for c in plan["commands"] if not c.startswith("check: ")]
+    assert [c for c in device if c.startswith("nvpmodel")] == ["nvpmodel -m 0 </dev/null", "nvpmodel -m 1 </dev/null",
+                                                               "nvpmodel -m 2 </dev/null", "nvpmodel -m 1 </dev/null"]
+    assert device[0] == "mkdir -p /run/systemd/system/edgekit-llama-server.service.d"
+    assert device[-1] == "systemctl restart edgekit-llama-server.service"
+    assert board["ssh"](state) == before and list(tmp_path.iterdir()) == [], "a dry run changes nothing, saves nothing"
+
+
 def test_one_row_per_mode_and_the_original_mode_restored(board, tmp_path):
     assert mode(board) == "NV Power Mode: 25W"
     res = subprocess.run(board["sweep"] + ["--out", str(tmp_path), "--json"], capture_output=True, text=True,
