@@ -7,19 +7,16 @@ from pathlib import Path
 
 
 def home() -> Path:
-    """The state directory: known hosts, API keys, settings."""
+    """The state directory: known hosts, API keys, settings. Not made here (a dry run asks where things are and
+    writes nothing): whoever writes a file makes its folder."""
     env = os.environ.get("EDGEKIT_HOME")
-    path = Path(env) if env else Path.home() / ".config" / "edgekit"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(env) if env else Path.home() / ".config" / "edgekit"
 
 
 def cache() -> Path:
-    """The cache directory: downloaded models and packed builds."""
+    """The cache directory: downloaded models and packed builds (made by the writers, as home())."""
     env = os.environ.get("EDGEKIT_HOME")
-    path = Path(env) / "cache" if env else Path.home() / ".cache" / "edgekit"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(env) / "cache" if env else Path.home() / ".cache" / "edgekit"
 
 
 def known_hosts() -> Path:

@@ -22,11 +22,14 @@ def _slug(target: str) -> str:
 
 
 def targets_dir() -> Path:
-    path = paths.home() / "targets"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != 0o700:
-        path.chmod(0o700)          # made by an older edgekit with the umask's mode
-    return path
+    """The folder of what edgekit keeps per target (not made here: reading makes nothing; write_file makes it)."""
+    return paths.home() / "targets"
+
+
+def _make_private(folder: Path) -> None:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(folder.stat().st_mode) != 0o700:
+        folder.chmod(0o700)          # made by an older edgekit with the umask's mode
 
 
 def write_file(path: Path, text: str, mode: int = 0o600) -> None:
@@ -56,6 +59,7 @@ def load(target: str) -> dict | None:
 
 def save(target: str, data: dict) -> Path:
     path = state_path(target)
+    _make_private(path.parent)
     write_file(path, json.dumps({"target": target, **data}, indent=2) + "\n")
     return path
 
@@ -70,7 +74,7 @@ def set_model(target: str, model: str | None) -> None:
 def files(target: str) -> list[Path]:
     """The files kept for a target (where it serves, its API key, the exporter's token), there or not; makes
     nothing (a dry run asks)."""
-    folder = paths.home() / "targets"
+    folder = targets_dir()
     return [folder / f"{_slug(target)}.json", *(folder / f"{_slug(target)}.{kind}" for kind in ("api-key",
                                                                                                "exporter-token"))]
 
@@ -87,6 +91,7 @@ def secret_path(target: str, kind: str) -> Path:
 
 def save_secret(target: str, kind: str, value: str) -> Path:
     path = secret_path(target, kind)
+    _make_private(path.parent)
     write_file(path, value + "\n")
     return path
 

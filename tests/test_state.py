@@ -59,6 +59,7 @@ def test_state_file_is_0600_and_round_trips(edgekit_home):
 
 def test_a_key_saved_world_readable_by_an_older_edgekit_is_tightened_when_read(edgekit_home):
     path = state.api_key_path("orin")
+    path.parent.mkdir(parents=True)               # an older edgekit made the folder (asking makes nothing)
     path.write_text("sk-old\n")
     path.chmod(0o644)
     assert state.read_api_key("orin") == "sk-old" and _mode(path) == 0o600

@@ -69,9 +69,7 @@ def token() -> str | None:
 
 def cache_path(model: str, file: str) -> Path:
     """Where the controller keeps a downloaded model: <cache>/models/<model>/<file>."""
-    d = paths.cache() / "models" / model
-    d.mkdir(parents=True, exist_ok=True)
-    return d / file
+    return paths.cache() / "models" / model / file          # its folder is made by `fetch`, when it downloads
 
 
 def translate(e: files.FetchError, url: str) -> errors.EdgekitError:

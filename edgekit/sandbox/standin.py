@@ -267,6 +267,7 @@ def down(name: str) -> bool:
 def write_ssh_config() -> Path:
     """Collect every running stand-in's Host block into EDGEKIT_HOME/ssh_config, which edgekit reads."""
     target = paths.home() / "ssh_config"
+    target.parent.mkdir(parents=True, exist_ok=True)
     blocks = [s.ssh_config.read_text() for s in list_standins() if s.ssh_config.is_file()]
     target.write_text("# Written by `edgekit sandbox`; stand-in devices now up.\n" + "\n".join(blocks))
     return target
