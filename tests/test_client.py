@@ -133,3 +133,24 @@ def test_profile_for_checks_an_explicit_family():
     assert profile_for("chinese-alpaca-2-1.3b", "llama3").family == "llama3"
     assert profile_for("https://example.com/x.gguf", "gemma").sampling == Sampling(temperature=1.0, top_k=64,
                                                                                      top_p=0.95)
+
+
+def test_a_model_the_router_does_not_serve_names_the_ones_it_does(server):
+    """b11312's router answers 400 "model 'x' not found" (tools/server/server-models.cpp); the error names the
+    models the service lists in its own GET /v1/models, and the hint the logs."""
+    server.json_route("/v1/chat/completions", 400, {"error": {"code": 400, "message": "model 'x' not found",
+                                                              "type": "invalid_request_error"}})
+    server.json_route("/v1/models", 200, {"object": "list", "data": [
+        {"id": "gemma3-270m", "object": "model", "status": {"value": "loaded"}},
+        {"id": "smollm2-135m-instruct", "object": "model", "status": {"value": "unloaded"}}]})
+    c = LlamaClient(Endpoint(url=server.url, api_key="sekrit", model="x"), timeout=10)
+    with pytest.raises(C.ModelNotServed) as e:
+        c.chat([{"role": "user", "content": "hi"}])
+    assert e.value.message == ("llama-server answered 400: model 'x' not found; it serves gemma3-270m, "
+                               "smollm2-135m-instruct")
+    assert e.value.served == ["gemma3-270m", "smollm2-135m-instruct"] and e.value.exit_code == 4
+    assert "edgekit logs TARGET" in e.value.hint and "ask for one of the models it serves" in e.value.hint
+    server.json_route("/v1/models", 400, {"error": {"code": 400, "message": "model is not found"}})
+    with pytest.raises(C.ModelNotServed) as e:
+        c.chat([{"role": "user", "content": "hi"}])
+    assert e.value.message == "llama-server answered 400: model 'x' not found" and e.value.served == []

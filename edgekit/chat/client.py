@@ -48,6 +48,14 @@ class ServerError(errors.EdgekitError):
         self.body = body
 
 
+class ModelNotServed(ServerError):
+    """The service (router mode) does not serve the model asked for; `served` lists the ones it does."""
+
+    def __init__(self, message: str, served: list[str], **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.served = served
+
+
 class ContextOverflow(ServerError):
     """The conversation no longer fits the server's context window."""
 
@@ -172,9 +180,31 @@ class LlamaClient:
             return ContextOverflow(f"llama-server: {message}", status=status, server_message=message, body=data,
                                    hint="the conversation is longer than the server's context: shorten it "
                                         "(in chat: /save, then /reset), or serve with a larger context size")
+        logs = f"see the server's log: `edgekit logs TARGET` (journalctl -u {UNIT_NAME} on the device)"
+        if status in (400, 404) and "model" in message.lower() and "not found" in message.lower() and \
+                not getattr(self, "_listing", False):
+            served = self.served_models()
+            return ModelNotServed(f"llama-server answered {status}: {message}" + (
+                f"; it serves {', '.join(served)}" if served else ""), served, status=status, server_message=message,
+                body=data, hint=f"ask for one of the models it serves by name; {logs}")
         return ServerError(f"llama-server answered {status}: {message}", status=status, server_message=message,
-                           body=data, hint=f"see the server's log: `edgekit logs TARGET` "
-                                           f"(journalctl -u {UNIT_NAME} on the device)")
+                           body=data, hint=logs)
+
+    def served_models(self) -> list[str]:
+        """The ids of the models the service serves, from its own GET /v1/models ([] when it does not say)."""
+        self._listing = True                # its own error is not answered by listing again
+        try:
+            conn, resp = self._request("GET", "/v1/models", timeout=min(self.timeout, 10.0))
+            try:
+                data = json.loads(resp.read().decode("utf-8"))
+            finally:
+                conn.close()
+        except (errors.EdgekitError, OSError, http.client.HTTPException, ValueError):
+            return []
+        finally:
+            self._listing = False
+        models = data.get("data") if isinstance(data, dict) else None
+        return [m["id"] for m in models or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     def _request(self, method: str, path: str, payload: dict | None = None,
                  timeout: float | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
