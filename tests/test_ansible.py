@@ -277,6 +277,32 @@ def test_the_galaxy_artifact_installs_and_refuses_the_role_holes_before_connecti
     assert facts["arch"] == platform.machine() and facts["cpus"] == os.cpu_count()
 
 
+def test_the_ansible_transport_over_a_real_connection(tmp_path):
+    """AnsibleTransport (the collection's DeviceTransport) through ansible-playbook's local connection: stdin, env,
+    stderr kept apart, failures and timeouts as edgekit's errors, atomic puts (login user, root), get, and a hold
+    that keeps a lock until released (tests/fixtures/ansible: a test-only action drives it)."""
+    where = tmp_path / "device"
+    where.mkdir()
+    play = tmp_path / "probe.yml"
+    play.write_text(yaml.safe_dump([{"name": "probe", "hosts": "here", "gather_facts": False, "tasks": [
+        {"name": "Probe", "edgekit_test.probe.transport": {"dir": str(where)}, "register": "out"},
+        {"name": "Keep it", "ansible.builtin.copy": {"content": "{{ out.probe | to_json }}",
+                                                    "dest": str(tmp_path / "probe.json"), "mode": "0644"}}]}]))
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(f"here ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    run = run_playbook(tmp_path, play, inventory=inventory, timeout=120,
+                       collections=f"{COLLECTIONS}:{ROOT / 'tests' / 'fixtures' / 'ansible'}")
+    assert run.returncode == 0, run.output[-3000:]
+    got = json.loads((tmp_path / "probe.json").read_text())
+    assert got["echo"] == "in\nenv" and got["stderr"] == "oops"
+    assert "exit 4" in got["failed"] or "4" in got["failed"]
+    assert "timed out after 1s" in got["timed_out"]
+    assert got["modes"] == ["640 root", "600 root"] and (where / "fetched.txt").read_text() == "payload\n"
+    assert sorted(p.name for p in where.iterdir()) == ["fetched.txt", "lock", "mine.txt", "root.txt"]
+    assert (got["held"], got["busy_while_held"], got["free_after"]) == (True, 1, 0)
+    assert got["round_trips"] >= 10
+
+
 def test_ansible_lint_passes_at_the_production_profile():
     for where, target in ((COLLECTION, []), (ANSIBLE, ["site.yml"])):
         res = subprocess.run([str(BIN / "ansible-lint"), "--offline", "--profile", "production", *target],
@@ -469,7 +495,7 @@ def _device_state(sb, lock_file: Path) -> dict:
         "unit": device(sb, f"cat {L.UNIT_PATH}"),
         "env": device(sb, f"sudo cat {L.ENV_PATH}"),
         "current": device(sb, f"readlink {L.CURRENT}").strip(),
-        "models": device(sb, f"cd {L.MODELS_DIR} && find . -type f -name '*.gguf' | sort | xargs sha256sum"),
+        "models": device(sb, f"sudo sh -c 'cd {L.MODELS_DIR} && find . -type f -name \"*.gguf\" | sort | xargs sha256sum'"),
         "active": device(sb, f"systemctl is-active {L.UNIT_NAME}; systemctl is-enabled {L.UNIT_NAME}").split(),
         "lock": {kind: {name: e["sha256"] for name, e in entries.items()}
                  for kind, entries in lock.items() if kind != "version"},
