@@ -532,7 +532,8 @@ def test_bench_check_prints_the_commands_of_edgekit_bench_dry_run(molecule, sess
 
 @pytest.mark.e2e
 def test_rollback_and_uninstall_through_ansible(molecule, session_dir):
-    """Rollback with one build and one setting fails with edgekit's reason, changing nothing; uninstall's --check
+    """Rollback with one build and one setting fails with edgekit's reason, changing nothing; after a ctx change it
+    puts the env file back and the service answers; uninstall's --check
     prints `edgekit uninstall --dry-run`'s commands; uninstall removes edgekit; a second one changes nothing.
     (Last: it takes the converged device away.)"""
     m = molecule
@@ -540,6 +541,13 @@ def test_rollback_and_uninstall_through_ansible(molecule, session_dir):
     back = m.play("rollback", module="rollback")
     assert back.returncode != 0 and "nothing to roll back to" in back.output, back.output[-3000:]
     assert back.recap[m.sb.name]["changed"] == 0
+    env = m.device("sudo cat /etc/edgekit/llama-server.env")
+    assert m.play("ctx-1024", ctx=1024).returncode == 0                # a second setting: the first kept as .previous
+    assert "LLAMA_ARG_CTX_SIZE=1024" in m.device("sudo cat /etc/edgekit/llama-server.env")
+    back = m.play("rollback-ctx", module="rollback")
+    assert back.returncode == 0 and back.recap[m.sb.name]["changed"] == 1, back.output[-3000:]
+    assert m.device("sudo cat /etc/edgekit/llama-server.env") == env
+    assert m.device("systemctl is-active edgekit-llama-server").strip() == "active"
     check = m.play("uninstall-check", "--check", module="uninstall")
     cli = subprocess.run([sys.executable, "-m", "edgekit", "uninstall", m.sb.name, "--dry-run", "--json"],
                          capture_output=True, text=True, timeout=300,
