@@ -80,9 +80,11 @@ def test_the_exporter_zipapp_runs_under_the_old_python(old, tmp_path):
     t.put(str(tmp_path / "exporter.pyz"), "/tmp/edgekit-exporter.pyz")
     res = t.run("python3 -I -S /tmp/edgekit-exporter.pyz --help", check=False)
     assert res.ok and "--token-file" in res.stdout, res.stdout + res.stderr
-    # one real serve: on loopback without a token, scraped once by the device's own curl, then stopped
+    # one real serve: on loopback without a token, scraped by the device's own curl until the first board sample
+    # is in (the sampler starts with the server), then stopped
     res = t.run("python3 -I -S /tmp/edgekit-exporter.pyz --port 19101 --no-token --source procfs "
                 "--interval 0.5 >/tmp/exporter.log 2>&1 & pid=$!; "
-                "for i in $(seq 50); do curl -sf http://127.0.0.1:19101/metrics && break; sleep 0.2; done; "
+                "for i in $(seq 50); do out=$(curl -sf http://127.0.0.1:19101/metrics) && "
+                "case \"$out\" in *edgekit_memory_total_bytes*) echo \"$out\"; break;; esac; sleep 0.2; done; "
                 "kill $pid", check=False)
     assert "edgekit_memory_total_bytes" in res.stdout, res.stdout + res.stderr
