@@ -276,7 +276,7 @@ def test_llama_metrics_keep_their_names_and_gain_a_model_label_and_the_key_is_se
                                                                    {"model": "smollm2"}, 3469.0)]
     assert fams["llamacpp:tokens_predicted_total"]["type"] == "counter"
     assert fams["llamacpp:requests_processing"]["help"] == "Number of requests processing"
-    assert [p for p, _ in seen] == ["/health", "/models", "/metrics"] and {k for _, k in seen} == {KEY}
+    assert seen == [("/health", None), ("/models", KEY), ("/metrics", KEY)]     # /health needs no key
     assert fams["edgekit_llama_server_up"]["samples"][0][2] == 1
     assert fams["edgekit_llama_metrics_up"]["samples"] == [("edgekit_llama_metrics_up", {"model": "smollm2"}, 1.0)]
     assert KEY not in fixture_scrape(tmp_path)
@@ -448,3 +448,45 @@ def test_the_zipapp_runs_with_the_device_python_and_serves_one_scrape(tmp_path):
     fams = strict_parse(p.stdout)
     assert fams["edgekit_llama_server_up"]["samples"][0][2] == 0 and "edgekit_build_info" in fams
     assert {lab["source"] for _, lab, _ in fams["edgekit_memory_total_bytes"]["samples"]} == {"procfs"}
+
+
+def test_a_foreign_listener_on_the_servers_port_never_gets_the_key(tmp_path, monkeypatch):
+    """The exporter's real fetch against a real listener that is not the service user's (here: no `edgekit` user
+    owns it) answering 200 and a redirect: it records every request, and none carried an Authorization header."""
+    import getpass
+    import http.server
+    import threading
+
+    from edgekit import layout
+    got: list = []
+
+    class Foreign(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append((self.path, self.headers.get("Authorization")))
+            if self.path == "/models":                 # a redirect must not carry the key along either
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/stolen")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        for user in ("nobody", getpass.getuser()):     # a foreign user's socket; then "ours": the key only then
+            monkeypatch.setattr(layout, "SERVICE_USER", user)
+            app.Exporter(FixedSampler(board_sample()), **device_files(tmp_path), url=url).scrape()
+            if user == "nobody":
+                assert got and all(auth is None for _, auth in got), got
+                assert "/models" not in {p for p, _ in got}    # nothing after /health is asked without the key
+                got.clear()
+        assert f"Bearer {KEY}" in {auth for _, auth in got} and "/stolen" not in {p for p, _ in got}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,6 +6,7 @@ tested in test_gguf_validate.py."""
 from __future__ import annotations
 
 import hashlib
+import getpass
 import http.server
 import io
 import json
@@ -147,10 +148,16 @@ def test_http(pyz, api):
     base, seen = api
     code, events, _ = run(pyz, "http", stdin=json.dumps({"url": f"{base}/health"}))
     assert code == 0 and events == [{"event": "http", "status": 200, "body": '{"status": "ok"}'}]
-    request = {"url": f"{base}/v1/chat", "body": {"q": 1}, "key": SECRET, "timeout": 5}
+    request = {"url": f"{base}/v1/chat", "body": {"q": 1}, "key": SECRET, "timeout": 5,
+               "owner": getpass.getuser()}               # the listener runs as this user: it is "edgekit's" here
     code, events, _ = run(pyz, "http", stdin=json.dumps(request))
     assert events[-1]["status"] == 200 and json.loads(events[-1]["body"]) == {"echo": {"q": 1}}
     assert seen[-1] == ("POST", "/v1/chat", f"Bearer {SECRET}", {"q": 1})
+    # a listener that is not the service user's never gets the key (nor one that names no service user)
+    for owner in ("nobody", None):
+        code, events, _ = run(pyz, "http", stdin=json.dumps({**request, "owner": owner}))
+        assert events[-1]["status"] == 0 and "the API key was not sent" in events[-1]["body"], events
+    assert len(seen) == 2 and all(auth is None for _, _, auth, _ in seen[:1])
     assert run(pyz, "http", stdin=json.dumps({"url": f"{base}/nope"}))[1][-1]["status"] == 404
     code, events, _ = run(pyz, "http", stdin=json.dumps({"url": f"http://127.0.0.1:{_free_port()}/"}))
     assert code == 0 and events[-1]["status"] == 0 and "refused" in events[-1]["body"]
@@ -311,8 +318,11 @@ def test_run_helper_events_and_failures(device, tmp_path):
         helper.last_event(events, result, "nope")
 
 
-def test_probe_sends_the_key_on_stdin_only(device, api):
+def test_probe_sends_the_key_on_stdin_only(device, api, monkeypatch):
     base, seen = api
+    status, body = probe.request(device, f"{base}/v1/chat", body={"m": 2}, key=SECRET, timeout=5)
+    assert status == 0 and "the API key was not sent" in body and seen == []    # the listener is not `edgekit`'s
+    monkeypatch.setattr(probe.L, "SERVICE_USER", getpass.getuser())             # this machine's server user
     status, body = probe.request(device, f"{base}/v1/chat", body={"m": 2}, key=SECRET, timeout=5)
     assert status == 200 and json.loads(body) == {"echo": {"m": 2}}
     assert seen[-1][2] == f"Bearer {SECRET}"

@@ -79,3 +79,38 @@ def test_ctrl_c_stops_waiting_for_a_remote_command(standin):
         with pytest.raises(KeyboardInterrupt):
             t.run("sleep 30")
         assert time.monotonic() - start < 10, "Ctrl-C waited for the remote command to end"
+
+
+def test_a_secret_in_flight_is_never_readable_by_another_user(standin):
+    """While a root-owned secret waits on the device for `install`, its staged copy is the login user's 0600 file
+    in a 0700 folder: the stand-in's `guest` user tries to read it at that moment and cannot. It travelled on stdin
+    (no command line holds it, no controller temp file) and lands 0640 root:jetson as asked."""
+    secret = f"sk-{uuid.uuid4().hex}"
+    seen: dict = {}
+
+    class Watching(Transport):
+        def run(self, command, **kwargs):
+            staged = re.search(r"install -m \S+ -o \S+ -g \S+ '?(/tmp/edgekit-upload\.\w+)/upload", command)
+            if staged:                                       # the secret is on the device, about to be installed
+                folder = staged.group(1)
+                seen["modes"] = super().run(f"stat -c '%a %U' {folder} {folder}/upload", sudo=True).stdout.split("\n")
+                with Transport(parse_target(f"guest@{standin.name}")) as guest:
+                    seen["guest"] = guest.run(f"cat {folder}/upload; ls {folder}", check=False)
+            return super().run(command, **kwargs)
+
+    traced: list = []
+    try:
+        with Watching(parse_target(standin.name)) as t:
+            t.sudo("mkdir -p /etc/edgekit-e2e")
+            t.on_trace = traced.append
+            t.put_text(secret + "\n", "/etc/edgekit-e2e/api-key", sudo=True, mode="0640", owner="root", group="jetson")
+            assert t.sudo("stat -c '%a %U:%G' /etc/edgekit-e2e/api-key; cat /etc/edgekit-e2e/api-key").stdout.split(
+                "\n")[:2] == ["640 root:jetson", secret]
+            assert t.run("ls -d /tmp/edgekit-upload.* 2>/dev/null || echo none").stdout.strip() == "none"
+        assert seen["modes"][:2] == ["700 jetson", "600 jetson"], seen
+        assert seen["guest"].exit_code != 0 and secret not in seen["guest"].stdout, seen["guest"]
+        assert "Permission denied" in seen["guest"].stderr
+        assert traced and not any(secret in str(tr) for tr in traced)     # never on a command line
+    finally:
+        with Transport(parse_target(standin.name)) as t:
+            t.sudo("rm -rf /etc/edgekit-e2e", check=False)

@@ -76,7 +76,8 @@ def http(args: List[str]) -> int:
     if args:
         return _usage("http  (the request is JSON on stdin)")
     req = json.load(sys.stdin)
-    emit({"event": "http", **http_request(req["url"], req.get("body"), req.get("key"), req.get("timeout", 10))})
+    emit({"event": "http", **http_request(req["url"], req.get("body"), req.get("key"), req.get("timeout", 10),
+                                          req.get("owner"))})
     return 0
 
 

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import urllib.error
-import urllib.request
 from typing import Optional
 
+from edgekit.localhttp import request
 
-def http_request(url: str, body: Optional[dict] = None, key: Optional[str] = None, timeout: float = 10) -> dict:
-    """{"status", "body"} of one request (POST with a JSON body when body is given); status 0 when none answered."""
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = "Bearer " + key
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return {"status": resp.status, "body": resp.read().decode("utf-8", "replace")}
-    except urllib.error.HTTPError as e:
-        return {"status": e.code, "body": e.read().decode("utf-8", "replace")}
-    except Exception as e:  # noqa: BLE001 - refused, timed out, bad URL: the caller sees status 0 and why
-        return {"status": 0, "body": str(e)}
+
+def http_request(url: str, body: Optional[dict] = None, key: Optional[str] = None, timeout: float = 10,
+                 owner: Optional[str] = None) -> dict:
+    """{"status", "body"} of one request (POST with a JSON body when body is given); status 0 when none answered,
+    or when a key was given and the server is not `owner`'s (edgekit.localhttp: the key reaches edgekit's server
+    only)."""
+    status, text = request(url, key, body, timeout, owner)
+    return {"status": status, "body": text}
 
 
 def tcp_connect(host: str, port: int, timeout: float = 5) -> Optional[str]:

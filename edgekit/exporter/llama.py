@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Dict, List, Optional, Tuple
 
+from edgekit import layout as L
 from edgekit.exporter import textformat
 from edgekit.exporter.textformat import Exposition
+from edgekit.localhttp import request
 
 Fetch = Tuple[int, str]          # (HTTP status, body); status 0 when nothing answered
 
@@ -37,14 +37,9 @@ def server_url(env: Dict[str, str]) -> str:
 
 
 def get(url: str, key: Optional[str], timeout: float) -> Fetch:
-    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + key} if key else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read(4 * 1024 * 1024).decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(64 * 1024).decode("utf-8", "replace")
-    except Exception as e:  # noqa: BLE001 - refused, timed out: the server is down, which is a value here
-        return 0, str(e)
+    """GET url; the key only to edgekit's own llama-server (edgekit.localhttp: no redirects, the service user's
+    socket, the unit's main process)."""
+    return request(url, key, timeout=timeout, owner=L.SERVICE_USER)
 
 
 def models(status: int, body: str) -> Tuple[bool, List[Tuple[str, bool]]]:
@@ -78,7 +73,7 @@ def add_server(exp: Exposition, base: str, key: Optional[str], fallback_model: s
     def left() -> float:
         return max(0.05, deadline - time.monotonic())
 
-    health, _ = fetch(f"{base}/health", key, left())
+    health, _ = fetch(f"{base}/health", None, left())          # /health needs no key: it is never sent there
     exp.gauge("edgekit_llama_server_up", "1 when llama-server answers /health with 200 (0: down or loading).") \
         .add(1.0 if health == 200 else 0.0)
     if health == 0:

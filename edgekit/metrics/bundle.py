@@ -15,7 +15,8 @@ from edgekit.telemetry.collector import AGENT_MODULES
 
 EXPORTER_MODULES = ("exporter/__init__", "exporter/__main__", "exporter/textformat", "exporter/board",
                     "exporter/llama", "exporter/facts", "exporter/app")
-MODULES = (*(f"{m}.py" for m in EXPORTER_MODULES), *(f"{m}.py" for m in AGENT_MODULES), "layout.py")
+MODULES = (*(f"{m}.py" for m in EXPORTER_MODULES), *(f"{m}.py" for m in AGENT_MODULES), "layout.py",
+           "localhttp.py")
 MAIN = ("import sys\n"
         "if sys.version_info < (3, 8):\n"
         "    sys.exit('the edgekit exporter needs python3 >= 3.8 on the device')\n"

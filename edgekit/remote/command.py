@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +134,7 @@ def run_op(transport, op: Op, **kwargs):
         kw = dict(sudo=op.root, mode=op.mode, owner=op.owner, group=op.group) if op.root else dict(mode=op.mode)
         if op.text is None:
             return transport.put(op.local, op.dest, **kw)
-        with tempfile.TemporaryDirectory() as d:
-            local = Path(d) / "upload"
-            local.write_bytes(op.data)
-            return transport.put(local, op.dest, **kw)
+        return transport.put_text(op.data, op.dest, **kw)     # as root: over stdin, never in a readable temp file
     if isinstance(op, Cmd):
         return transport.run(op.text, **kwargs)
     if isinstance(op, (Check, Local, Later)):

@@ -31,7 +31,7 @@ from edgekit.telemetry.collector import AGENT_MODULES
 
 PACKAGE = Path(__file__).resolve().parents[1]        # edgekit/
 MODULES = (*(f"device/{m}.py" for m in ("__init__", "events", "files", "fetch", "net", "cli")),
-           "models/gguf_header.py", *(f"{m}.py" for m in AGENT_MODULES))     # paths under edgekit/
+           "models/gguf_header.py", "localhttp.py", *(f"{m}.py" for m in AGENT_MODULES))     # paths under edgekit/
 MAIN = ("import sys\n"
         "if sys.version_info < (3, 8):\n"
         "    sys.exit('the edgekit helper needs python3 >= 3.8 on the device')\n"

@@ -16,6 +16,7 @@ import posixpath
 import re
 import shutil
 import socket
+import tempfile
 import subprocess
 import threading
 import time
@@ -202,14 +203,19 @@ class DeviceTransport(ABC):
                 self.run(f"rm -f {q(tmp)}", check=False)
                 raise
             return
-        tmp = self.run("mktemp /tmp/edgekit-upload.XXXXXX").stdout.strip()
+        staged = self.run(f"{STAGE} && : > \"$d/upload\" && echo \"$d\"").stdout.strip()
         try:
-            self._copy(local, tmp)
-            self.sudo(f"{_stale_temps_cleanup(remote)}; part=$(mktemp {template}) && "
-                      f"{{ install -m {q(mode)} -o {q(owner)} -g {q(group or owner)} {q(tmp)} \"$part\" && "
-                      f"mv -fT \"$part\" {q(remote)} || {{ rm -f \"$part\"; exit 1; }}; }}")
+            self._copy(local, f"{staged}/upload")
+            self._install(f"{staged}/upload", remote, mode, owner, group)
         finally:
-            self.run(f"rm -f {q(tmp)}", check=False)
+            self.run(f"rm -rf {q(staged)}", check=False)
+
+    def _install(self, staged: str, remote: str, mode: str, owner: str, group: str | None) -> None:
+        """Root installs a staged file at `remote`: a mktemp name next to it (0600 root), then mode, owner, rename."""
+        template = q(_temp_template(remote))
+        self.sudo(f"{_stale_temps_cleanup(remote)}; part=$(mktemp {template}) && "
+                  f"{{ install -m {q(mode)} -o {q(owner)} -g {q(group or owner)} {q(staged)} \"$part\" && "
+                  f"mv -fT \"$part\" {q(remote)} || {{ rm -f \"$part\"; exit 1; }}; }}")
 
     def put_temp(self, local: str | Path, prefix: str = "edgekit", mode: str = "0600") -> str:
         """Copy a file to a fresh temp file on the device (mktemp in /tmp, the login user's); -> its path. For
@@ -223,14 +229,26 @@ class DeviceTransport(ABC):
             raise
         return tmp
 
-    def put_text(self, text: str, remote: str, **kwargs) -> None:
-        """Write text to a remote file atomically (see put)."""
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", delete=False, encoding="utf-8") as fh:
-            fh.write(text)
+    def put_text(self, text: str | bytes, remote: str, *, sudo: bool = False, mode: str = "0644",
+                 owner: str = "root", group: str | None = None) -> None:
+        """Write text to a remote file atomically (see put). As root, the text travels on the command's stdin into a
+        file created 0600 in a 0700 folder of the login user's (STAGE): no other user of the device can read it,
+        not even for a moment (secrets: the API key, the exporter token)."""
         try:
-            self.put(fh.name, remote, **kwargs)
+            data = text if isinstance(text, str) else text.decode("utf-8")
+        except UnicodeDecodeError:
+            data = None
+        if sudo and data is not None:
+            staged = self.run(f"{STAGE} && cat > \"$d/upload\" && echo \"$d\"", stdin=data).stdout.strip()
+            try:
+                self._install(f"{staged}/upload", remote, mode, owner, group)
+            finally:
+                self.run(f"rm -rf {q(staged)}", check=False)
+            return
+        with tempfile.NamedTemporaryFile("wb", delete=False) as fh:     # 0600 on the controller
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
+        try:
+            self.put(fh.name, remote, sudo=sudo, mode=mode, owner=owner, group=group)
         finally:
             os.unlink(fh.name)
 
@@ -376,7 +394,7 @@ class Transport(DeviceTransport):
         ctx = self._context()
         start = time.monotonic()
         if isinstance(ctx, Connection):
-            ctx.put(local, remote)
+            ctx.put(local, remote, preserve_mode=False)    # the mktemp'd file stays 0600 (not the local file's mode)
         else:
             shutil.copyfile(local, remote)
         self._traced(f"copy {local} ({os.path.getsize(local)} bytes) -> {remote}", False, start, None)
@@ -478,6 +496,10 @@ class _ChannelHold:
             with contextlib.suppress(Exception):
                 self._proc.stdin.close()
                 self._proc.wait(timeout=10)
+
+
+# Where a root-owned upload waits for `install`: a fresh 0700 folder of the login user's holding a 0600 file.
+STAGE = "umask 077 && d=$(mktemp -d /tmp/edgekit-upload.XXXXXXXX)"
 
 
 def _temp_template(remote: str) -> str:
