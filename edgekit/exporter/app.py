@@ -15,13 +15,16 @@ import argparse
 import hmac
 import ipaddress
 import os
+import queue
+import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Optional
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Dict, List, Optional, Tuple
 
 from edgekit import layout as L
 from edgekit.exporter.board import Sampler, add_board
@@ -97,8 +100,7 @@ class Exporter:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "edgekit-exporter"
     sys_version = ""
-    timeout = 15                                   # a client that stalls is dropped, its thread freed
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.0"                  # one request per connection: a worker never waits on keep-alive
 
     def version_string(self) -> str:
         return self.server_version
@@ -141,14 +143,134 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
+class MetricsServer(HTTPServer):
+    """A bounded server: WORKERS threads made at start (never one per connection: under the unit's TasksMax a
+    thread that cannot be made would fail scrapes), and connections that wait for their request in one selector,
+    costing no thread. A connection gets a worker only when its request has arrived, then CONNECTION_TIMEOUT s to
+    be read and answered, one request each (HTTP/1.0: closed after the answer). At most MAX_OPEN connections are
+    kept: past that the one idle the longest is dropped, or the new one refused when none is idle, each with one
+    line in the journal; one that sends nothing for IDLE_TIMEOUT s is closed."""
 
-    def __init__(self, host: str, port: int, exporter: Exporter, token: Optional[str]):
+    WORKERS = 4
+    MAX_OPEN = 128
+    IDLE_TIMEOUT = 10.0
+    CONNECTION_TIMEOUT = 5.0
+    request_queue_size = 64                         # the listen backlog (socketserver's default is 5)
+
+    def __init__(self, host: str, port: int, exporter: Exporter, token: Optional[str], log=None):
         check_bind(host, token)
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.exporter, self.token = exporter, token
+        self.log = log or (lambda line: sys.stderr.write(line + "\n"))
         super().__init__((host.strip("[]"), port), _Handler)
+        self._work: "queue.Queue" = queue.Queue()
+        self._idle: Dict[socket.socket, Tuple[object, float]] = {}   # waiting for their request (oldest first)
+        self._busy = 0                                              # queued for or held by a worker
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()            # a worker hands a finished slot back
+        self._workers = [threading.Thread(target=self._worker, name=f"exporter-{i}", daemon=True)
+                         for i in range(self.WORKERS)]
+        for worker in self._workers:
+            worker.start()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stopped.clear()
+        sel = selectors.DefaultSelector()
+        sel.register(self.socket, selectors.EVENT_READ, "listen")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(timeout=min(poll_interval, 1.0)):
+                    if key.data == "listen":
+                        self._accept(sel)
+                    elif key.data == "wake":
+                        self._wake_r.recv(4096)
+                    else:                                           # a request has arrived: to a worker
+                        sel.unregister(key.fileobj)
+                        addr, _ = self._idle.pop(key.fileobj)
+                        with self._lock:
+                            self._busy += 1
+                        self._work.put((key.fileobj, addr))
+                now = time.monotonic()
+                for conn, (addr, since) in list(self._idle.items()):
+                    if now - since > self.IDLE_TIMEOUT:
+                        self._close(sel, conn)
+        finally:
+            for conn in list(self._idle):
+                self._close(sel, conn)
+            sel.close()
+            self._stopped.set()
+
+    def _accept(self, sel) -> None:
+        try:
+            conn, addr = self.socket.accept()
+        except OSError:
+            return
+        with self._lock:
+            busy = self._busy
+        if busy + len(self._idle) >= self.MAX_OPEN:
+            if self._idle:
+                oldest = next(iter(self._idle))
+                self.log(f"edgekit-exporter: dropped an idle connection from {_peer(self._idle[oldest][0])}: "
+                         f"{self.MAX_OPEN} connections open, the most it keeps")
+                self._close(sel, oldest)
+            else:
+                self.log(f"edgekit-exporter: refused a connection from {_peer(addr)}: {self.MAX_OPEN} requests "
+                         "in progress, the most it serves at once")
+                conn.close()
+                return
+        conn.setblocking(False)
+        self._idle[conn] = (addr, time.monotonic())
+        sel.register(conn, selectors.EVENT_READ, "conn")
+
+    def _close(self, sel, conn: socket.socket) -> None:
+        self._idle.pop(conn, None)
+        try:
+            sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _worker(self) -> None:
+        while True:
+            conn, addr = self._work.get()
+            if conn is None:
+                return
+            try:
+                conn.setblocking(True)
+                conn.settimeout(self.CONNECTION_TIMEOUT)
+                self.finish_request(conn, addr)
+            except Exception as e:  # noqa: BLE001 - a broken or slow client: one line, never a traceback
+                self.log(f"edgekit-exporter: a connection from {_peer(addr)} failed: {type(e).__name__}: {e}")
+            finally:
+                self.shutdown_request(conn)
+                with self._lock:
+                    self._busy -= 1
+                try:
+                    self._wake_w.send(b".")
+                except OSError:
+                    pass
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _ in self._workers:
+            self._work.put((None, None))
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _peer(addr) -> str:
+    try:
+        host, port = addr[0], addr[1]
+    except (TypeError, IndexError):
+        return "?"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
