@@ -191,3 +191,23 @@ def test_acceptance_sums_the_servers_draft_counters():
     assert acceptance([{"draft_n": 10, "draft_n_accepted": 7}, {"draft_n": 6, "draft_n_accepted": 1},
                        {"draft_n": None}]) == {"draft_tokens": 16, "draft_accepted": 8, "acceptance": 0.5}
     assert acceptance([{}])["acceptance"] is None
+
+
+def test_the_exporter_passes_the_servers_draft_counters_on_per_model():
+    """b11312's /metrics prints the speculative counters (tools/server/server-task.cpp); the exporter re-exports
+    them with the model label like every llama-server family."""
+    from edgekit.exporter import llama
+    from edgekit.exporter.textformat import Exposition
+
+    metrics = "".join(f"# HELP llamacpp:{n} {h}\n# TYPE llamacpp:{n} counter\nllamacpp:{n} {v}\n" for n, h, v in (
+        ("spec_decode_num_draft_tokens_total", "Speculative: Total draft tokens generated", 132),
+        ("spec_decode_num_accepted_tokens_total", "Speculative: Total draft tokens accepted by the target model", 117),
+        ("spec_decode_num_drafts_total", "Speculative: Total speculative decoding verification steps", 40)))
+    answers = {"/health": (200, '{"status":"ok"}'), "/models": (200, '{"data":[{"id":"smollm2-f16"}]}'),
+               "/metrics": (200, metrics)}
+    exp = Exposition()
+    llama.add_server(exp, "http://127.0.0.1:8080", "k", "smollm2-f16",
+                     fetch=lambda url, key, timeout: answers[url.split("8080", 1)[1]])
+    text = exp.render()
+    assert 'llamacpp:spec_decode_num_draft_tokens_total{model="smollm2-f16"} 132' in text
+    assert 'llamacpp:spec_decode_num_accepted_tokens_total{model="smollm2-f16"} 117' in text

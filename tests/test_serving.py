@@ -98,3 +98,24 @@ def test_provision_options_carry_the_settings():
     inv = options(resolve({"model": "gemma3-270m", "allow_unpinned": True},
                           {"cache_ram_mib": 128, "sleep_idle_seconds": 60}))
     assert inv.model.cache_ram_mib == 128 and inv.service.sleep_idle_seconds == 60
+
+
+def test_orin_nano_8gb_fit_shows_the_drafts_share_and_lowers_the_context_for_it():
+    alone = json.loads(run_cli("models", "fit", "chinese-alpaca-2-7b-64k:q2_k", "--board", "orin-nano-8gb",
+                               "--json").stdout)
+    res = run_cli("models", "fit", "chinese-alpaca-2-7b-64k:q2_k", "--board", "orin-nano-8gb", "--draft",
+                  "chinese-alpaca-2-1.3b:q2_k", "--json")
+    assert res.returncode == 0, res.stderr
+    paired = json.loads(res.stdout)
+    assert paired["draft"] == "chinese-alpaca-2-1.3b:q2_k" and alone["draft"] == ""
+    entry, quant = catalog.lookup("chinese-alpaca-2-1.3b:q2_k")
+    assert paired["draft_bytes"] == fit.draft_bytes(entry, quant, paired["ctx"]) > 0
+    assert paired["ctx"] < alone["ctx"]                     # the context is lowered to leave the draft room
+    assert paired["need_bytes"] <= paired["usable_bytes"]
+    text = run_cli("models", "fit", "chinese-alpaca-2-7b-64k:q2_k", "--board", "orin-nano-8gb", "--draft",
+                   "chinese-alpaca-2-1.3b:q2_k")
+    assert "+ draft chinese-alpaca-2-1.3b:q2_k 1.1" in text.stdout + text.stderr
+    too_big = run_cli("models", "fit", "chinese-alpaca-2-7b-64k", "--board", "orin-nano-8gb", "--draft",
+                      "chinese-alpaca-2-1.3b", "--ctx", "4096")
+    assert too_big.returncode == 5 and "--ctx 1792 (the largest context that fits chinese-alpaca-2-7b-64k:q4_k " \
+                                      "with its draft)" in too_big.stderr

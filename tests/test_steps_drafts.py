@@ -30,10 +30,15 @@ def test_fit_counts_the_drafts_weights_and_kv_cache():
     assert "+ draft chinese-alpaca-2-1.3b:q2_k 0." in paired.reason and "draft" not in alone[0].reason
     assert ctx.run.model.draft == "chinese-alpaca-2-1.3b"
     assert ctx.run.drafts["chinese-alpaca-2-1.3b"].path.endswith("/chinese-alpaca-2-1.3b/ggml-model-q2_k.gguf")
-    # on an 8 GB Orin Nano the 7B q4_k at its largest context leaves no room for the 1.3B draft's ~1.2 GiB
+    # on an 8 GB Orin Nano the 7B q4_k and the 1.3B draft fit only at a lower context: the fit lowers it, and
+    # refuses the recommended 4096 with the context that fits them both
+    lowered, _, ctx = plan_and_apply(FitCheck(ModelRequest("chinese-alpaca-2-7b-64k:q4_k", allow_unpinned=True,
+                                                           draft="chinese-alpaca-2-1.3b:q4_k")), {}, run=board(7.44))
+    assert ctx.run.model.n_ctx == 1792 and "ctx 1792" in lowered.reason
     with pytest.raises(Exception, match=r"short") as e:
-        plan_and_apply(FitCheck(ModelRequest("chinese-alpaca-2-7b-64k:q4_k", allow_unpinned=True,
+        plan_and_apply(FitCheck(ModelRequest("chinese-alpaca-2-7b-64k:q4_k", allow_unpinned=True, n_ctx=4096,
                                              draft="chinese-alpaca-2-1.3b:q4_k")), {}, run=board(7.44))
+    assert "--ctx 1792" in e.value.hint
     assert e.value.exit_code == 5
 
 

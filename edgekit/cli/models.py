@@ -18,6 +18,7 @@ from edgekit import state as controller_state
 from edgekit.errors import UsageError
 from edgekit.facts.device import read_facts
 from edgekit.models import catalog, fit
+from edgekit.models.drafts import check_catalog_pair
 from edgekit.models.router import DefaultModel
 from edgekit.models.steps import ModelRequest, model_steps
 from edgekit.remote.lock import device_lock
@@ -120,6 +121,8 @@ def fit_cmd(
     cache_type: str = typer.Option("f16", "--cache-type", help="KV cache type: f16, q8_0, q4_0."),
     cache_ram: Optional[int] = typer.Option(None, "--cache-ram", min=0, help="Prompt cache in MiB to count "
                                             "(default: the bound provision sets, half the headroom)."),
+    draft: Optional[str] = typer.Option(None, "--draft", help="A speculative draft NAME[:QUANT] served with it: "
+                                        "its weights, KV cache and compute counted (the pair checked first)."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table of every model and quant."),
     pairs: bool = typer.Option(False, "--pairs", help="Router mode: a markdown table of which catalog pairs stay "
                                                       "loaded together (the --models-max provision would choose)."),
@@ -145,8 +148,12 @@ def fit_cmd(
     if not name:
         raise UsageError("which model?", hint="e.g. `edgekit models fit chinese-alpaca-2-1.3b --board orin-nano-4gb`")
     entry, quant = catalog.lookup(name, None, total)
-    n_ctx = ctx or fit.default_ctx(entry, quant, total, cache_type)
-    report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type, cache_ram)
+    paired = None
+    if draft:
+        paired = catalog.lookup(draft, None, total)
+        check_catalog_pair(entry, None, paired[0])
+    n_ctx = ctx or fit.default_ctx(entry, quant, total, cache_type, paired)
+    report = fit.check_entry(entry, quant, n_ctx, total, label, cache_type, cache_ram, paired)
     if json_out:
         emit_json(report.to_json())
     elif report.fits:

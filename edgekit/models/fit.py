@@ -212,20 +212,27 @@ def estimate(model: str, quant: str, size: int, shape: Shape, ctx: int, total_by
     return report
 
 
-def max_ctx(size: int, shape: Shape, quant: str, total_bytes: int, kv_type: str = "f16") -> int:
-    """The largest context (a multiple of 256, at most the model's own) that fits; 0 when none does."""
+def _fits(quant: str, size: int, shape: Shape, ctx: int, total_bytes: int, kv_type: str, draft=None) -> bool:
+    """Whether the model (and its draft: (entry, quant), at the same context) fits."""
+    report = estimate("", quant, size, shape, ctx, total_bytes, kv_type=kv_type)
+    return report.need_bytes + (draft_bytes(*draft, ctx, kv_type) if draft else 0) <= report.usable_bytes
+
+
+def max_ctx(size: int, shape: Shape, quant: str, total_bytes: int, kv_type: str = "f16", draft=None) -> int:
+    """The largest context (a multiple of 256, at most the model's own) that fits, with its draft; 0 when none."""
     lo, hi = 0, max(shape.context_length, 256) // 256
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if estimate("", quant, size, shape, mid * 256, total_bytes, kv_type=kv_type).fits:
+        if _fits(quant, size, shape, mid * 256, total_bytes, kv_type, draft):
             lo = mid
         else:
             hi = mid - 1
     return lo * 256
 
 
-def suggest(report: FitReport, size_of: dict[str, int], shape: Shape) -> list[str]:
-    """What would fit instead: a smaller context, a quantized KV cache, a smaller quantization."""
+def suggest(report: FitReport, size_of: dict[str, int], shape: Shape, draft=None) -> list[str]:
+    """What would fit instead (with the draft, when there is one): a smaller context, a quantized KV cache, a
+    smaller quantization; or no draft."""
     out = []
     spare = report.usable_bytes - report.model_bytes
     if report.cache_ram_from == "setting" and report.cache_ram_bytes and spare >= 0:
@@ -234,18 +241,22 @@ def suggest(report: FitReport, size_of: dict[str, int], shape: Shape) -> list[st
     if report.draft and spare < 0 and report.model_bytes - report.draft_bytes <= report.usable_bytes:
         out.append(f"no --draft (the draft {report.draft} takes {gib(report.draft_bytes)})")
     size = size_of[report.quant]
-    c = max_ctx(size, shape, report.quant, report.total_bytes, report.kv_type)
-    if c >= 512:
-        out.append(f"--ctx {c} (the largest context that fits {report.model}:{report.quant})")
+    c = max_ctx(size, shape, report.quant, report.total_bytes, report.kv_type, draft)
+    if 512 <= c < report.ctx:
+        out.append(f"--ctx {c} (the largest context that fits {report.model}:{report.quant}"
+                   f"{' with its draft' if draft else ''})")
     for kv in ("q8_0", "q4_0"):
-        if KV_BYTES[kv] < KV_BYTES[report.kv_type] and estimate(
-                report.model, report.quant, size, shape, report.ctx, report.total_bytes, kv_type=kv).fits:
+        if KV_BYTES[kv] < KV_BYTES[report.kv_type] and _fits(report.quant, size, shape, report.ctx,
+                                                             report.total_bytes, kv, draft):
             out.append(f"--cache-type {kv} (a quantized KV cache fits ctx {report.ctx})")
             break
     for q, size in sorted(size_of.items(), key=lambda kv: kv[1] or 1 << 62):
         if q == report.quant:
             continue
         alt = estimate(report.model, q, size, shape, report.ctx, report.total_bytes, report.board, report.kv_type)
+        if draft:
+            alt.draft_bytes = draft_bytes(*draft, report.ctx, report.kv_type)
+            alt.fits = alt.need_bytes <= alt.usable_bytes
         if alt.fits and alt.weights_bytes < report.weights_bytes:
             out.append(f"{report.model}:{q} (needs {gib(alt.need_bytes)} at ctx {report.ctx})")
             break
@@ -274,7 +285,7 @@ def check_entry(entry, quant, ctx: int | None, total_bytes: int, board: str = "d
         report.draft_bytes = draft_bytes(draft[0], draft[1], report.ctx, kv_type)
     bound_cache(report, cache_ram_mib)
     if not report.fits:
-        report.suggestions = suggest(report, {q.name: q.best_size for q in entry.quants.values()}, shape)
+        report.suggestions = suggest(report, {q.name: q.best_size for q in entry.quants.values()}, shape, draft)
     return report
 
 
@@ -300,8 +311,9 @@ def board_total(slug: str) -> tuple[str, int]:
     return b.name, b.ram_bytes
 
 
-def default_ctx(entry, quant, total_bytes: int, kv_type: str = "f16") -> int:
-    """The entry's recommended context, lowered to the largest that fits this board (never below 512)."""
+def default_ctx(entry, quant, total_bytes: int, kv_type: str = "f16", draft=None) -> int:
+    """The entry's recommended context, lowered to the largest that fits this board with the draft, if any (never
+    below 512)."""
     shape = Shape.from_dict(entry.shape)
-    fitting = max_ctx(quant.best_size, shape, quant.name, total_bytes, kv_type)
+    fitting = max_ctx(quant.best_size, shape, quant.name, total_bytes, kv_type, draft)
     return min(entry.recommended_ctx, fitting) if fitting >= 512 else entry.recommended_ctx

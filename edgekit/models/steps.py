@@ -123,8 +123,8 @@ def _fit_url(ctx: Context, request: ModelRequest, header: GGUFHeader, size: int)
             return entry, request.n_ctx or entry.recommended_ctx, f"fit not checked (--force): {e.message}"
         raise UsageError(f"cannot estimate whether {entry.name} fits: its GGUF header lacks part of the shape "
                          f"({e.message})", hint="pass --force to install it without the fit check") from None
-    n_ctx = request.n_ctx or fit.default_ctx(entry, quant, total, request.kv_type)
     draft = _draft(ctx, request, total)
+    n_ctx = request.n_ctx or fit.default_ctx(entry, quant, total, request.kv_type, draft)
     report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, request.kv_type, request.cache_ram_mib,
                              draft)
     if not report.fits and not request.force:
@@ -160,8 +160,8 @@ class FitCheck:
         if self.request.by_url:
             return self._plan_url(ctx)
         entry, quant, total = _resolved(self.request, ctx)
-        n_ctx = self.request.n_ctx or fit.default_ctx(entry, quant, total, self.request.kv_type)
         draft = _draft(ctx, self.request, total)
+        n_ctx = self.request.n_ctx or fit.default_ctx(entry, quant, total, self.request.kv_type, draft)
         report = fit.check_entry(entry, quant, n_ctx, total, ctx.transport.name, self.request.kv_type,
                                  self.request.cache_ram_mib, draft)
         model = _model(ctx, entry.name, _dest(entry, quant), self.request)
