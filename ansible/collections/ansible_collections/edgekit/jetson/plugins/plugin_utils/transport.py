@@ -17,7 +17,8 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
+
+import psutil
 
 from ansible_collections.edgekit.jetson.plugins.plugin_utils.checkout import import_edgekit
 
@@ -168,17 +169,11 @@ class _SshHold:
 
 def _children_with(tag: str) -> list[int]:
     """This process's children whose command line holds `tag` (the ssh process of a hold)."""
-    me, found = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == me and tag.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
+    found = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if any(tag in arg for arg in child.cmdline()):
+                found.append(child.pid)
     return found
 
 
