@@ -269,6 +269,8 @@ def test_the_galaxy_artifact_installs_and_refuses_the_role_holes_before_connecti
     for (args, says), task in zip(cases, tasks):
         said = re.sub(r"\s+", " ", task.replace("'\n", "'").replace("\n", " "))     # the YAML result wraps lines
         assert "fatal: [nowhere]: FAILED!" in task and re.search(says, said), (args, task)
+    no_key = re.sub(r"\s+", " ", tasks[-3])
+    assert "hint: keep the generated API key, or bind locally: api_key: false host: 127.0.0.1" in no_key, no_key
     pack_refusal = tasks[-1]
     assert "//tmp/x" in pack_refusal and "set-uid" in pack_refusal and "connected: false" in pack_refusal
     import platform

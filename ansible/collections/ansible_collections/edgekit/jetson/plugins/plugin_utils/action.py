@@ -5,6 +5,8 @@ hint and exit code."""
 
 from __future__ import annotations
 
+import re
+
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -43,9 +45,21 @@ def resolve(args: dict, task_vars: dict, templar):
                             f"task argument or edgekit_ variable, host {host}")
 
 
+def as_arguments(text: str) -> str:
+    """A message or hint with each `edgekit provision` flag of a setting named as this module's argument
+    (`--no-api-key` is `api_key: false`, `--host` is `host:`): hints name what exists where they are printed."""
+    flags = {s.flag: s for s in settings.SETTINGS if s.flag}
+
+    def argument(m: re.Match) -> str:
+        s = flags.get(m.group(0))
+        return m.group(0) if s is None else f"{s.name}: false" if s.negated else f"{s.name}:"
+
+    return re.sub(r"--[a-z0-9][a-z0-9-]*", argument, text)
+
+
 def failure(e: EdgekitError) -> dict:
-    hint = f" (hint: {e.hint})" if e.hint else ""
-    return {"failed": True, "msg": f"{e.message}{hint}", "exit_code": e.exit_code,
+    hint = f" (hint: {as_arguments(e.hint)})" if e.hint else ""
+    return {"failed": True, "msg": f"{as_arguments(e.message)}{hint}", "exit_code": e.exit_code,
             "error": type(e).__name__}
 
 
