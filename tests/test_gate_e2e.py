@@ -4,6 +4,8 @@ switches to it, and a change that leaves the service unhealthy is rolled back to
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import tarfile
 
 import pytest
@@ -70,6 +72,48 @@ def test_gate_record_makes_a_second_run_a_noop(served_standin):
     steps = {s["step"]: s for s in json.loads(res.stdout)["steps"]}
     assert steps["llama-gate"]["status"] == "ok" and "passed the gate here" in steps["llama-gate"]["message"]
     assert "on the CPU" in steps["llama-gate"]["message"]
+
+
+# stands in for a llama.cpp build that lacks one setting edgekit writes: its --help omits the variable
+FORGETFUL_SERVER = """#!/bin/sh
+if [ "$1" = --help ]; then "$0.real" --help 2>&1 | grep -v 'LLAMA_ARG_CORS_ORIGINS'; exit 0; fi
+exec "$0.real" "$@"
+"""
+
+
+def test_a_build_that_does_not_know_a_setting_is_refused_before_anything_changes(served_standin):
+    """The real build knows every LLAMA_ARG_* edgekit writes; one whose --help lacks one is refused (exit 5), in the
+    dry run and the real run, naming the variable and the build, with the device as it was."""
+    dry = served_standin.cli(*served_standin.provision_args("--dry-run", "--json"))
+    assert dry.returncode == 0, dry.stderr
+    gate = {s["step"]: s for s in json.loads(dry.stdout)["steps"]}["llama-gate"]
+    knows = re.search(r"llama-server knows the (\d+) LLAMA_ARG_\* settings edgekit writes", gate["message"])
+    written = [line for line in sh(served_standin, "cat /etc/edgekit/llama-server.env").splitlines()
+               if line.startswith("LLAMA_ARG_")]
+    assert knows and int(knows[1]) >= len(written) > 15, (gate, written)
+    prefix = sh(served_standin, "readlink -f /opt/edgekit/llama.cpp/current")
+    build = prefix.rsplit("/", 1)[-1]
+    server = f"{prefix}/bin/llama-server"
+    watched = "/etc/edgekit/llama-server.env /etc/systemd/system/edgekit-llama-server.service"
+    before = sh(served_standin, f"stat -c '%n %Y %s' {watched}")
+    pid = main_pid(served_standin)
+    sh(served_standin, f"mv {server} {server}.real && printf '%s' {shlex.quote(FORGETFUL_SERVER)} > {server} && "
+                       f"chmod 755 {server}")
+    try:
+        runs = [served_standin.cli(*served_standin.provision_args("--dry-run")),
+                served_standin.cli(*served_standin.provision_args("--cors-origin", "http://dash.lan:3000"))]
+    finally:
+        sh(served_standin, f"mv -f {server}.real {server}")
+    for res in runs:
+        assert res.returncode == 5, res.stderr
+        lines = [line for line in res.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+        assert lines[0].startswith("error: ") and "does not know LLAMA_ARG_CORS_ORIGINS" in lines[0], res.stderr
+        assert f"build {build} on {served_standin.target}" in lines[0], lines[0]
+        assert f"the service and `current` ({build}) are unchanged" in lines[0], lines[0]
+        assert lines[1].startswith("hint: ") and "--llama-src" in lines[1], res.stderr
+    assert sh(served_standin, f"stat -c '%n %Y %s' {watched}") == before, "nothing may change"
+    assert "dash.lan" not in sh(served_standin, "cat /etc/edgekit/llama-server.env")
+    assert main_pid(served_standin) == pid, "the running service must not be touched"
 
 
 def test_port_taken_is_refused_before_any_change(served_standin):

@@ -17,14 +17,16 @@ from edgekit.llamacpp.stamp import BUILT_ON_COMMAND
 from edgekit.llamacpp.steps import (BuildDeps, BuildPlanned, LlamaCompile, LlamaCurrent, LlamaGate, LlamaInstall,
                                  LlamaSource, Resolved)
 from edgekit.errors import UnsuitableDevice
+from edgekit.llamacpp.server_env import UnknownServerSetting, names_written
 from edgekit.facts.deployed import (BuildDirs, BuiltOn, DebPackages, FileSha256, GateRecord, GpuGroups, HealthyBuild,
-                                    InstalledBuild, SourceMarker, SystemdVersion, UserGroups)
+                                    InstalledBuild, ServerEnvNames, SourceMarker, SystemdVersion, UserGroups)
 from edgekit.models.tiny import tiny_llama_sha256
 from edgekit.remote.command import Upload
 from edgekit.remote.plan import Change, Noop
 from edgekit.remote.run_state import RunState
 from tests.steps_harness import plan_and_apply
 from tests.test_build import jetson_facts
+from tests.test_server_env import KNOWN
 
 SPEC = S.BuildSpec()
 MACHINE = "3d1219c7c4c5404aaa1f6d2a48adfda4"
@@ -156,8 +158,9 @@ def test_install_refuses_a_cuda_build_that_came_out_cpu_only(state):
         plan_and_apply(LlamaInstall(SPEC), {**not_built(state.plan), BuiltOn(): {}}, run=state, answer=cpu_only)
 
 
-def gate_facts(plan, record=None, model_there=True):
-    return {GateRecord(plan.prefix): record, GpuGroups(): ["video", "render"], SystemdVersion(): 249,
+def gate_facts(plan, record=None, model_there=True, known=KNOWN):
+    return {GateRecord(plan.prefix): record, ServerEnvNames(f"{plan.prefix}/bin/llama-server"): known,
+            GpuGroups(): ["video", "render"], SystemdVersion(): 249,
             UserGroups(L.SERVICE_USER): ["edgekit"], FileSha256(GATE_MODEL): tiny_llama_sha256() if model_there else None}
 
 
@@ -165,6 +168,22 @@ def test_gate_passed_here_before_is_a_noop(state):
     record = {"ok": True, "build": state.plan.id, "at": "2026-11-30", "reason": "generated 8 tokens"}
     dry, _, _ = plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan, record), run=state)
     assert isinstance(dry, Noop) and "passed the gate here" in dry.reason
+
+
+def test_gate_refuses_a_build_that_does_not_know_a_setting_before_anything_runs(state):
+    """Also a build that passed the gate before: the settings of this run may name a variable it lacks."""
+    record = {"ok": True, "build": state.plan.id, "at": "2026-11-30", "reason": "generated 8 tokens"}
+    given = gate_facts(state.plan, record, known=KNOWN - {"LLAMA_ARG_UI_MCP_PROXY"})
+    with pytest.raises(UnknownServerSetting, match=f"build {state.plan.id} on .* does not know LLAMA_ARG_UI_MCP_PROXY"):
+        plan_and_apply(LlamaGate(SPEC), given, run=state)
+
+
+def test_gate_of_a_build_not_there_yet_says_its_settings_are_checked_once_built(state):
+    dry, _, _ = plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan, known=None), run=state,
+                               answer=answers(state.plan))
+    assert "every LLAMA_ARG_* setting edgekit writes (read once it is built)" in dry.summary
+    passed, _, _ = plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan), run=state, answer=answers(state.plan))
+    assert f"its llama-server knows the {len(names_written())} LLAMA_ARG_* settings edgekit writes" in passed.summary
 
 
 def test_gate_runs_the_server_in_the_sandbox_and_records_the_verdict(state):
@@ -238,7 +257,8 @@ def test_install_pack_uploads_checks_gates_moves_records_and_switches_as_printed
     prefix = f"{L.INSTALL_ROOT}/{name}"
     given = {InstalledBuild(prefix): {"current": f"{L.INSTALL_ROOT}/b1-old", "server": False, "stamp": None},
              GpuGroups(): [], SystemdVersion(): 252, UserGroups(L.SERVICE_USER): ["edgekit"],
-             FileSha256(GATE_MODEL): tiny_llama_sha256(), HealthyBuild(): "", BuildDirs(): ""}
+             FileSha256(GATE_MODEL): tiny_llama_sha256(), HealthyBuild(): "", BuildDirs(): "",
+             ServerEnvNames(f"{prefix}.partial/bin/llama-server"): KNOWN}
     dry, _, ctx = plan_and_apply(InstallPack(path), given, run=lambda: RunState(facts=jetson_facts()),
                                  answer=answers(None))
     ran = [str(op) for op in ctx.transport.ran]
@@ -282,6 +302,21 @@ def test_install_pack_already_current_is_a_noop(tmp_path):
     path, name, stamp = _pack_here(tmp_path)
     prefix = f"{L.INSTALL_ROOT}/{name}"
     given = {InstalledBuild(prefix): {"current": prefix, "server": True, "stamp": stamp},
-             GateRecord(prefix): {"ok": True, "build": name, "at": "t", "reason": "r"}}
+             GateRecord(prefix): {"ok": True, "build": name, "at": "t", "reason": "r"},
+             ServerEnvNames(f"{prefix}/bin/llama-server"): KNOWN}
     dry, _, _ = plan_and_apply(InstallPack(path), given, run=lambda: RunState(facts=jetson_facts()))
     assert isinstance(dry, Noop) and "(current)" in dry.reason
+
+
+def test_a_pack_that_does_not_know_a_setting_is_removed_and_refused_before_its_gate(tmp_path):
+    from edgekit.llamacpp.packs import InstallPack
+
+    path, name, _ = _pack_here(tmp_path)
+    prefix = f"{L.INSTALL_ROOT}/{name}"
+    given = {InstalledBuild(prefix): {"current": f"{L.INSTALL_ROOT}/b1-old", "server": False, "stamp": None},
+             GpuGroups(): [], SystemdVersion(): 252, UserGroups(L.SERVICE_USER): ["edgekit"],
+             FileSha256(GATE_MODEL): tiny_llama_sha256(), HealthyBuild(): "", BuildDirs(): "",
+             ServerEnvNames(f"{prefix}.partial/bin/llama-server"): KNOWN - {"LLAMA_ARG_AGENT"}}
+    with pytest.raises(UnknownServerSetting, match=f"pack {name} on .* does not know LLAMA_ARG_AGENT") as e:
+        plan_and_apply(InstallPack(path), given, run=lambda: RunState(facts=jetson_facts()), answer=answers(None))
+    assert e.value.exit_code == 5

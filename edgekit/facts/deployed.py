@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 
 from edgekit import layout as L
 from edgekit.llamacpp.gate import parse_record, read_record_command
+from edgekit.llamacpp.server_env import parse_env_names
 from edgekit.llamacpp.stamp import BUILT_ON_COMMAND, installed_command, parse_built_on, parse_installed
 from edgekit.facts.device import DeviceFacts, read_facts
 from edgekit.remote.command import q
@@ -176,6 +177,21 @@ class InstalledBuild(Fact):
     prefix: str
     make = staticmethod(installed_command)
     parse = staticmethod(parse_installed)
+
+
+@dataclass(frozen=True)
+class ServerEnvNames(Fact):
+    """The environment names a llama-server build knows (its `--help`, run with an empty environment so no
+    variable of the login shell's changes it); None when the binary is not there."""
+
+    server: str
+    template = (f"if [ -x {{server}} ]; then echo @@present; env -i PATH=/usr/bin:/bin timeout 60 {{server}} --help "
+                f"2>&1; else echo {MISSING}; fi")
+
+    @staticmethod
+    def parse(output: str) -> frozenset[str] | None:
+        head, _, text = output.partition("\n")
+        return parse_env_names(text) if head == "@@present" else None
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from edgekit import layout as L
 from edgekit.llamacpp.gate import GATE_MODEL, GateRefused, GateRun, run_gate, sandbox_properties
+from edgekit.llamacpp.server_env import names_written, require_known
 from edgekit.llamacpp.stamp import describe
 from edgekit.errors import UnsuitableDevice
 from edgekit.facts.deployed import (BuildDirs, FileSha256, GateRecord, GpuGroups, HealthyBuild, InstalledBuild,
-                                    SystemdVersion, UserGroups)
+                                    ServerEnvNames, SystemdVersion, UserGroups)
 from edgekit.models.tiny import tiny_llama_sha256
 from edgekit.remote.command import Op, q
 from edgekit.remote.plan import Change, Context, Noop
@@ -36,12 +37,25 @@ def gate_ops(ctx: Context, run: GateRun, record_in: str | None) -> list[Op]:
     return run.ops(ctx.fact(FileSha256(GATE_MODEL)) == tiny_llama_sha256(), record_in)
 
 
+def known_settings(ctx: Context, prefix: str, build_id: str, what: str = "build") -> str | None:
+    """Refuse (UnknownServerSetting, exit 5) when the build at `prefix` does not know a LLAMA_ARG_* name this
+    run's service settings write; -> what was checked (None: not built yet, e.g. in a dry run)."""
+    known = ctx.fact(ServerEnvNames(f"{prefix}/bin/llama-server"))
+    current = None
+    if known is not None:
+        current = (ctx.read(f"readlink {q(L.CURRENT)}", sudo=False).stdout.strip() or "none").rsplit("/", 1)[-1]
+    return require_known(known, names_written(ctx.run.service, ctx.run.router), build_id, ctx.transport.name,
+                         current, what)
+
+
 def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: str | None = None,
               lower=None, what: str = "build") -> Noop | Change:
-    """Noop when this build already passed the gate on this device; else the gate run (raises GateRefused)."""
+    """Noop when this build already passed the gate on this device; else the gate run (raises GateRefused).
+    Either way the build must know every setting the service's env file will name (raises UnknownServerSetting)."""
+    knows = known_settings(ctx, prefix, build_id, what)
     rec = ctx.fact(GateRecord(prefix))
     if rec and rec.get("ok") and rec.get("build") == build_id:
-        return Noop(f"passed the gate here at {rec.get('at')}: {rec.get('reason')}")
+        return Noop(f"passed the gate here at {rec.get('at')}: {rec.get('reason')}; {knows}")
     run = gate_run_for(ctx, build_id, prefix, gpu)
     ops = gate_ops(ctx, run, prefix)
 
@@ -59,7 +73,9 @@ def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: st
         raise GateRefused(message, verdict, refused, hint=hint)
 
     return Change(f"prove {build_id} runs here: its llama-server on a tiny model in the service's sandbox"
-                  + (", every layer on the GPU" if gpu else ""), ops, apply=apply)
+                  + (", every layer on the GPU" if gpu else "")
+                  + (f" ({knows})" if knows else "; first its `llama-server --help` must list every LLAMA_ARG_* "
+                     "setting edgekit writes (read once it is built)"), ops, apply=apply)
 
 
 class CpuLevelRefused:

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgekit import layout as L
 from edgekit import paths
 from edgekit.llamacpp import isa
-from edgekit.llamacpp.current import gate_ops, gate_plan, gate_run_for, switch_ops, switch_plan
+from edgekit.llamacpp.current import gate_ops, gate_plan, gate_run_for, known_settings, switch_ops, switch_plan
 from edgekit.llamacpp.gate import GateRefused, record_text, record_upload, run_gate
 from edgekit.llamacpp.pack import checked_unpack_command
 from edgekit.llamacpp.stamp import parse_stamp
@@ -137,6 +137,11 @@ class InstallPack:
         def apply(c: Context) -> None:
             for op in ops[:first_gate]:
                 c.do(op, **({"hint": "the upload was corrupted; retry"} if "sha256sum -c" in str(op) else {}))
+            try:
+                known_settings(c, part, self.pack_name, "pack")
+            except UnsuitableDevice:
+                c.read(f"rm -rf {q(part)}")             # the refused pack is not kept
+                raise
             verdict = run_gate(c, run, gate, self.pack_name)
             if not verdict.ok:
                 c.read(f"rm -rf {q(part)}")             # the refused pack is not kept
