@@ -70,6 +70,8 @@ PREREQUISITES: dict[str, Prerequisite] = {
                                   and os.path.isfile("/usr/lib/aarch64-linux-gnu/libssl.so"),
                                   "dpkg --add-architecture arm64 && apt-get update && apt-get install "
                                   "crossbuild-essential-arm64 libssl-dev:arm64"),
+    "openai": Prerequisite(_module("openai"), "pip install -e '.[test]'"),
+    "chromium": Prerequisite(_tool("chromium"), "apt-get install chromium"),
     "sched_setaffinity": Prerequisite(lambda: hasattr(os, "sched_getaffinity"), "a Linux host"),
     # tests of what edgekit does where Jetson tools are absent: a Jetson cannot run them
     "not-a-jetson": Prerequisite(lambda: not shutil.which("tegrastats") and not os.path.exists("/etc/nvpmodel.conf")

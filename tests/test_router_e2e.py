@@ -103,3 +103,17 @@ def test_models_use_moves_the_default_and_ask_follows_it(router):
     assert _status(router)[MODELS[1]] == "loaded"
     wrong = router["cli"]("models", "use", sb.name, "nosuch")
     assert wrong.returncode == 2 and "is not one of the models" in wrong.stderr
+
+
+@pytest.mark.needs("openai")
+def test_the_openai_client_chooses_the_model_by_its_model_field(router):
+    """The official `openai` package against the router: it lists both models, and each request's `model` field
+    picks the model that answers (the answer names it)."""
+    import openai
+
+    client = openai.OpenAI(base_url=router["url"] + "/v1", api_key=router["key"], max_retries=0, timeout=300)
+    assert sorted(m.id for m in client.models.list()) == sorted(MODELS)
+    for name in (MODELS[1], MODELS[0]):
+        answer = client.chat.completions.create(model=name, max_tokens=8, temperature=0,
+                                                messages=[{"role": "user", "content": "Say hi."}])
+        assert answer.model == name and answer.choices[0].message.content.strip(), answer
