@@ -9,17 +9,12 @@ import pytest
 
 from edgekit.errors import UsageError
 from edgekit.models import catalog, fit
-from edgekit.service.settings import parse_env, render_env, render_preset, render_unit, router_model, service_variables
+from edgekit.service.settings import parse_env, render_env, render_preset, render_unit, router_model
 from edgekit.settings import resolve
 from tests.conftest import run_cli_inprocess as run_cli
+from tests.test_service import variables
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def variables(**over):
-    base = dict(model_name="m", model_path="/opt/edgekit/models/m/m.gguf", ctx=2048, port=8088, host="0.0.0.0",
-                gpu=False, api_key=True, parallel=2, threads=None, chat_template=None, cache_type_kv=None, groups=[])
-    return service_variables(**{**base, **over})
 
 
 def test_prompt_cache_is_half_the_headroom_in_64_mib_steps_capped_at_llamacpps_default():
