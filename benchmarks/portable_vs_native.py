@@ -4,7 +4,7 @@
     sudo python3 benchmarks/portable_vs_native.py [--sdist PATH] [--model GGUF] [--rounds 3]
 
 Builds the pinned llama.cpp twice from the same source with edgekit's own cmake flags (edgekit.llamacpp.cmake),
-once with `-DGGML_NATIVE=ON` and once at the CPU level edgekit picks for this machine (edgekit.llamacpp.isa), both
+once with `-DGGML_NATIVE=ON` and once at the CPU level edgekit picks for this machine (edgekit.facts.isa), both
 cold (ccache disabled), the targets edgekit builds, `-j` = CPUs. Then llama-bench (pp512, tg128) on the same
 model, the two builds interleaved for `--rounds` rounds, the same threads; medians. Writes
 benchmarks/results/portable-vs-native.json. Client and llama-bench share this machine's cores with nothing else

@@ -27,7 +27,8 @@ from edgekit.models.router import model_set_steps
 from edgekit.models.steps import ModelRequest, local_model_file, require_pinned
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, Noop, run_steps
-from edgekit.service import healthy, probe
+from edgekit import healthy
+from edgekit.service import probe
 from edgekit.service.settings import parse_env
 from edgekit.service.steps import (ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile,
                                    ServiceOptions, ServiceRunning, ServiceUser, UnitFile, probe_host, unit_properties,

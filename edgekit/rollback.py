@@ -16,7 +16,7 @@ from edgekit.llamacpp.current import switch_commands
 from edgekit.remote.command import Check, Local, q
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Change, Context, Noop, StepResult, run_steps
-from edgekit.service import healthy
+from edgekit import healthy
 from edgekit.service.settings import parse_env
 
 SETTINGS = (L.ENV_PATH, L.PRESET_PATH)          # the settings and, in router mode, the models' presets

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from edgekit.errors import UsageError
 from edgekit.facts import boards
 from edgekit.facts.system import CpuInfo
-from edgekit.llamacpp import cross, isa
+from edgekit.facts import isa
+from edgekit.llamacpp import cross
 from edgekit.llamacpp import spec as S
 from edgekit.llamacpp.cmake import plan_build
 from edgekit.sandbox import emulation, identity, rootfs

@@ -23,7 +23,7 @@ from edgekit.facts import boards
 from edgekit.facts.deployed import FileText
 from edgekit.remote.command import Upload
 from edgekit.telemetry.sample import Sample
-from edgekit.tuning.modes import parse_conf
+from edgekit.facts.power_modes import parse_conf
 from tests.conftest import run_cli_inprocess
 from tests.fixtures import captured as cap
 from tests.steps_harness import RecordingTransport

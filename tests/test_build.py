@@ -13,7 +13,8 @@ import pytest
 from edgekit.llamacpp import spec as S
 from edgekit.llamacpp.cmake import SourceInfo, flags_hash, jobs_for, parse_progress, plan_build
 from edgekit.llamacpp.source import fetch_commands, find_root, pack_tree, resolve_source, tarball_source
-from edgekit.llamacpp.stamp import describe, make_stamp, parse_installed, parse_stamp, stamp_matches
+from edgekit.facts.build import parse_installed, parse_stamp
+from edgekit.llamacpp.stamp import describe, make_stamp, stamp_matches
 from edgekit.llamacpp.current import prune_candidates, switch_commands
 from edgekit.llamacpp.steps import linked_ggml
 from edgekit.facts.deployed import DebPackages

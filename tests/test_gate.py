@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit.llamacpp import isa
-from edgekit.llamacpp.gate import GateRun, judge, parse_record, sandbox_properties, unit_name
+from edgekit.facts import isa
+from edgekit.facts.build import parse_record
+from edgekit.llamacpp.gate import GateRun, judge, sandbox_properties, unit_name
 from edgekit.errors import UsageError
+from edgekit.facts.system import parse_cpuinfo
 from edgekit.models.tiny import tiny_llama_bytes, tiny_llama_sha256
 from edgekit.service.settings import render_unit
 
@@ -31,15 +33,15 @@ CPUINFO_ARMV82 = ("processor\t: 0\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd evtst
 
 
 def test_parse_cpuinfo_x86_and_arm():
-    model, flags = isa.parse_cpuinfo(CPUINFO_EPYC)
+    model, flags = parse_cpuinfo(CPUINFO_EPYC)
     assert model == "AMD EPYC" and {"avx512f", "avx2", "sse4_2"} <= flags and "amx_tile" not in flags
-    model, flags = isa.parse_cpuinfo(CPUINFO_ARMV82)
+    model, flags = parse_cpuinfo(CPUINFO_ARMV82)
     assert model is None and {"asimddp", "fphp", "asimdhp"} <= flags
 
 
 def test_levels_never_native_never_amx_and_every_switch_explicit():
     for text in (CPUINFO_EPYC, CPUINFO_XEON_AMX):
-        _, flags = isa.parse_cpuinfo(text)
+        _, flags = parse_cpuinfo(text)
         level = isa.choose("x86_64", flags)
         assert level.name == "x86-64-v4"
         defines = isa.defines_for(level, "x86_64")
@@ -49,13 +51,13 @@ def test_levels_never_native_never_amx_and_every_switch_explicit():
 
 
 def test_refused_levels_fall_back_and_arm_levels():
-    _, flags = isa.parse_cpuinfo(CPUINFO_XEON_AMX)
+    _, flags = parse_cpuinfo(CPUINFO_XEON_AMX)
     assert isa.choose("x86_64", flags, refused={"x86-64-v4"}).name == "x86-64-v3"
     v3 = isa.choose("x86_64", {"avx", "avx2", "fma", "f16c", "bmi2", "sse4_2"})
     assert v3.name == "x86-64-v3" and "-DGGML_AVX512=OFF" in isa.defines_for(v3, "x86_64")
     assert isa.lower("x86_64", v3).name == "x86-64-v2"
     assert isa.lower("x86_64", isa.choose("x86_64", set())) is None         # the bottom has no fallback
-    _, arm = isa.parse_cpuinfo(CPUINFO_ARMV82)
+    _, arm = parse_cpuinfo(CPUINFO_ARMV82)
     level = isa.choose("aarch64", arm)
     assert isa.defines_for(level, "aarch64") == ["-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16"]
     assert isa.choose("aarch64", set()).name == "armv8-a"
@@ -165,7 +167,7 @@ def test_run_build_falls_back_one_level_after_sigill(monkeypatch):
             raise GateRefused("died of SIGILL", Verdict(False, "SIGILL", signal="SIGILL"), cpu_level=level.name)
         return ["ok"]
 
-    _, flags = isa.parse_cpuinfo(CPUINFO_XEON_AMX)
+    _, flags = parse_cpuinfo(CPUINFO_XEON_AMX)
     facts = lambda: SimpleNamespace(cpu_flags=flags, cpu_refused=list(refused))  # noqa: E731
     monkeypatch.setattr(B, "run_steps", fake_run_steps)
     monkeypatch.setattr(B, "read_facts", lambda transport, arch=None: facts())

@@ -187,7 +187,7 @@ APP_ID = "d04aa105c3bb42cd820020108c8831e7"   # `systemd-id128 machine-id --app-
 
 
 def test_built_on_is_hostname_and_app_specific_machine_id():
-    from edgekit.llamacpp.stamp import app_machine_id, parse_built_on
+    from edgekit.facts.build import app_machine_id, parse_built_on
 
     assert parse_built_on(f"orin-nano\n{MACHINE_ID}\n") == {"hostname": "orin-nano", "machine_id": APP_ID}
     assert parse_built_on("orin-nano\n") == {"hostname": "orin-nano", "machine_id": None}
@@ -196,7 +196,7 @@ def test_built_on_is_hostname_and_app_specific_machine_id():
 
 @pytest.mark.needs("systemd-id128")
 def test_app_machine_id_is_what_systemd_derives():
-    from edgekit.llamacpp.stamp import EDGEKIT_APP_ID, app_machine_id
+    from edgekit.facts.build import EDGEKIT_APP_ID, app_machine_id
 
     res = subprocess.run(["systemd-id128", "machine-id", f"--app-specific={EDGEKIT_APP_ID}"],
                          capture_output=True, text=True)

@@ -130,7 +130,7 @@ def test_device_tree_model_round_trip(model):
                       min_size=1, max_size=4, unique_by=lambda m: m[0]),
        default=st.integers(0, 20))
 def test_nvpmodel_conf_round_trip(modes, default):
-    from edgekit.tuning.modes import parse_conf
+    from edgekit.facts.power_modes import parse_conf
     text = "# nvpmodel\n" + "".join(f"< POWER_MODEL ID={i} NAME={n} >\nCPU_ONLINE CORE_0 1\n\n" for i, n in modes)
     text += f"< PM_CONFIG DEFAULT={default} >\n"
     table = parse_conf(text)
@@ -142,7 +142,7 @@ def test_nvpmodel_conf_round_trip(modes, default):
 @given(text=text_or_mutated([captured.NVPMODEL_CONF_ORIN_NX_CUSTOM, captured.NVPMODEL_CONF_NANO_JP4_BIRDEDGE]))
 @example(text="< POWER_MODEL ID=99999999999999999999999 NAME=x >\n")
 def test_nvpmodel_conf_never_crashes(text):
-    from edgekit.tuning.modes import parse_conf
+    from edgekit.facts.power_modes import parse_conf
     holds(parse_conf, text)
 
 

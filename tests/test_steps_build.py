@@ -13,7 +13,7 @@ from edgekit.llamacpp import spec as S
 from edgekit.llamacpp.cmake import SourceInfo, plan_build
 from edgekit.llamacpp.current import CpuLevelRefused, prune_candidates
 from edgekit.llamacpp.gate import GATE_MODEL, GateRefused
-from edgekit.llamacpp.stamp import BUILT_ON_COMMAND
+from edgekit.facts.build import BUILT_ON_COMMAND
 from edgekit.llamacpp.steps import (BuildDeps, BuildPlanned, LlamaCompile, LlamaCurrent, LlamaGate, LlamaInstall,
                                  LlamaSource, Resolved)
 from edgekit.errors import UnsuitableDevice

@@ -15,7 +15,7 @@ from edgekit.facts.deployed import (FileOwnerMode, FileText, GpuGroups, PortList
 from edgekit.remote.command import Upload
 from edgekit.remote.plan import Change, Noop
 from edgekit.remote.run_state import BuildState, ModelState, RunState
-from edgekit.service import healthy
+from edgekit import healthy
 from edgekit.service.settings import render_env, render_unit
 from edgekit.service.steps import (ApiKey, DaemonReload, EnvFile, Healthy, PortFree, PresetFile, ServiceOptions,
                                    ServiceRunning,

@@ -24,7 +24,7 @@ from edgekit.remote.run_state import RunState
 from edgekit.tuning import TuningOptions, restore_tuning_commands, tuning_checks, tuning_steps
 from edgekit.tuning.facts import (BackingDevice, BootTarget, ClocksState, CurrentPowerMode, DesktopMemory,
                                   PowerModeTable, SwapFile, SwapState, TuningRecords, storage_kind)
-from edgekit.tuning.modes import parse_conf, reboot_expected, resolve, status_with
+from edgekit.facts.power_modes import parse_conf, reboot_expected, resolve, status_with
 from edgekit.tuning.steps import ClocksMax, Headless, PowerMode, Swap, TuningChecks, clocks_unit, parse_size
 from tests.fixtures import captured as cap
 from tests.steps_harness import context, plan_and_apply

@@ -158,10 +158,10 @@ def test_fact_names_are_unique_and_commands_set():
 
 
 def test_nvpmodel_conf_is_read_by_the_one_conf_parser():
-    # NvpmodelConf is the facts-layer view of edgekit.tuning.modes.parse_conf: same modes, same default
+    # NvpmodelConf is the facts-layer view of edgekit.facts.power_modes.parse_conf: same modes, same default
     from pathlib import Path
 
-    from edgekit.tuning.modes import parse_conf
+    from edgekit.facts.power_modes import parse_conf
 
     text = (Path(__file__).resolve().parents[1] / "edgekit/sandbox/jetson_tools/nvpmodel-p3767-0003-super.conf").read_text()
     conf, table = NvpmodelConf.parse(text), parse_conf(text)

@@ -33,7 +33,7 @@ from edgekit.service.settings import parse_env
 from edgekit.settings import CACHE_TYPES, MAX_CTX, SPEC_TYPES
 from edgekit.telemetry.sample import Sample
 from edgekit.tuning.facts import ClocksState, CurrentPowerMode, PowerModeTable
-from edgekit.tuning.modes import Mode, ModeTable, reboot_expected, resolve, too_new
+from edgekit.facts.power_modes import Mode, ModeTable, reboot_expected, resolve, too_new
 from edgekit.tuning.steps import nvpmodel_set, switch_by_hand, switch_power_mode
 
 ENV_VARS = {"ctx": ("LLAMA_ARG_CTX_SIZE",), "parallel": ("LLAMA_ARG_N_PARALLEL",),

@@ -22,8 +22,8 @@ from edgekit.fleet.deploy import provision_fleet
 from edgekit.fleet.runner import raise_for_failures
 from edgekit.layout import UNIT_NAME
 from edgekit.remote.plan import Context
-from edgekit.service.healthy import describe as describe_healthy
-from edgekit.service.healthy import describe_rollback
+from edgekit.healthy import describe as describe_healthy
+from edgekit.healthy import describe_rollback
 
 
 @app.command()

@@ -9,9 +9,10 @@ from typing import Any
 
 from edgekit.errors import EdgekitError, UnsuitableDevice, UsageError
 from edgekit.facts import boards
-from edgekit.llamacpp import isa
+from edgekit.facts import isa
 from edgekit.facts.base import gather
 from edgekit.facts.cuda import CudaToolkit, parse_arch_override
+from edgekit.facts.power_modes import Mode, ModeTable, resolve
 from edgekit.facts.jetson import DeviceCompatible, DeviceModel, JetsonRelease, JtopService, PowerMode
 from edgekit.facts.system import (Arch, CpuCount, CpuInfo, CpuRefused, DiskSpace, Hostname, InitSystem, MemInfo, OsRelease,
                                   SudoAccess, Tools)
@@ -52,7 +53,7 @@ class DeviceFacts:
 
     @property
     def cpu_level(self) -> str:
-        """The CPU instruction level a build for this device gets (edgekit.llamacpp.isa: the highest its CPU
+        """The CPU instruction level a build for this device gets (edgekit.facts.isa: the highest its CPU
         advertises that has not failed the gate here)."""
         return isa.choose(self.arch, self.cpu_flags, set(self.cpu_refused)).name
 
@@ -130,14 +131,12 @@ def derive_tuning(raw: dict[str, Any], jetson: dict | None = None) -> dict[str, 
 
 
 def _power_mode(current: dict | None, conf: dict | None, jetson: dict) -> dict | None:
-    """The mode in use and the board's top mode (`max` as edgekit.tuning.modes.resolve reads the board's own
+    """The mode in use and the board's top mode (`max` as edgekit.facts.power_modes.resolve reads the board's own
     nvpmodel.conf: MAXN_SUPER, else MAXN, else the most watts)."""
     if current is None and conf is None:
         return None
     top = None
     if conf:
-        from edgekit.tuning.modes import Mode, ModeTable, resolve
-
         table = ModeTable(tuple(Mode(m["id"], m["name"]) for m in conf["modes"]), conf.get("default"))
         try:
             top = resolve("max", table, jetson.get("l4t"), jetson.get("part"))[0].name

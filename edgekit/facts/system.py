@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-from edgekit.llamacpp.isa import parse_cpuinfo
 from edgekit.facts.base import Fact
+from edgekit.facts.boards import ARM_CORES
 from edgekit.layout import CPU_REFUSED
 from edgekit.layout import PREFIX as INSTALL_PREFIX
 from edgekit.telemetry.procfs import parse_meminfo
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
+    """Pure: (model name, flags) from /proc/cpuinfo (x86 `flags`, Arm `Features`); the first CPU is enough. An Arm
+    kernel names no model: the core is named from `CPU implementer` and `CPU part` (boards.ARM_CORES)."""
+    model, flags, ids = None, set(), {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if not sep:
+            continue
+        if key in ("model name", "hardware") and model is None:
+            model = value.strip() or None
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+        elif key in ("cpu implementer", "cpu part") and key not in ids:
+            ids[key] = value.strip().lower()
+    if model is None and len(ids) == 2:
+        pair = (ids["cpu implementer"], ids["cpu part"])
+        model = ARM_CORES.get(pair) or f"Arm core {pair[0]}/{pair[1]}"
+    return model, flags
 
 
 class OsRelease(Fact):

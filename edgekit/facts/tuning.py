@@ -11,12 +11,13 @@ import re
 
 from edgekit.facts.base import Fact
 from edgekit.facts.jetson import PowerMode
+from edgekit.facts.power_modes import parse_conf
 
 class NvpmodelConf(Fact):
     """Power modes in /etc/nvpmodel.conf: {'modes': [{'id': 2, 'name': 'MAXN_SUPER'}, ...], 'default': 2}.
 
     Ids differ per module and JetPack release, so callers look a mode up by name here, never by a fixed id.
-    The file is read by edgekit.tuning.modes.parse_conf (the one parser of it, which also keeps each mode's
+    The file is read by edgekit.facts.power_modes.parse_conf (the one parser of it, which also keeps each mode's
     settings): commented lines (the file's own format header) are skipped.
     """
 
@@ -25,8 +26,6 @@ class NvpmodelConf(Fact):
 
     @staticmethod
     def parse(output: str) -> dict | None:
-        from edgekit.tuning.modes import parse_conf      # here, not at the top: edgekit.tuning imports this module
-
         table = parse_conf(output)
         if table is None:
             return None

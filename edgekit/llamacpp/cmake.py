@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from edgekit.llamacpp import isa
+from edgekit.facts import isa
 from edgekit.llamacpp import spec as S
 from edgekit.errors import UnsuitableDevice, UsageError
 from edgekit.facts.cuda import parse_arch_override
@@ -49,7 +49,7 @@ class BuildPlan:
     jobs_note: str
     targets: tuple[str, ...] = S.TARGETS
     notes: list[str] = field(default_factory=list)
-    cpu_level: str | None = None        # edgekit.llamacpp.isa level; None = native (asked for explicitly)
+    cpu_level: str | None = None        # edgekit.facts.isa level; None = native (asked for explicitly)
     cpu_requires: list[str] = field(default_factory=list)   # CPU flags a device must advertise to run it
     arch: str | None = None             # the device's machine (uname -m)
 

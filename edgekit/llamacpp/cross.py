@@ -32,7 +32,8 @@ from edgekit.llamacpp.cmake import BuildPlan, SourceInfo, plan_build
 from edgekit.llamacpp.pack import check_pack
 from edgekit.llamacpp.packs import store_pack
 from edgekit.llamacpp.source import PUSH_EXCLUDES, fetch_commands
-from edgekit.llamacpp.stamp import make_stamp, parse_built_on
+from edgekit.facts.build import parse_built_on
+from edgekit.llamacpp.stamp import make_stamp
 from edgekit.llamacpp.steps import linked_ggml
 from edgekit.remote.command import q, sh
 

@@ -193,7 +193,7 @@ def judge(show: dict[str, str], healthy: bool, completion: str | None, log: str,
         words = SIGNAL_WORDS.get(name, "it was killed by a signal")
         hint = None
         if name == "SIGILL":
-            hint = "build for a lower CPU level, e.g. --cpu-level x86-64-v3 (the levels: edgekit/llamacpp/isa.py)"
+            hint = "build for a lower CPU level, e.g. --cpu-level x86-64-v3 (the levels: edgekit/facts/isa.py)"
         return Verdict(False, f"llama-server died of {name}: {words}", hint, signal=name, gpu=gpu_info)
     for pattern, words, hint in LOG_CAUSES:
         m = re.search(pattern, log)
@@ -277,19 +277,3 @@ def record_text(ctx, verdict: Verdict, build_id: str) -> str:
     data = {"build": build_id, "machine_id": machine, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **verdict.to_json()}
     return json.dumps(data, indent=2) + "\n"
-
-
-def read_record_command(prefix: str) -> str:
-    return f"cat /etc/machine-id; echo @@gate; cat {q(prefix)}/{L.GATE_NAME} 2>/dev/null"
-
-
-def parse_record(output: str) -> dict | None:
-    """Pure: the gate record of a build, or None when missing or written on another machine (a pack)."""
-    machine, _, text = output.partition("@@gate")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("machine_id") != machine.strip():
-        return None
-    return data

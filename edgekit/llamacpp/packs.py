@@ -8,11 +8,11 @@ from pathlib import Path
 
 from edgekit import layout as L
 from edgekit import paths
-from edgekit.llamacpp import isa
+from edgekit.facts import isa
 from edgekit.llamacpp.current import gate_ops, gate_plan, gate_run_for, known_settings, switch_ops, switch_plan
 from edgekit.llamacpp.gate import GateRefused, record_text, record_upload, run_gate
 from edgekit.llamacpp.pack import checked_unpack_command
-from edgekit.llamacpp.stamp import parse_stamp
+from edgekit.facts.build import parse_stamp
 from edgekit.digest import sha256_file
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice, UsageError
 from edgekit.facts.deployed import InstalledBuild

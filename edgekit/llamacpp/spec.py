@@ -56,4 +56,4 @@ class BuildSpec:
     repo: str = LLAMA_CPP_REPO        # for the default git clone
     extra_flags: tuple[str, ...] = () # more -DNAME=VALUE for cmake (part of the flags hash)
     install_deps: bool = True         # apt-get install missing build tools (False: report them, install nothing)
-    cpu_level: str | None = None      # CPU instruction level (edgekit.llamacpp.isa); None: the best that passes the gate
+    cpu_level: str | None = None      # CPU instruction level (edgekit.facts.isa); None: the best that passes the gate

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgekit import layout as L
 from edgekit import lockfile
-from edgekit.llamacpp import isa
+from edgekit.facts import isa
 from edgekit.llamacpp import spec as S
 from edgekit.llamacpp.cmake import BuildPlan, SourceInfo, parse_progress, plan_build
 from edgekit.llamacpp.current import CpuLevelRefused, gate_plan, switch_plan

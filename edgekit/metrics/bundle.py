@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from edgekit.remote.helper import zipapp
-from edgekit.telemetry.collector import AGENT_MODULES
+from edgekit.remote.helper import AGENT_MODULES, zipapp
 
 EXPORTER_MODULES = ("exporter/__init__", "exporter/__main__", "exporter/textformat", "exporter/board",
                     "exporter/llama", "exporter/facts", "exporter/app")

@@ -27,9 +27,13 @@ from edgekit.device.events import parse_event
 from edgekit.errors import RemoteCommandFailed, UnsuitableDevice
 from edgekit.remote.command import q, sh
 from edgekit.remote.transport import ReadOnly
-from edgekit.telemetry.collector import AGENT_MODULES
 
 PACKAGE = Path(__file__).resolve().parents[1]        # edgekit/
+# The telemetry agent's modules (edgekit.telemetry.collector and what it imports), by path under edgekit/: stdlib
+# only; facts/jetson.py: the one nvpmodel parser; errors.py: the parsers' typed ParseError. Listed here, with the
+# rest of what runs on the device, so that this layer names paths and imports no domain code.
+AGENT_MODULES = ("errors", "telemetry/__init__", "telemetry/sample", "telemetry/tegrastats", "telemetry/jtop",
+                 "telemetry/procfs", "telemetry/collector", "facts/__init__", "facts/base", "facts/jetson")
 MODULES = (*(f"device/{m}.py" for m in ("__init__", "events", "files", "fetch", "net", "cli")),
            "models/gguf_header.py", "localhttp.py", *(f"{m}.py" for m in AGENT_MODULES))     # paths under edgekit/
 MAIN = ("import sys\n"

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:                      # annotations only: these modules import the step runner themselves
-    from edgekit.facts.device import DeviceFacts
-    from edgekit.service.steps import ServiceOptions
+from typing import Any
 
 
 @dataclass
@@ -52,9 +48,10 @@ class TuningState:
 
 @dataclass
 class RunState:
-    facts: "DeviceFacts | None" = None
+    # The engine sits below the facts and the steps (docs/concepts.md, Layers): their types are named, not imported.
+    facts: Any = None                     # edgekit.facts.device.DeviceFacts, from preflight
     cuda_arch_override: str | None = None
-    service: "ServiceOptions | None" = None
+    service: Any = None                   # edgekit.service.steps.ServiceOptions, the service's settings
     service_groups: list[str] = field(default_factory=list)
     build: BuildState | None = None
     build_seconds: float = 0.0

@@ -30,10 +30,6 @@ from edgekit.telemetry.tegrastats import parse_line
 
 JTOP_SOCKET = "/run/jtop.sock"
 TEGRASTATS_PATHS = ("/usr/bin/tegrastats", "/usr/local/bin/tegrastats")
-# Modules the agent carries, by path under edgekit/ (stdlib only; facts/jetson.py: the one nvpmodel parser;
-# errors.py: the parsers' typed ParseError).
-AGENT_MODULES = ("errors", "telemetry/__init__", "telemetry/sample", "telemetry/tegrastats", "telemetry/jtop",
-                 "telemetry/procfs", "telemetry/collector", "facts/__init__", "facts/base", "facts/jetson")
 SERVER_PROCESS = "llama-server"
 
 

@@ -17,7 +17,7 @@ from edgekit.facts.jetson import PowerMode as _PowerModeQuery
 from edgekit.facts.tuning import DefaultTarget, DesktopSession, JetsonClocksShow, Swaps, parse_backing
 from edgekit.facts.tuning import DESKTOP_NAMES, storage_kind  # noqa: F401  (importable from here too)
 from edgekit.remote.command import q
-from edgekit.tuning.modes import ModeTable, parse_conf, status_pmode
+from edgekit.facts.power_modes import ModeTable, parse_conf, status_pmode
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from edgekit.remote.plan import Change, Context, Noop
 from edgekit.service.settings import render
 from edgekit.tuning.facts import (BackingDevice, BootTarget, ClocksState, CurrentPowerMode, DesktopMemory,
                                   PowerModeTable, SwapFile, SwapState, TuningRecords, record_path)
-from edgekit.tuning.modes import Mode, reboot_expected, resolve, status_with
+from edgekit.facts.power_modes import Mode, reboot_expected, resolve, status_with
 
 MiB = 2**20
 

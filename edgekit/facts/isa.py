@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgekit.errors import UsageError
-from edgekit.facts.boards import ARM_CORES
 
 # Every x86 switch ggml-cpu has, so none is left to cmake's default (GGML_NATIVE=OFF turns AVX/AVX2/... ON).
 X86_SWITCHES = ("SSE42", "AVX", "AVX_VNNI", "AVX2", "BMI2", "FMA", "F16C", "AVX512", "AVX512_VBMI",
@@ -96,27 +95,6 @@ def lower(arch: str | None, level: Level | None) -> Level | None:
     if level.name not in names or names.index(level.name) + 1 >= len(names):
         return None
     return levels[names.index(level.name) + 1]
-
-
-def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
-    """Pure: (model name, flags) from /proc/cpuinfo (x86 `flags`, Arm `Features`); the first CPU is enough. An Arm
-    kernel names no model: the core is named from `CPU implementer` and `CPU part` (boards.ARM_CORES)."""
-    model, flags, ids = None, set(), {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip().lower()
-        if not sep:
-            continue
-        if key in ("model name", "hardware") and model is None:
-            model = value.strip() or None
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-        elif key in ("cpu implementer", "cpu part") and key not in ids:
-            ids[key] = value.strip().lower()
-    if model is None and len(ids) == 2:
-        pair = (ids["cpu implementer"], ids["cpu part"])
-        model = ARM_CORES.get(pair) or f"Arm core {pair[0]}/{pair[1]}"
-    return model, flags
 
 
 def missing(level_requires, flags) -> list[str]:
