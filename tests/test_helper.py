@@ -343,3 +343,32 @@ def test_telemetry_stream_runs_the_helper(device):
     out = telemetry.stream(device, items.append, interval_ms=50, count=1)
     assert device.commands[-1][0].endswith(" telemetry --interval 50 --count 1")
     assert out.source is not None and len(out.samples) == 1 and items[-1] is out.samples[0]
+
+
+def test_a_dry_run_runs_the_helper_from_memory_and_writes_nothing(tmp_path, monkeypatch):
+    """A dry run's reads need the helper, but it is not on the device: it runs from stdin (IN_MEMORY), nothing is
+    uploaded to the helper's folder, a model check writes no sidecar, and its answers are the uploaded helper's."""
+    from edgekit.models.on_device import ModelFile
+    from edgekit.remote.plan import Context
+
+    device = tmp_path / "device"
+    home = device / "home"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    model = device / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    with Transport(parse_target("local")) as t:
+        ctx = Context(t, dry_run=True)
+        where = helper.placed(ctx.transport)
+        assert not where.present and where.path.startswith(f"{home}/.cache/edgekit/helper-")
+        assert ctx.fact(ModelFile(str(model), sha))["state"] == "verified"
+        events, res = helper.run_helper(ctx.transport, "tcp", ["127.0.0.1", "1", "1"])
+        assert res.exit_code == 0 and events[-1]["event"] == "tcp" and events[-1]["reachable"] is False
+        assert not (home / ".cache").exists() and sorted(p.name for p in device.iterdir()) == ["home", "m.gguf"]
+        with pytest.raises(RuntimeError, match="a dry run writes nothing"):
+            ctx.transport.put(model, str(device / "x"))
+        real = Context(t)                               # the same device, a real run: the helper is uploaded once
+        assert real.fact(ModelFile(str(model), sha))["state"] == "verified"
+        assert helper.placed(real.transport).present and Path(where.path).is_file()
+        assert verified_sha256(str(model)) == sha       # the real check recorded its sidecar

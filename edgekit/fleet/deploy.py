@@ -55,7 +55,7 @@ def provision_fleet(fleet: Fleet, opts: dict[str, ProvisionOptions], *, dry_run:
 
     def facts_job(host: Host, row: HostRow):
         with fleet.transport(host) as t:
-            ctx = Context(t, reporter=row)
+            ctx = Context(t, dry_run=dry_run, reporter=row)     # facts only: reads, and a dry run writes nothing
             run_steps(ctx, [Preflight()])
             facts = ctx.run.facts
         plan = plan_build(facts, opts[host.name].build, source)
