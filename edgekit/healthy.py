@@ -52,7 +52,7 @@ def parse_state(output: str) -> dict:
                    "")
     try:
         healthy = json.loads(healthy_text) if healthy_text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         healthy = None
     return {"current": current or None, "env": env, "unit": unit, "preset": preset,
             "healthy": healthy if isinstance(healthy, dict) else None}
@@ -137,7 +137,7 @@ def parse_rollback(text: str | None) -> dict | None:
     """Pure: last-rollback.json's text -> the record, or None (absent, or not a record)."""
     try:
         record = json.loads(text) if text and text.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) and record.get("failed_step") else None
 

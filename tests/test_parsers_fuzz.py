@@ -243,6 +243,7 @@ def test_models_known_answer():
 @given(body=st.one_of(text_or_mutated(MODELS), json_like().map(json.dumps)))
 @example(body='{"data": [{"id": "a", "status": {"v": 1}}, {"id": "b", "status": "x"}]}')
 @example(body='{"data": 5}')
+@example(body='{"data": ' + "[" * 100_000)
 def test_server_models_answer_never_crashes(body):
     from edgekit.exporter.llama import models
     holds(models, 200, body)
@@ -250,6 +251,7 @@ def test_server_models_answer_never_crashes(body):
 
 @FAST
 @given(body=st.one_of(json_like().map(json.dumps), st.binary(max_size=80).map(lambda b: b.decode("latin-1"))))
+@example(body="[" * 100_000)
 def test_server_error_answers_never_crash(body):
     from edgekit.chat.client import _is_context_error, _server_message
     message, data = holds(_server_message, body.encode("utf-8", "surrogatepass"))

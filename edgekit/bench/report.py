@@ -200,7 +200,7 @@ def load(path: Path) -> Dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"no such result file: {path}", hint="pass a JSON file written by `edgekit bench`") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise UsageError(f"{path} is not JSON: {e}", hint="pass a JSON file written by `edgekit bench`") from None
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA or not ("cases" in data or is_sweep(data)):
         raise UsageError(f"{path} is not an edgekit bench result (schema {RESULT_SCHEMA})",

@@ -353,7 +353,7 @@ def save(result: Dict[str, Any], out_dir: Optional[str], prefix: str,
 def _json_or_none(text: str):
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

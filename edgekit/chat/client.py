@@ -109,7 +109,7 @@ def _server_message(body: bytes) -> tuple[str, Any]:
     text = body.decode("utf-8", errors="replace").strip()
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text[:500], text
     err = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(err, dict):
@@ -235,7 +235,7 @@ class LlamaClient:
             conn.close()
         try:
             found = json.loads(data.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             found = None
         if not isinstance(found, dict) or (key is not None and key not in found):
             raise ServerError(f"{method} {path}: not the answer of a llama-server: {data[:200]!r}",
@@ -388,7 +388,7 @@ class CompletionStream:
                     break
                 try:
                     event = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if not isinstance(event, dict):
                     continue

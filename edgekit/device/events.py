@@ -20,6 +20,6 @@ def parse_event(line: str) -> Optional[dict]:
         return None
     try:
         event = json.loads(line[len(EVENT_PREFIX):])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return event if isinstance(event, dict) else None

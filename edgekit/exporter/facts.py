@@ -41,7 +41,7 @@ def build_labels(stamp_text: Optional[str]) -> Optional[Dict[str, str]]:
     """The build stamp's identity as labels; None when there is no readable stamp."""
     try:
         stamp = json.loads(stamp_text) if stamp_text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(stamp, dict) or "version" not in stamp:
         return None
@@ -52,7 +52,7 @@ def healthy_time(record_text: Optional[str], mtime: Optional[float] = None) -> O
     """When the last healthy state was recorded (its "at", %Y-%m-%dT%H:%M:%S%z), else the file's mtime."""
     try:
         record = json.loads(record_text) if record_text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         record = None
     at = record.get("at") if isinstance(record, dict) else None
     if isinstance(at, str):

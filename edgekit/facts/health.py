@@ -58,7 +58,7 @@ class InstalledServer(Fact):
         stamp_text, _, ldd = output.partition("@@ldd")
         try:
             stamp = json.loads(stamp_text)
-        except ValueError:
+        except (ValueError, RecursionError):
             stamp = None
         libs = {name: path for name, path in _LDD.findall(ldd)}
         cudart = next((path for name, path in libs.items() if name.startswith("libcudart.so")), None)

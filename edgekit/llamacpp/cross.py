@@ -148,7 +148,7 @@ def cached_pack(cp: CrossPlan) -> Path | None:
         return None
     try:
         recorded = json.loads(meta.read_text())
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     stamp = recorded.get("stamp") or {}
     ok = stamp.get("arch") == cp.plan.arch and recorded.get("sha256") == sha256_file(tarball)

@@ -39,7 +39,7 @@ class Stream:
             return None
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.noise.append(line)
             return None
         kind = data.pop("kind", None)

@@ -149,7 +149,7 @@ class TuningRecords:
                 continue
             try:
                 records[key] = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
         if "@@clocks-store" in output:
             records["clocks_store"] = True
