@@ -45,7 +45,7 @@ def parse_stamp(text: str) -> dict | None:
     """A stamp's JSON, or None when missing/unreadable (a half-written or foreign file is not a build)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not {"version", "flags_hash", "backend"} <= data.keys():
         return None
@@ -78,7 +78,7 @@ def parse_record(output: str) -> dict | None:
     machine, _, text = output.partition("@@gate")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("machine_id") != machine.strip():
         return None
