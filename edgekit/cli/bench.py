@@ -185,10 +185,8 @@ def _render_sweep(result: dict, json_out: bool) -> None:
             plain("; ".join(x for x in (r.get("how"), settle.get("why") or (
                 f"clocks steady after {settle['waited_s']:g}s" if settle.get("stable") else None)) if x), "dim")
         power = "-" if r["power_mean_w"] is None else f"{r['power_mean_w']:.1f}/{r['power_peak_w']:.1f}"
-        accepted = "-" if r.get("acceptance") is None else \
-            f"{r['acceptance']:.0%} ({r['draft_accepted']}/{r['draft_tokens']})"
         table.add_row(r["value"] + (f" (id {r['mode_id']})" if r["mode_id"] is not None else ""), _f(r["pp_tps"]),
-                      _f(r["tg_tps"]), *((_f(r.get("ttft_s"), 3), accepted) if spec else ()), power,
+                      _f(r["tg_tps"]), *((_f(r.get("ttft_s"), 3), _accepted(r)) if spec else ()), power,
                       _f(r["j_per_token"], 3), _f(r["temp_max_c"], 1), _f(r["ceiling_share_pct"], 0, "%"), notes)
     err.print(table)
     froms = {r["bandwidth_from"] for r in sweep["rows"] if r.get("bandwidth_from")}
@@ -214,6 +212,12 @@ def _f(value, digits: int = 1, unit: str = "") -> str:
     return "-" if value is None else f"{value:,.{digits}f}{unit}"
 
 
+def _accepted(row: dict) -> str:
+    """The draft tokens the model kept, as a share and a count ("-" when nothing was drafted)."""
+    return "-" if row.get("acceptance") is None else \
+        f"{row['acceptance']:.0%} ({row['draft_accepted']}/{row['draft_tokens']})"
+
+
 def _ms(stat) -> str:
     return "-" if not stat else f"{stat['median']:,.1f} ±{stat['spread_pct'] / 2:.0f}%"
 
@@ -227,7 +231,9 @@ def _render(result: dict, json_out: bool) -> None:
     table = DataTable(title=f"bench: {result['model'].get('name')} at {result['url']} (workload v{w['version']}"
                         f"{', quick' if w['quick'] else ''}; median ±half-spread over {w['repetitions']} runs)",
                   title_justify="left")
-    for col in ("case", "prompt t/s", "gen t/s", "gen t/s wall", "TTFT s", "all slots t/s"):
+    drafted = any(c.get("draft_tokens") for c in summary["cases"])      # speculative decoding: the share accepted
+    for col in ("case", "prompt t/s", "gen t/s", "gen t/s wall", "TTFT s", "all slots t/s",
+                *(("draft accepted",) if drafted else ())):
         table.add_column(col, justify="left" if col == "case" else "right")
     phases = DataTable(title="telemetry per phase", title_justify="left")
     for col in ("case", "CPU %", "GPU % mean/peak", "RAM peak MiB", "server RSS MiB", "power W", "J/token",
@@ -240,7 +246,8 @@ def _render(result: dict, json_out: bool) -> None:
         t = c.get("telemetry") or {}
         ttft = c["ttft_s"]
         table.add_row(c["name"], _ms(c["pp_tps"]), _ms(c["tg_tps"]), _ms(c["tg_wall_tps"]),
-                      "-" if not ttft else f"{ttft['median']:.3f}", _ms(c["aggregate_tg_tps"]))
+                      "-" if not ttft else f"{ttft['median']:.3f}", _ms(c["aggregate_tg_tps"]),
+                      *((_accepted(c),) if drafted else ()))
         if c["failed"]:
             table.add_row("", plain(f"{c['failed']} failed: {'; '.join(c['errors'])}", "red"))
         if t:
