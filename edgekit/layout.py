@@ -8,6 +8,7 @@ CURRENT = f"{INSTALL_ROOT}/current"            # the build the service runs (a s
 PREVIOUS = f"{INSTALL_ROOT}/previous"
 BUILD_ROOT = f"{PREFIX}/build"
 MODELS_DIR = f"{PREFIX}/models"
+LORA_DIR = f"{PREFIX}/loras"                    # LoRA adapters, <sha256[:12]>-<file> (removed with the install)
 GATE_DIR = f"{PREFIX}/gate"                    # the tiny GGUF the build gate runs
 
 ETC_DIR = "/etc/edgekit"

@@ -17,7 +17,8 @@ from edgekit.remote.plan import Change, Context, Noop, StepResult, run_steps
 from edgekit.tuning.facts import TuningRecords
 from edgekit.tuning.restore import restore_tuning_commands
 
-FOLDERS = (L.ETC_DIR, f"/var/lib/{L.UNIT_NAME}", L.INSTALL_ROOT, L.BUILD_ROOT, L.GATE_DIR, L.STATE_DIR, L.EXPORTER_DIR)
+FOLDERS = (L.ETC_DIR, f"/var/lib/{L.UNIT_NAME}", L.INSTALL_ROOT, L.BUILD_ROOT, L.GATE_DIR, L.STATE_DIR, L.EXPORTER_DIR,
+           L.LORA_DIR)
 
 
 class UnitRemoved:

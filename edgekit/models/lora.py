@@ -27,7 +27,7 @@ from edgekit.remote.command import Upload, sh
 from edgekit.remote.plan import Context, Noop, Change
 from edgekit.facts.deployed import FileSha256
 
-LORA_DIR = f"{L.PREFIX}/loras"
+LORA_DIR = L.LORA_DIR
 _SCALE = re.compile(r"^(.*?):(-?[0-9]+(?:\.[0-9]+)?)$")
 _BLOCK = re.compile(r"^blk\.(\d+)\.(\w+)\.weight\.lora_([ab])$")
 _OWN = re.compile(r"^(token_embd|output)\.weight\.lora_([ab])$")
