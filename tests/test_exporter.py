@@ -490,3 +490,38 @@ def test_a_foreign_listener_on_the_servers_port_never_gets_the_key(tmp_path, mon
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_idle_connections_cost_no_thread_and_past_the_cap_the_oldest_goes_with_one_line(tmp_path, monkeypatch):
+    """In process, with the cap at 4: 8 idle connections leave the server's threads as they were, 4 of them (the
+    oldest) are dropped with one log line each, and a scrape still answers; a client that stalls mid-request is
+    cut off after the connection timeout, no traceback."""
+    import socket
+    monkeypatch.setattr(app.MetricsServer, "MAX_OPEN", 4)
+    monkeypatch.setattr(app.MetricsServer, "CONNECTION_TIMEOUT", 0.5)
+    lines: list = []
+    exporter = app.Exporter(FixedSampler(board_sample()), **device_files(tmp_path), fetch=fake_fetch())
+    server = app.MetricsServer("127.0.0.1", 0, exporter, TOKEN, log=lines.append)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        threads = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", server.server_address[1])) for _ in range(8)]
+        deadline = time.monotonic() + 5
+        while len(lines) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert threading.active_count() == threads
+        assert len(lines) == 4 and all("dropped an idle connection" in line for line in lines), lines
+        assert _get(f"{url}/metrics", TOKEN)[0] == 200            # one more idle one dropped for it
+        stalled = socket.create_connection(("127.0.0.1", server.server_address[1]))
+        stalled.sendall(b"GET /metrics HTTP/1.0\r\n")               # ...and never the rest of the request
+        stalled.settimeout(5)
+        started = time.monotonic()
+        assert stalled.recv(100) == b""                             # cut off after CONNECTION_TIMEOUT
+        assert time.monotonic() - started < 3
+        assert not any("Traceback" in line for line in lines)
+        for s in idle + [stalled]:
+            s.close()
+    finally:
+        server.shutdown()
+        server.server_close()
