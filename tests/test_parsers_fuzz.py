@@ -2,7 +2,7 @@
 
 Property-based (hypothesis): for each parser a strategy of valid inputs (known answers, or a round trip) and of
 mutated and random ones. Crashes hypothesis found are kept below as explicit regression examples (`@example`).
-Examples stay few (max_examples 40..80, no deadline) so the unit suite stays under a minute.
+Examples stay few (max_examples 40..200, no deadline) so the unit suite stays under a minute.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edgekit.models import gguf_header
 from edgekit.models.tiny import _ARR, _STR, _U32, _kv, tiny_llama_bytes
 from tests.fixtures import captured
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def holds(parse, *args, **kwargs):
@@ -93,7 +93,7 @@ FACT_SAMPLES = [captured.NV_TEGRA_RELEASE_R36_4_4, captured.NV_TEGRA_RELEASE_R32
 FACT_PARSERS = [p for p in _fact_parsers() if not p.id.endswith(".Fact")]   # the bases' parse is abstract
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(parse=st.sampled_from([p.values[0] for p in FACT_PARSERS]), output=text_or_mutated(FACT_SAMPLES))
 @example(parse=__import__("edgekit.facts.system", fromlist=["CpuCount"]).CpuCount.parse, output="\u00b2")
 def test_every_fact_parser_returns_a_value_or_a_typed_error(parse, output):
