@@ -153,6 +153,13 @@ def test_unhealthy_change_rolls_back_to_the_last_healthy_state(served_standin, m
     assert status == 200 and body["choices"][0]["message"]["content"]
     info = json.loads(served_standin.cli("status", served_standin.target, "--json").stdout)
     assert info["state"] == "the last healthy state" and info["last_healthy"]["model"] == "gemma3-270m"
+    failed = info["last_rollback"]                  # the attempt that failed: what, when, why, back to what
+    assert failed["failed_step"] in ("service", "health") and failed["restored"], failed
+    assert f"{failed['failed_step']} failed on" in res.stderr and failed["reason"] in res.stderr, failed
+    assert "broken" in (failed["attempted"]["model"] or "") and any(c.startswith("model") for c in failed["changed"])
+    assert failed["returned_to"] == info["last_healthy"] and failed["at"][:4].isdigit()
+    table = " ".join(served_standin.cli("status", served_standin.target).stderr.split())
+    assert f"last rollback │ {failed['at']}: {failed['failed_step']} failed after changing" in table, table
     saved = json.loads((served_standin.home / "targets" / f"{served_standin.target}.json").read_text())
     assert saved["model"] == "gemma3-270m", "the controller follows the rollback (chat uses the right format)"
 
