@@ -125,9 +125,12 @@ def test_cross_plan_is_the_devices_plan_compiled_here(tmp_path, monkeypatch):
     assert "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16" in configure and "-DGGML_CUDA=OFF" in configure
     assert commands[2].endswith("--target llama-server llama-bench llama-cli -j 2")
     assert commands[-1] == f"aarch64-linux-gnu-readelf -d {cp.stage}/bin/llama-server"
-    toolchain = cp.toolchain.cmake_file()
+    toolchain = cp.toolchain.cmake_file("x86_64")
     assert "set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)" in toolchain
     assert "set(CMAKE_SYSTEM_PROCESSOR aarch64)" in toolchain
+    # libssl of the target only: the host's multiarch directory is ignored, pkg-config reads the target's
+    assert "set(CMAKE_IGNORE_PATH /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu)" in toolchain
+    assert 'set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")' in toolchain
     assert cross.cached_pack(cp) is None
 
 

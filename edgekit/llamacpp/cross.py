@@ -55,8 +55,10 @@ class Toolchain:
     def cxx(self) -> str:
         return f"{self.triplet}-g++"
 
-    def cmake_file(self) -> str:
-        """The CMake toolchain file: the cross compilers, and libraries (libssl) from the multiarch directory."""
+    def cmake_file(self, host_machine: str) -> str:
+        """The CMake toolchain file: the cross compilers, and libraries (libssl) from the target's multiarch
+        directory only: pkg-config reads the target's .pc files, and find_library skips the host's directory
+        (else FindOpenSSL takes /usr/lib/x86_64-linux-gnu/libcrypto.so, and the link fails)."""
         return "\n".join([
             "# Written by edgekit (edgekit/llamacpp/cross.py): a cross build on the controller.",
             "set(CMAKE_SYSTEM_NAME Linux)",
@@ -66,6 +68,9 @@ class Toolchain:
             f"set(CMAKE_LIBRARY_ARCHITECTURE {self.triplet})",
             f"set(CMAKE_FIND_ROOT_PATH /usr/{self.triplet})",
             "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)",
+            f"set(CMAKE_IGNORE_PATH /usr/lib/{host_machine}-linux-gnu /lib/{host_machine}-linux-gnu)",
+            f'set(ENV{{PKG_CONFIG_LIBDIR}} "/usr/lib/{self.triplet}/pkgconfig:/usr/share/pkgconfig")',
+            'set(ENV{PKG_CONFIG_PATH} "")',
             "", ""])
 
 
@@ -168,7 +173,7 @@ def build_pack(cp: CrossPlan, progress=lambda msg: None) -> Path:
                          hint=f"apt-get install {tc.packages} (after adding {tc.deb_arch} to dpkg's "
                               "architectures: docs/aarch64-standin.md)")
     cp.work.mkdir(parents=True, exist_ok=True)
-    cp.toolchain_file.write_text(tc.cmake_file())
+    cp.toolchain_file.write_text(tc.cmake_file(os.uname().machine))
     cp.log.write_text("")
     env = {**os.environ, **cp.env}
     Path(env["CCACHE_DIR"]).mkdir(parents=True, exist_ok=True)
