@@ -83,10 +83,13 @@ def test_an_emulated_stand_in_without_a_planted_cpuinfo_sees_the_hosts_and_build
 
 
 def test_the_orin_cpuinfo_is_planted_only_on_an_aarch64_stand_in(tmp_path):
-    assert identity.plant_cpuinfo(tmp_path / "arm", "orin-nano-8gb", "aarch64")
-    assert CpuInfo.parse((tmp_path / "arm").read_text())["model"] == "Cortex-A78AE"
-    assert not identity.plant_cpuinfo(tmp_path / "x86", "orin-nano-8gb", "x86_64")   # its real CPU stays
-    assert not (tmp_path / "x86").exists()
+    arm, x86 = tmp_path / "arm", tmp_path / "x86"
+    assert identity.plant_cpuinfo(arm, "orin-nano-8gb", "aarch64")
+    assert CpuInfo.parse((arm / identity.CPUINFO).read_text())["model"] == "Cortex-A78AE"
+    unit = arm / "etc/systemd/system/sysinit.target.wants/edgekit-standin-cpuinfo.service"
+    assert f"ExecStart=/bin/mount --bind /{identity.CPUINFO} /proc/cpuinfo" in unit.read_text()
+    assert not identity.plant_cpuinfo(x86, "orin-nano-8gb", "x86_64")     # its real CPU stays
+    assert not x86.exists()
 
 
 def test_rootfs_flavors_keep_the_default_names_and_leave_the_toolchain_out_of_a_foreign_one():

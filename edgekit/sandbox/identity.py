@@ -58,15 +58,40 @@ def plant_tools(root: Path, slug: str) -> bool:
     return True
 
 
-def plant_cpuinfo(path: Path, slug: str, machine: str) -> bool:
-    """Write the board's /proc/cpuinfo (bound over the stand-in's own) when the stand-in has the board's
+CPUINFO = "etc/edgekit-standin/cpuinfo"
+# systemd-nspawn cannot bind a file over /proc/cpuinfo (its custom mounts are made before it mounts the container's
+# /proc, which covers them): the stand-in binds the planted file itself, early at boot.
+CPUINFO_SERVICE = f"""[Unit]
+Description=edgekit stand-in: the planted board's /proc/cpuinfo (docs/aarch64-standin.md)
+DefaultDependencies=no
+Before=sysinit.target
+ConditionPathExists=/{CPUINFO}
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mount --bind /{CPUINFO} /proc/cpuinfo
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def plant_cpuinfo(root: Path, slug: str, machine: str) -> bool:
+    """Plant the board's /proc/cpuinfo (bound over the stand-in's own at boot) when the stand-in has the board's
     architecture (aarch64): an x86 stand-in keeps its real CPU, whose features its builds must match.
-    False when nothing was written."""
+    False when nothing was planted."""
     board = profile(slug)
     text = cpuinfo_text(boards.module(board.part).soc, os.cpu_count() or 1) if board else None
     if machine != "aarch64" or text is None:
         return False
-    path.write_text(text)
+    (root / CPUINFO).parent.mkdir(parents=True, exist_ok=True)
+    (root / CPUINFO).write_text(text)
+    wants = root / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    unit = root / "etc/systemd/system/edgekit-standin-cpuinfo.service"
+    unit.write_text(CPUINFO_SERVICE)
+    (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
     return True
 
 

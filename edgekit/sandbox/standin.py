@@ -174,7 +174,7 @@ def _unpack(sb: StandIn, tarball: Path) -> None:
         subprocess.run(["chroot", str(root), "chown", "-R", f"{user}:{user}", f"/home/{user}/.ssh"], check=True)
     if sb.jetson:
         identity.plant(root, sb.dir / "firmware", sb.jetson)
-        identity.plant_cpuinfo(sb.dir / "cpuinfo", sb.jetson, emulation.machine(sb.arch))
+        identity.plant_cpuinfo(root, sb.jetson, emulation.machine(sb.arch))
     if not sb.flavor.native:
         emulation.plant_standin_dropins(root)
     sb.ssh_config.write_text(
@@ -208,8 +208,6 @@ def _boot(sb: StandIn) -> None:
             f"--bind={shared_ccache_dir()}:/var/cache/edgekit/ccache"]
     if sb.jetson:
         args.append(f"--bind-ro={sb.dir / 'firmware'}:/sys/firmware")
-    if (sb.dir / "cpuinfo").is_file():
-        args.append(f"--bind-ro={sb.dir / 'cpuinfo'}:/proc/cpuinfo")
     nspawn = sh(*args)
     stop = q(sb.dir / "stopping")
     # Exit status 133 means the guest asked for a reboot: boot it again, as systemd-nspawn@.service does.
