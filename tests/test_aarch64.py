@@ -86,8 +86,10 @@ def test_the_orin_cpuinfo_is_planted_only_on_an_aarch64_stand_in(tmp_path):
     arm, x86 = tmp_path / "arm", tmp_path / "x86"
     assert identity.plant_cpuinfo(arm, "orin-nano-8gb", "aarch64")
     assert CpuInfo.parse((arm / identity.CPUINFO).read_text())["model"] == "Cortex-A78AE"
-    unit = arm / "etc/systemd/system/sysinit.target.wants/edgekit-standin-cpuinfo.service"
+    unit = arm / "etc/systemd/system/edgekit-standin-cpuinfo.service"
     assert f"ExecStart=/bin/mount --bind /{identity.CPUINFO} /proc/cpuinfo" in unit.read_text()
+    link = arm / "etc/systemd/system/sysinit.target.wants" / unit.name
+    assert str(link.readlink()) == "/etc/systemd/system/edgekit-standin-cpuinfo.service"
     assert not identity.plant_cpuinfo(x86, "orin-nano-8gb", "x86_64")     # its real CPU stays
     assert not x86.exists()
 
