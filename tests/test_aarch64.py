@@ -154,3 +154,44 @@ def test_needed_libraries_from_readelf():
            " 0x0000000000000001 (NEEDED)             Shared library: [libggml-base.so.0]\n"
            " 0x000000000000001d (RUNPATH)            Library runpath: [$ORIGIN/../lib:$ORIGIN]\n")
     assert cross.needed_libraries(out) == ["libllama.so.0", "libggml-base.so.0"]
+
+
+SIGNALS_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static void say(const char *text) { write(1, text, strlen(text)); }
+static void got(int s) { char line[16]; snprintf(line, sizeof line, "%d\n", s - SIGRTMIN); say(line); }
+int main(void) {
+  for (int i = SIGRTMIN; i <= SIGRTMAX; i++) signal(i, got);
+  say("ready\n");
+  for (int n = 0; n < 2; n++) pause();
+  return 0;
+}
+"""
+
+
+@pytest.mark.needs("qemu-user-static", "aarch64-cross")
+def test_qemu_user_shifts_realtime_signals_and_the_standin_halts_with_the_shifted_one(tmp_path):
+    """What nspawn sends an emulated systemd arrives two real-time signals lower: SIGRTMIN+3 (halt) would be read
+    as SIGRTMIN+1 (rescue); kill_signal's SIGRTMIN+5 is read as the halt."""
+    import signal
+    import subprocess
+
+    (tmp_path / "s.c").write_text(SIGNALS_C)
+    subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O1", "-o", str(tmp_path / "s"), str(tmp_path / "s.c")],
+                   check=True)
+    emulation.ensure("arm64")
+    proc = subprocess.Popen([str(tmp_path / "s")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        sent = int(emulation.kill_signal("arm64").removeprefix("SIGRTMIN+"))
+        proc.send_signal(signal.SIGRTMIN + 3)
+        assert int(proc.stdout.readline()) == 3 - emulation.QEMU_RT_SHIFT == 1        # systemd: rescue.target
+        proc.send_signal(signal.SIGRTMIN + sent)
+        assert int(proc.stdout.readline()) == emulation.SYSTEMD_HALT                  # systemd: halt
+    finally:
+        proc.kill()
+        proc.wait()
+    assert emulation.kill_signal(emulation.host_arch()) is None

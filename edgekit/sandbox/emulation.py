@@ -156,6 +156,19 @@ def _write(path: Path, text: str, name: str) -> None:
                               f"qemu-aarch64 on its host with the F flag (`{INSTALL_HINT}` there)") from None
 
 
+# qemu-user keeps the host's first two real-time signals for itself: host SIGRTMIN+n reaches an emulated program as
+# SIGRTMIN+(n-2) (measured with qemu 7.2, tests/test_aarch64.py). systemd-nspawn halts a booted container with
+# SIGRTMIN+3, which the emulated systemd reads as SIGRTMIN+1: "isolate rescue.target" (the rescue shell the issue
+# saw). An emulated stand-in is sent SIGRTMIN+5 instead, which its systemd reads as SIGRTMIN+3: halt.
+QEMU_RT_SHIFT = 2
+SYSTEMD_HALT = 3                       # systemd(1): SIGRTMIN+3 halts the machine
+
+
+def kill_signal(arch: str) -> str | None:
+    """systemd-nspawn's --kill-signal for a stand-in of `arch`, so its systemd halts (None: nspawn's own)."""
+    return None if arch == host_arch() else f"SIGRTMIN+{SYSTEMD_HALT + QEMU_RT_SHIFT}"
+
+
 # Drop-ins written into a foreign-architecture stand-in only (never into a rootfs a real board gets, never into
 # edgekit's own units): what qemu-user cannot do, and what is done instead. docs/aarch64-standin.md lists them.
 DROPIN_NAME = "50-edgekit-emulated.conf"

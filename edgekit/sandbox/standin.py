@@ -208,6 +208,8 @@ def _boot(sb: StandIn) -> None:
             f"--bind={shared_ccache_dir()}:/var/cache/edgekit/ccache"]
     if sb.jetson:
         args.append(f"--bind-ro={sb.dir / 'firmware'}:/sys/firmware")
+    if emulation.kill_signal(sb.arch):
+        args.append(f"--kill-signal={emulation.kill_signal(sb.arch)}")
     nspawn = sh(*args)
     stop = q(sb.dir / "stopping")
     # Exit status 133 means the guest asked for a reboot: boot it again, as systemd-nspawn@.service does.
