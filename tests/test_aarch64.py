@@ -23,18 +23,22 @@ QEMU_AARCH64_CONF = (
     ":qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:"
     "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:"
     "/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF\n")
-# /proc/sys/fs/binfmt_misc/qemu-aarch64 after edgekit registered that line (this machine, kernel 6.18)
-QEMU_AARCH64_ENTRY = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\n"
+# /proc/sys/fs/binfmt_misc/qemu-aarch64 after edgekit registered that line with C added (this machine, kernel 6.18)
+QEMU_AARCH64_ENTRY = ("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POCF\noffset 0\n"
                       "magic 7f454c460201010000000000000000000200b700\n"
                       "mask ffffffffffffff00fffffffffffffffffeffffff\n")
 # The same registration made by systemd-binfmt without F (e.g. binfmt-support's own line): unusable in a container
-QEMU_AARCH64_ENTRY_NO_F = QEMU_AARCH64_ENTRY.replace("flags: POF", "flags: P")
+QEMU_AARCH64_ENTRY_NO_F = QEMU_AARCH64_ENTRY.replace("flags: POCF", "flags: P")
+# Debian's own line as registered (no C): sudo in the stand-in would not be root
+QEMU_AARCH64_ENTRY_NO_C = QEMU_AARCH64_ENTRY.replace("flags: POCF", "flags: POF")
 
 
 def test_binfmt_entry_and_line_are_read():
     entry = emulation.parse_entry(QEMU_AARCH64_ENTRY)
-    assert entry.enabled and entry.fixed and entry.interpreter == "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"
+    assert entry.usable and entry.fixed and entry.interpreter == "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"
     assert not emulation.parse_entry(QEMU_AARCH64_ENTRY_NO_F).fixed
+    assert emulation.parse_entry(QEMU_AARCH64_ENTRY_NO_C).fixed and not emulation.parse_entry(
+        QEMU_AARCH64_ENTRY_NO_C).usable
     assert not emulation.parse_entry(QEMU_AARCH64_ENTRY.replace("enabled", "disabled")).enabled
     assert emulation.parse_entry("") is None
     reg = emulation.parse_conf("# qemu\n\n" + QEMU_AARCH64_CONF)

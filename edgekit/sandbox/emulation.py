@@ -3,7 +3,8 @@
 An aarch64 stand-in's programs (its systemd, sshd, python3, llama-server) are aarch64 ELF files. The host kernel
 hands each one to the interpreter registered for its ELF header in /proc/sys/fs/binfmt_misc. The registration must
 carry the F (fix-binary) flag: the kernel then opens qemu-aarch64-static once, at registration, so it runs inside
-a container whose root has no qemu. Debian's qemu-user-static ships the line in /usr/lib/binfmt.d/; on a host
+a container whose root has no qemu; and the C (credentials) flag: a set-uid program (sudo) runs with the program's
+credentials, not the interpreter's (without it `sudo` in the stand-in says its effective uid is not 0). Debian's qemu-user-static ships the line in /usr/lib/binfmt.d/; on a host
 without systemd-binfmt (a container, a CI VM) edgekit writes that line itself.
 
 `parse_entry` (an entry's status file) and `parse_conf` (a binfmt.d line) are pure; `ensure` checks and, when
@@ -28,6 +29,7 @@ ARCHES: dict[str, tuple[str, str]] = {
     "arm64": ("aarch64", "qemu-aarch64"),
 }
 INSTALL_HINT = "apt-get install qemu-user-static"
+REQUIRED_FLAGS = "FC"          # F: interpreter fixed at registration; C: set-uid programs keep their credentials
 
 
 def machine(arch: str) -> str:
@@ -53,6 +55,11 @@ class Entry:
     def fixed(self) -> bool:
         """F: the interpreter was opened at registration, so containers need no copy of it."""
         return "F" in self.flags
+
+    @property
+    def usable(self) -> bool:
+        """Enabled, with every flag a stand-in needs (REQUIRED_FLAGS)."""
+        return self.enabled and all(f in self.flags for f in REQUIRED_FLAGS)
 
 
 def parse_entry(text: str) -> Entry | None:
@@ -123,18 +130,19 @@ def ensure(arch: str, log=lambda msg: None) -> Entry | None:
                                   f"(`{INSTALL_HINT}` there)")
         log(f"mounted binfmt_misc at {BINFMT}")
     entry = _read_entry(name)
-    if entry and entry.enabled and entry.fixed and entry.interpreter and Path(entry.interpreter).exists():
+    if entry and entry.usable and entry.interpreter and Path(entry.interpreter).exists():
         return entry
-    if "F" not in reg.flags:
-        reg = reg.with_flags(reg.flags + "F")
+    reg = reg.with_flags(reg.flags + "".join(f for f in REQUIRED_FLAGS if f not in reg.flags))
     if entry is not None:
-        why = "disabled" if not entry.enabled else f"flags {entry.flags or 'none'}, no F"
-        log(f"re-registering {name} ({why}): a container needs the interpreter fixed at registration")
+        lacking = "".join(f for f in REQUIRED_FLAGS if f not in entry.flags)
+        why = "disabled" if not entry.enabled else f"flags {entry.flags or 'none'}, without {lacking}"
+        log(f"re-registering {name} ({why}): a container needs the interpreter fixed at registration (F) and "
+            "set-uid programs their own credentials (C)")
         _write(BINFMT / name, "-1", name)
     _write(BINFMT / "register", reg.line, name)
     entry = _read_entry(name)
-    if entry is None or not entry.fixed:
-        raise UsageError(f"the kernel did not take the {name} registration with the F flag",
+    if entry is None or not entry.usable:
+        raise UsageError(f"the kernel did not take the {name} registration with the flags {REQUIRED_FLAGS}",
                          hint=f"check `cat {BINFMT / name}`")
     log(f"registered {name} with binfmt_misc (interpreter {entry.interpreter}, flags {entry.flags})")
     return entry
