@@ -199,3 +199,21 @@ def test_qemu_user_shifts_realtime_signals_and_the_standin_halts_with_the_shifte
         proc.kill()
         proc.wait()
     assert emulation.kill_signal(emulation.host_arch()) is None
+
+
+def test_a_host_that_refuses_the_registration_gets_one_error_and_what_to_do(tmp_path, monkeypatch):
+    binfmt, conf_dir = tmp_path / "binfmt_misc", tmp_path / "binfmt.d"
+    (binfmt / "register").mkdir(parents=True)          # writing to it fails, as a read-only binfmt_misc does
+    conf_dir.mkdir()
+    (conf_dir / "qemu-aarch64.conf").write_text(QEMU_AARCH64_CONF.replace(
+        "/usr/libexec/qemu-binfmt/aarch64-binfmt-P", "/bin/sh"))
+    monkeypatch.setattr(emulation, "BINFMT", binfmt)
+    monkeypatch.setattr(emulation, "BINFMT_D", conf_dir)
+    monkeypatch.setattr(emulation, "host_arch", lambda: "amd64")
+    with pytest.raises(UsageError, match="this host refused the binfmt_misc registration of qemu-aarch64") as e:
+        emulation.ensure("arm64")
+    assert "register qemu-aarch64 on its host with the F flag" in e.value.hint
+    (conf_dir / "qemu-aarch64.conf").unlink()
+    with pytest.raises(UsageError, match="qemu-user-static is not installed") as e:
+        emulation.ensure("arm64")
+    assert e.value.hint == "apt-get install qemu-user-static"
