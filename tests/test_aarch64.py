@@ -133,6 +133,7 @@ def test_cross_plan_is_the_devices_plan_compiled_here(tmp_path, monkeypatch):
     assert f"-DCMAKE_TOOLCHAIN_FILE={cp.toolchain_file}" in configure and "-DGGML_NATIVE=OFF" in configure
     assert "-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16" in configure and "-DGGML_CUDA=OFF" in configure
     assert commands[2].endswith("--target llama-server llama-bench llama-cli -j 2")
+    assert commands[-2].endswith(f'cp -L "$(aarch64-linux-gnu-gcc -print-file-name=libgomp.so.1)" {cp.stage}/lib/')
     assert commands[-1] == f"aarch64-linux-gnu-readelf -d {cp.stage}/bin/llama-server"
     toolchain = cp.toolchain.cmake_file("x86_64")
     assert "set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)" in toolchain

@@ -46,6 +46,9 @@ class Toolchain:
     triplet: str            # aarch64-linux-gnu: the compilers' prefix and the multiarch library directory
     deb_arch: str           # arm64
     packages: str           # what to apt-get install on the controller
+    # The compiler's runtime libraries the build links that a device may lack, packed into lib/ (found there by the
+    # build's RUNPATH $ORIGIN): ggml's OpenMP (a Jetson with JetPack has libgomp1; a bare image may not).
+    runtime: tuple[str, ...] = ("libgomp.so.1",)
 
     @property
     def cc(self) -> str:
@@ -120,7 +123,9 @@ class CrossPlan:
             sh("cmake", "--build", self.build_dir, "--target", *p.targets, "-j", self.jobs),
             f"rm -rf {q(self.stage)} && mkdir -p {q(self.stage)}/bin {q(self.stage)}/lib && cp -a "
             + " ".join(q(self.build_dir / "bin" / t) for t in p.targets) + f" {q(self.stage)}/bin/ && "
-            f"cp -a {q(self.build_dir)}/bin/*.so* {q(self.stage)}/lib/",
+            f"cp -a {q(self.build_dir)}/bin/*.so* {q(self.stage)}/lib/ && "
+            + " && ".join(f"cp -L \"$({tc.cc} -print-file-name={lib})\" {q(self.stage)}/lib/"
+                          for lib in tc.runtime),
             sh(f"{tc.triplet}-readelf", "-d", self.stage / "bin" / "llama-server"),
         ]
 
