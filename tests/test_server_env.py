@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from edgekit.errors import UNSUITABLE
 from edgekit.facts.deployed import MISSING, ServerEnvNames
-from edgekit.llamacpp.server_env import (UnknownServerSetting, names_written, parse_env_names, require_known,
-                                          unknown_names)
+from edgekit.facts.build import parse_env_names
+from edgekit.llamacpp.server_env import UnknownServerSetting, names_written, require_known, unknown_names
 from edgekit.llamacpp.spec import LLAMA_CPP_VERSION
 from edgekit.service.steps import ServiceOptions
 

@@ -1,7 +1,8 @@
 """Facts about llama.cpp builds on a device: an installed build's stamp and `current` (installed_command,
 parse_installed, parse_stamp), the host that built it (BUILT_ON_COMMAND, parse_built_on: systemd's app-specific
 machine id, never the raw one) and the gate's record of a build (read_record_command, parse_record). Commands and
-pure parsers; edgekit.llamacpp makes and judges the builds."""
+pure parsers; edgekit.llamacpp makes and judges the builds. Also the environment names a build's llama-server
+knows (parse_env_names: the `(env: NAME)` notes of its --help; edgekit.llamacpp.server_env checks them)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,11 @@ def parse_record(output: str) -> dict | None:
     if not isinstance(data, dict) or data.get("machine_id") != machine.strip():
         return None
     return data
+
+
+ENV_NOTE = re.compile(r"\(env: ([A-Z][A-Z0-9_]*)\)")
+
+
+def parse_env_names(help_text: str) -> frozenset[str]:
+    """Pure: the environment names a `llama-server --help` lists (`(env: LLAMA_ARG_PORT)` after each option)."""
+    return frozenset(ENV_NOTE.findall(help_text if isinstance(help_text, str) else ""))

@@ -12,9 +12,8 @@ from dataclasses import astuple, dataclass, fields
 from typing import Any, Callable, ClassVar
 
 from edgekit import layout as L
-from edgekit.facts.build import (BUILT_ON_COMMAND, installed_command, parse_built_on, parse_installed, parse_record,
-                                 read_record_command)
-from edgekit.llamacpp.server_env import parse_env_names
+from edgekit.facts.build import (BUILT_ON_COMMAND, installed_command, parse_built_on, parse_env_names, parse_installed,
+                                 parse_record, read_record_command)
 from edgekit.facts.device import DeviceFacts, read_facts
 from edgekit.remote.command import q
 

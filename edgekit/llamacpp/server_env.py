@@ -9,19 +9,11 @@ The build gate checks them before `current` moves, and every provision (its dry 
 
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 from edgekit.errors import UnsuitableDevice
+from edgekit.facts.build import parse_env_names
 from edgekit.service.settings import parse_env, render_env, router_model, service_variables
-
-ENV_NOTE = re.compile(r"\(env: ([A-Z][A-Z0-9_]*)\)")
-
-
-def parse_env_names(help_text: str) -> frozenset[str]:
-    """Pure: the environment names a `llama-server --help` lists (`(env: LLAMA_ARG_PORT)` after each option)."""
-    return frozenset(ENV_NOTE.findall(help_text if isinstance(help_text, str) else ""))
-
 
 def names_written(service=None, router: bool = False) -> list[str]:
     """The LLAMA_ARG_* names the env template writes for these service options (edgekit.service.steps
