@@ -383,12 +383,26 @@ SYSTEM_INFO = "system_info: n_threads = 2 (n_threads_batch = 2) / 2 | CPU : SSE3
 
 def test_runtime_fact_reads_threads_from_the_log_and_cpus_from_proc():
     pid = 4242
-    assert "/proc/4242/status" in llama_bench.runtime_command(pid) and "_PID=4242" in llama_bench.runtime_command(pid)
-    got = llama_bench.parse_runtime(f"Cpus_allowed_list:\t0\n@@journal\n{SYSTEM_INFO}")
-    assert got == {"threads": 2, "threads_batch": 2, "cpus": "0"}
+    command = llama_bench.runtime_command(pid)
+    assert "/proc/4242/status" in command and "_PID=4242" in command and "topology/thread_siblings" in command
+    got = llama_bench.parse_runtime(f"Cpus_allowed_list:\t0\n@@journal\n{SYSTEM_INFO}@@siblings\n1\n2\n")
+    assert got == {"threads": 2, "threads_batch": 2, "default_threads": 2, "cpus": "0"}
     assert llama_bench.parse_runtime(f"Cpus_allowed_list:\t0-5\n@@journal\n{SYSTEM_INFO_B5489}") == {
-        "threads": 8, "threads_batch": 8, "cpus": "0-5"}
-    assert llama_bench.parse_runtime("") == {"threads": None, "threads_batch": None, "cpus": None}
+        "threads": 8, "threads_batch": 8, "default_threads": None, "cpus": "0-5"}
+    assert llama_bench.parse_runtime("") == {"threads": None, "threads_batch": None, "default_threads": None,
+                                             "cpus": None}
+
+
+def test_default_threads_are_physical_cores_as_llama_cpp_counts_them():
+    """No setting, nothing logged (b11312 logs its threads only at trace verbosity): llama.cpp's default, one thread
+    per distinct thread_siblings mask (two hyperthreads of a core share one)."""
+    smt = "Cpus_allowed_list:\t0-3\n@@journal\n@@siblings\n03\n03\n0c\n0c\n"      # 2 cores x 2 threads
+    runtime = llama_bench.parse_runtime(smt)
+    assert runtime["default_threads"] == 2 and runtime["threads"] is None
+    unset = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc", "llama-server\x00-m\x00/m.gguf\x00")
+    assert llama_bench.recorded_settings(unset, runtime)["threads"] == 2
+    assert llama_bench.recorded_settings(unset, runtime)["threads_from"] == "default"
+    assert llama_bench.recorded_settings(unset, llama_bench.parse_runtime(""))["threads_from"] is None
 
 
 def test_batch_sizes_come_from_the_env_and_flags_and_reach_llama_bench():
@@ -396,11 +410,11 @@ def test_batch_sizes_come_from_the_env_and_flags_and_reach_llama_bench():
                                             "LLAMA_ARG_BATCH=1024\0LLAMA_ARG_MODEL=/m.gguf\0LLAMA_ARG_THREADS=4")
     assert (proc.batch, proc.ubatch, proc.threads) == (1024, 256, 4)
     assert "-t 4 -b 1024 -ub 256" in llama_bench.command(proc, 512, 32, 1)
-    settings = llama_bench.recorded_settings(proc, {"threads": 6, "threads_batch": 6, "cpus": "0"})
+    settings = llama_bench.recorded_settings(proc, {"threads": 6, "threads_batch": 6, "default_threads": 6, "cpus": "0"})
     assert settings["threads"] == 4 and settings["threads_from"] == "setting"      # the setting wins over the log
     unset = llama_bench.parse_server_cmdline(7, "/opt/edgekit/llama.cpp/b1-abc", "llama-server\0-m\0/m.gguf\0")
-    assert llama_bench.recorded_settings(unset, {"threads": 6, "threads_batch": 6, "cpus": "0-5"})["threads_from"] \
-        == "log"
+    assert llama_bench.recorded_settings(unset, {"threads": 6, "threads_batch": 6, "default_threads": 4,
+                                                 "cpus": "0-5"})["threads_from"] == "log"
 
 
 def _side_by_side(rounds: int, server: dict, bench_threads: int = 2, cpus: str | None = "0") -> dict:
@@ -422,6 +436,8 @@ def test_caption_is_built_from_the_recorded_settings():
     assert other.endswith("they differ in threads, batch")
     assert "3 rounds (under 5: no spread worth quoting)" in report.agreement_caption(_side_by_side(3, server))
     assert "threads not recorded" in report.agreement_caption(_side_by_side(5, {}))
+    default = report.agreement_caption(_side_by_side(5, {**server, "threads_from": "default"}))
+    assert "server: 2 threads (llama.cpp's default: one per physical core), batch" in default
     assert report.agreement_caption(None) is None
 
 

@@ -90,35 +90,49 @@ def parse_server_cmdline(pid: int, prefix: str, cmdline: str, environ: str = "")
                          port=number("port"), args=args, batch=number("batch"), ubatch=number("ubatch"))
 
 
-# What the running server actually uses, read from the device: the threads it logged at start (llama-server
-# prints `system_info: n_threads = 8 (n_threads_batch = 8) / 8 | ...`; older builds `system info: n_threads = 8,
-# n_threads_batch = 8, total_threads = 8`) and the CPUs the kernel lets it run on.
+# What the running server actually uses, read from the device: the threads it logged at start, when its log says
+# (`system_info: n_threads = 8 (n_threads_batch = 8) / 8 | ...`, or older builds' `system info: n_threads = 8,
+# n_threads_batch = 8, total_threads = 8`; b11312 prints it only at trace verbosity), else llama.cpp's default when
+# no thread count is set: one thread per physical core, counted as common_cpu_get_num_math does on Linux (the
+# distinct /sys/devices/system/cpu/cpuN/topology/thread_siblings, cpu0 up to the first missing one; hybrid x86
+# CPUs, which it counts otherwise, are not Jetsons); and the CPUs the kernel lets it run on.
 _SYSTEM_INFO = re.compile(r"system[_ ]info: n_threads = ([0-9]+)(?: \(n_threads_batch = ([0-9]+)\)|, n_threads_batch = ([0-9]+))")
 _CPUS_ALLOWED = re.compile(r"^Cpus_allowed_list:\s*(\S+)\s*$", re.M)
+_SIBLINGS = "/sys/devices/system/cpu/cpu$i/topology/thread_siblings"
 
 
 def runtime_command(pid: int) -> str:
-    """The fact's command (run with sudo: the journal of a system unit): the server's CPU affinity and the threads
-    line it logged when this process started."""
+    """The fact's command (run with sudo: the journal of a system unit): the server's CPU affinity, the threads line
+    it logged when this process started, and the cores' thread siblings (llama.cpp's default thread count)."""
     return (f"grep '^Cpus_allowed_list:' /proc/{int(pid)}/status; echo @@journal; "
-            f"journalctl _PID={int(pid)} -o cat --no-pager 2>/dev/null | grep -m1 -E 'system[_ ]info: n_threads'; true")
+            f"journalctl _PID={int(pid)} -o cat --no-pager 2>/dev/null | grep -m1 -E 'system[_ ]info: n_threads'; "
+            f"echo @@siblings; i=0; while [ -r {_SIBLINGS} ]; do cat {_SIBLINGS}; i=$((i+1)); done; true")
 
 
 def parse_runtime(text: str) -> Dict[str, Any]:
-    """Pure: runtime_command's output -> {"threads", "threads_batch", "cpus"} (None where the device did not say)."""
-    status, _, journal = text.partition("@@journal")
+    """Pure: runtime_command's output -> {"threads", "threads_batch" (its log), "default_threads" (physical
+    cores), "cpus"}: None where the device did not say."""
+    status, _, rest = text.partition("@@journal")
+    journal, _, siblings = rest.partition("@@siblings")
     cpus = _CPUS_ALLOWED.search(status)
     info = _SYSTEM_INFO.search(journal)
+    cores = {line.strip() for line in siblings.splitlines() if line.strip()}
     return {"threads": int(info.group(1)) if info else None,
             "threads_batch": int(info.group(2) or info.group(3)) if info else None,
+            "default_threads": len(cores) or None,
             "cpus": cpus.group(1) if cpus else None}
 
 
 def recorded_settings(server: ServerProcess, runtime: Dict[str, Any]) -> Dict[str, Any]:
-    """Pure: the server's settings as recorded for a report, each with where it was read."""
-    threads, threads_from = (server.threads, "setting") if server.threads else (runtime.get("threads"), "log")
-    return {"threads": threads, "threads_from": threads_from if threads else None,
-            "threads_batch": runtime.get("threads_batch"),
+    """Pure: the server's settings as recorded for a report, each with where it was read: its own setting, else
+    its log, else llama.cpp's default (one thread per physical core: `default`)."""
+    for threads, source in ((server.threads, "setting"), (runtime.get("threads"), "log"),
+                            (runtime.get("default_threads"), "default")):
+        if threads:
+            break
+    else:
+        threads, source = None, None
+    return {"threads": threads, "threads_from": source, "threads_batch": runtime.get("threads_batch"),
             "batch": server.batch, "ubatch": server.ubatch, "cpus": runtime.get("cpus"),
             "n_gpu_layers": server.n_gpu_layers, "model": server.model}
 

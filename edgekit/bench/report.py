@@ -132,8 +132,8 @@ def agreement_caption(llama_bench: Optional[Dict[str, Any]]) -> Optional[str]:
             else f"batch {b or '?'}/{ub or '?'}"
 
     threads = server.get("threads")
-    served = [f"{threads} threads" + (" (from its log)" if server.get("threads_from") == "log" else "")
-              if threads else "threads not recorded",
+    source = {"log": " (from its log)", "default": " (llama.cpp's default: one per physical core)"}
+    served = [f"{threads} threads" + source.get(server.get("threads_from"), "") if threads else "threads not recorded",
               batch(server.get("batch"), server.get("ubatch")),
               f"CPUs {server['cpus']}" if server.get("cpus") else "CPUs not recorded"]
     bench_cpus = llama_bench.get("llama_bench_cpus")

@@ -112,9 +112,9 @@ def side_by_side(server: LlamaClient, transport, server_proc, workload: Workload
     and recorded; llama-bench is given the same threads and batch sizes, and records its own (its JSON)."""
     pp, tg = workload.llama_bench_pp, workload.gen_tokens
     runtime = lb.read_runtime(transport, server_proc)
-    if server_proc.threads is None and runtime["threads"]:
-        server_proc = replace(server_proc, threads=runtime["threads"])
     recorded = lb.recorded_settings(server_proc, runtime)
+    if server_proc.threads is None and recorded["threads"]:       # llama-bench runs with what the server uses
+        server_proc = replace(server_proc, threads=recorded["threads"])
     rounds: List[Dict[str, Any]] = []
     started = time.time()
     for i in range(workload.llama_bench_reps):
