@@ -110,6 +110,10 @@ def test_provision_serves_and_answers_and_a_second_run_changes_nothing(arm):
     assert "llama-compile" in steps and steps["llama-compile"]["status"] == "ok"     # the cross-built pack serves
     assert steps["health"]["status"] == "ok"
     print(f"provision: {time.monotonic() - start:.0f}s")
+    # what of the unit's sandbox applies under emulation: the kernel's view of the (qemu) process
+    seccomp = _ssh(sb, "pid=$(systemctl show -p MainPID --value edgekit-llama-server); "
+                       "sudo grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/$pid/status", check=False).stdout
+    print(f"the service's process under emulation: {' '.join(seccomp.split())}")
     state = json.loads((arm["home"] / "targets" / f"{sb.name}.json").read_text())
     with urllib.request.urlopen(f"{state['url']}/health", timeout=30) as resp:
         assert resp.status == 200
