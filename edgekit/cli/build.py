@@ -21,7 +21,6 @@ from edgekit.console import StepPrinter, emit_json, say
 from edgekit.errors import EdgekitError
 from edgekit.remote.lock import device_lock
 from edgekit.remote.plan import Context, run_steps
-from edgekit.service.steps import ServiceUser
 from edgekit.settings import resolve
 
 
@@ -111,9 +110,7 @@ def _cross_build(target: str, spec: BuildSpec, dry_run: bool, json_out: bool, lo
             tarball = cross.build_pack(cp, progress=lambda m: say((m, "dim")))
             say(f"packed {tarball.name} in {time.monotonic() - start:.0f}s")
         with device_lock(t, "build", enabled=not dry_run):
-            # the service user first (as provision makes it): the gate runs as that user, not a DynamicUser=
-            # (which qemu-user cannot set up: 217/USER on an emulated stand-in, docs/aarch64-standin.md)
-            results = run_steps(ctx, [ServiceUser(), InstallPack(tarball, spec.keep)])
+            results = run_steps(ctx, [InstallPack(tarball, spec.keep)])
     if json_out:
         emit_json({"target": target, "ok": True, "dry_run": dry_run, "id": p.id, "pack": str(tarball),
                    "prefix": p.prefix, "steps": [r.to_json() for r in results]})
