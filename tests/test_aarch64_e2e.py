@@ -81,6 +81,8 @@ def test_what_differs_under_emulation_is_handled_in_the_standin_only(arm):
     assert out.strip() == "aarch64"
 
 
+@pytest.mark.xfail(strict=True, reason="issue 27 open: under qemu-user the gate's unit stops at status=217/USER "
+                   "(docs/aarch64-standin.md); the pack is refused and current does not move, as designed")
 def test_cross_build_is_installed_by_the_pack_step_and_gated_on_the_standin(arm):
     sb, cli = arm["sb"], arm["cli"]
     start = time.monotonic()
@@ -101,6 +103,8 @@ def test_cross_build_is_installed_by_the_pack_step_and_gated_on_the_standin(arm)
     assert gate["ok"] is True and gate["tokens"] > 0, gate
 
 
+@pytest.mark.xfail(run=False, reason="issue 27 open: needs the cross-built pack installed (the test above); without "
+                   "it provision would compile llama.cpp under emulation on the stand-in, hours on 2 cores")
 def test_provision_serves_and_answers_and_a_second_run_changes_nothing(arm):
     sb, cli = arm["sb"], arm["cli"]
     start = time.monotonic()
