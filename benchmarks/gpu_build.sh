@@ -47,9 +47,9 @@ rc=$?
 t1=$(date +%s.%N)
 echo "build rc=$rc wall=$(awk "BEGIN{printf \"%.1f\", $t1-$t0}")s"
 tail -n 15 "$OUT/build.stderr"
-cp /var/log/edgekit/llamacpp-*.log "$OUT/" 2>/dev/null
+cp /var/log/edgekit/build-*.log "$OUT/" 2>/dev/null
 grep -E 'Found CUDAToolkit|CUDA architectures|Including CUDA backend|Build files have been written' \
-    /var/log/edgekit/llamacpp-*.log 2>/dev/null | head
+    /var/log/edgekit/build-*.log 2>/dev/null | head
 
 if [ "$rc" = 0 ]; then
     echo "== run what was built"

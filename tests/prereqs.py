@@ -130,7 +130,7 @@ def require(name: str) -> None:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs(*names): prerequisites of this machine (tests/prereqs.py)")
-    config._edgekit_e2e = {"selected": 0, "ran": 0, "passed": 0, "failed": 0}
+    config._edgekit_e2e = {"selected": 0, "ran": 0, "passed": 0, "failed": 0, "xfailed": 0}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -171,11 +171,12 @@ def pytest_runtest_makereport(item, call):
     if item.get_closest_marker("e2e") and report.when == "call":
         stats = item.config._edgekit_e2e
         stats["ran"] += 1
-        stats["passed" if report.passed else "failed"] += 1
+        stats["xfailed" if hasattr(report, "wasxfail") else "passed" if report.passed else "failed"] += 1
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     stats = config._edgekit_e2e
     if stats["selected"] and not config.option.collectonly:
         terminalreporter.write_line(f"e2e tests that ran: {stats['ran']} of {stats['selected']} selected "
-                                    f"({stats['passed']} passed, {stats['failed']} failed)")
+                                    f"({stats['passed']} passed, {stats['failed']} failed"
+                                    + (f", {stats['xfailed']} expected failures" if stats.get("xfailed") else "") + ")")

@@ -53,7 +53,8 @@ def test_the_dry_run_checks_prints_the_plan_and_changes_nothing(board, tmp_path)
     state = ("/usr/sbin/nvpmodel -q | head -1; cat /var/lib/nvpmodel/status; ls /run/systemd/system/ 2>&1; "
              "systemctl show -p MainPID edgekit-llama-server")
     before = board["ssh"](state)
-    res = subprocess.run(board["sweep"] + ["--server-cpus", "0", "--out", str(tmp_path), "--dry-run", "--json"],
+    out = tmp_path / "results"                   # not made beforehand: the dry run must not make it either
+    res = subprocess.run(board["sweep"] + ["--server-cpus", "0", "--out", str(out), "--dry-run", "--json"],
                          capture_output=True, text=True, env=board["env"], timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     plan = json.loads(res.stdout)
@@ -62,7 +63,7 @@ def test_the_dry_run_checks_prints_the_plan_and_changes_nothing(board, tmp_path)
                                                                "nvpmodel -m 2 </dev/null", "nvpmodel -m 1 </dev/null"]
     assert device[0] == "mkdir -p /run/systemd/system/edgekit-llama-server.service.d"
     assert device[-1] == "systemctl restart edgekit-llama-server.service"
-    assert board["ssh"](state) == before and list(tmp_path.iterdir()) == [], "a dry run changes nothing, saves nothing"
+    assert board["ssh"](state) == before and not out.exists(), "a dry run changes nothing, saves nothing"
 
 
 def test_one_row_per_mode_and_the_original_mode_restored(board, tmp_path):

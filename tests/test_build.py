@@ -176,9 +176,9 @@ def test_unknown_tarball_gets_a_content_version(tmp_path):
     good = _tar(tmp_path / "l.tar.gz", {f"llama.cpp-x/{f}": f for f in LLAMA_FILES})
     src = tarball_source(good)
     assert src.version.startswith("src-") and src.inner == "llama.cpp-x" and src.commit is None
-    cmds = fetch_commands(src, "/opt/edgekit/llamacpp/i/src")
+    cmds = fetch_commands(src, "/opt/edgekit/build/i/src")
     assert "--strip-components=1" in cmds[1] and cmds[1].endswith("llama.cpp-x")
-    assert "mv /opt/edgekit/llamacpp/i/src.partial /opt/edgekit/llamacpp/i/src" in cmds[2]
+    assert "mv /opt/edgekit/build/i/src.partial /opt/edgekit/build/i/src" in cmds[2]
 
 
 def test_sdist_is_recognised_as_the_pinned_version(llama_src):
@@ -206,7 +206,7 @@ def test_local_tree_is_validated_and_packed_reproducibly(tmp_path):
 def test_git_source_default_is_the_pinned_tag():
     src = resolve_source(S.BuildSpec())
     assert (src.kind, src.version, src.commit) == ("git", "b11312", S.LLAMA_CPP_COMMIT)
-    cmds = fetch_commands(src, "/opt/edgekit/llamacpp/b11312-x/src")
+    cmds = fetch_commands(src, "/opt/edgekit/build/b11312-x/src")
     assert "git clone --quiet --depth 1 --branch b11312 https://github.com/ggml-org/llama.cpp" in cmds[1]
     with pytest.raises(UsageError):
         resolve_source(S.BuildSpec(version="b1; rm -rf /"))

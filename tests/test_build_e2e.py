@@ -41,7 +41,7 @@ def test_refuses_without_cuda_unless_cpu(dev, llama_src):
 
 def test_cpu_build_noop_flag_change_and_failure(dev, llama_src):
     sb, t = dev
-    t.sudo("rm -rf /opt/edgekit/llama.cpp /opt/edgekit/llamacpp", check=False)
+    t.sudo("rm -rf /opt/edgekit/llama.cpp /opt/edgekit/build", check=False)
     stats0 = t.run("CCACHE_DIR=/var/cache/edgekit/ccache ccache --print-stats", check=False).stdout
 
     start = time.monotonic()
@@ -86,7 +86,7 @@ def test_cpu_build_noop_flag_change_and_failure(dev, llama_src):
     failed = run_cli("build", sb.name, "--cpu", "--llama-src", str(llama_src), "--cmake-flag",
                      "-DCMAKE_CXX_COMPILER=/nonexistent/g++")
     assert failed.returncode == 4, failed.stderr
-    assert "/var/log/edgekit/llamacpp-b11312-" in failed.stderr and "previous `current`" in failed.stderr
+    assert "/var/log/edgekit/build-b11312-" in failed.stderr and "previous `current`" in failed.stderr
     assert "CMAKE_CXX_COMPILER" in failed.stderr       # the log tail
     assert current(t) == second["prefix"]
     assert "build 11312" in t.run(f"{ROOT}/current/bin/llama-server --version 2>&1").stdout

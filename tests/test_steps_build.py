@@ -181,7 +181,7 @@ def test_gate_refuses_a_build_that_does_not_know_a_setting_before_anything_runs(
 def test_gate_of_a_build_not_there_yet_says_its_settings_are_checked_once_built(state):
     dry, _, _ = plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan, known=None), run=state,
                                answer=answers(state.plan))
-    assert "every LLAMA_ARG_* setting edgekit writes (read once it is built)" in dry.summary
+    assert "every LLAMA_ARG_* setting edgekit writes (read once it is built and runs)" in dry.summary
     passed, _, _ = plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan), run=state, answer=answers(state.plan))
     assert f"its llama-server knows the {len(names_written())} LLAMA_ARG_* settings edgekit writes" in passed.summary
 
@@ -203,6 +203,20 @@ def test_gate_refuses_a_build_that_dies_of_sigill(state):
         plan_and_apply(LlamaGate(SPEC), given, run=state, answer=answers(state.plan, gate_ok=False))
     assert state.plan.cpu_level == "armv8-a" and info.value.cpu_level is None    # the lowest Arm level: no fallback
     assert "`current` is unchanged" in info.value.message
+
+
+def test_a_build_that_dies_before_its_help_is_judged_by_the_gate_not_by_the_settings_check(state):
+    """A build that cannot run here (SIGILL) prints no --help: the gate says why (and leads to a lower CPU level),
+    not the settings check's 'lists no LLAMA_ARG_*'."""
+    with pytest.raises(GateRefused, match="SIGILL"):
+        plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan, known=frozenset()), run=state,
+                       answer=answers(state.plan, gate_ok=False))
+
+
+def test_a_build_that_runs_but_lists_no_settings_is_refused_after_its_gate(state):
+    with pytest.raises(UnknownServerSetting, match="lists no LLAMA_ARG_"):
+        plan_and_apply(LlamaGate(SPEC), gate_facts(state.plan, known=frozenset()), run=state,
+                       answer=answers(state.plan))
 
 
 def test_a_refused_cpu_level_is_recorded_as_printed():
@@ -308,7 +322,7 @@ def test_install_pack_already_current_is_a_noop(tmp_path):
     assert isinstance(dry, Noop) and "(current)" in dry.reason
 
 
-def test_a_pack_that_does_not_know_a_setting_is_removed_and_refused_before_its_gate(tmp_path):
+def test_a_pack_that_does_not_know_a_setting_is_removed_and_refused_after_its_gate(tmp_path):
     from edgekit.llamacpp.packs import InstallPack
 
     path, name, _ = _pack_here(tmp_path)

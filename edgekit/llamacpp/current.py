@@ -37,10 +37,16 @@ def gate_ops(ctx: Context, run: GateRun, record_in: str | None) -> list[Op]:
     return run.ops(ctx.fact(FileSha256(GATE_MODEL)) == tiny_llama_sha256(), record_in)
 
 
-def known_settings(ctx: Context, prefix: str, build_id: str, what: str = "build") -> str | None:
+def known_settings(ctx: Context, prefix: str, build_id: str, what: str = "build", defer_silent: bool = False
+                   ) -> str | None:
     """Refuse (UnknownServerSetting, exit 5) when the build at `prefix` does not know a LLAMA_ARG_* name this
-    run's service settings write; -> what was checked (None: not built yet, e.g. in a dry run)."""
+    run's service settings write; -> what was checked (None: not built yet, e.g. in a dry run). With
+    `defer_silent`, a build whose --help says nothing (it does not run: SIGILL, a missing library) is left to the
+    gate, which says why it does not run (and, for SIGILL, builds a lower CPU level); the caller checks again after
+    the gate passes."""
     known = ctx.fact(ServerEnvNames(f"{prefix}/bin/llama-server"))
+    if defer_silent and known is not None and not known:
+        return None
     current = None
     if known is not None:
         current = (ctx.read(f"readlink {q(L.CURRENT)}", sudo=False).stdout.strip() or "none").rsplit("/", 1)[-1]
@@ -52,10 +58,11 @@ def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: st
               lower=None, what: str = "build") -> Noop | Change:
     """Noop when this build already passed the gate on this device; else the gate run (raises GateRefused).
     Either way the build must know every setting the service's env file will name (raises UnknownServerSetting)."""
-    knows = known_settings(ctx, prefix, build_id, what)
     rec = ctx.fact(GateRecord(prefix))
     if rec and rec.get("ok") and rec.get("build") == build_id:
+        knows = known_settings(ctx, prefix, build_id, what)
         return Noop(f"passed the gate here at {rec.get('at')}: {rec.get('reason')}; {knows}")
+    knows = known_settings(ctx, prefix, build_id, what, defer_silent=True)   # refused before anything when --help answers
     run = gate_run_for(ctx, build_id, prefix, gpu)
     ops = gate_ops(ctx, run, prefix)
 
@@ -63,6 +70,7 @@ def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: st
         c.progress("gate: starting the new llama-server in the service sandbox")
         verdict = run_gate(c, run, ops, build_id)
         if verdict.ok:
+            known_settings(c, prefix, build_id, what)       # it runs: now its --help must list what edgekit writes
             return
         refused = cpu_level if verdict.signal == "SIGILL" and cpu_level and lower is not None else None
         current = c.read(f"readlink {q(L.CURRENT)}", sudo=False).stdout.strip() or "none"
@@ -75,7 +83,7 @@ def gate_plan(ctx: Context, prefix: str, build_id: str, gpu: bool, cpu_level: st
     return Change(f"prove {build_id} runs here: its llama-server on a tiny model in the service's sandbox"
                   + (", every layer on the GPU" if gpu else "")
                   + (f" ({knows})" if knows else "; first its `llama-server --help` must list every LLAMA_ARG_* "
-                     "setting edgekit writes (read once it is built)"), ops, apply=apply)
+                     "setting edgekit writes (read once it is built and runs)"), ops, apply=apply)
 
 
 class CpuLevelRefused:

@@ -137,18 +137,18 @@ class InstallPack:
         def apply(c: Context) -> None:
             for op in ops[:first_gate]:
                 c.do(op, **({"hint": "the upload was corrupted; retry"} if "sha256sum -c" in str(op) else {}))
-            try:
-                known_settings(c, part, self.pack_name, "pack")
-            except UnsuitableDevice:
-                c.read(f"rm -rf {q(part)}")             # the refused pack is not kept
-                raise
-            verdict = run_gate(c, run, gate, self.pack_name)
+            verdict = run_gate(c, run, gate, self.pack_name)      # first: does it run here at all (SIGILL, ...)
             if not verdict.ok:
                 c.read(f"rm -rf {q(part)}")             # the refused pack is not kept
                 raise GateRefused(f"the packed build {self.pack_name} failed the gate on {c.transport.name}: "
                                   f"{verdict.reason}. Refused: `current` is unchanged (log {c.transport.name}:"
                                   f"{verdict.log})", verdict,
                                   hint=f"build on this device instead: `edgekit build {c.transport.name}`")
+            try:
+                known_settings(c, part, self.pack_name, "pack")      # then: does it know every setting we write
+            except UnsuitableDevice:
+                c.read(f"rm -rf {q(part)}")             # the refused pack is not kept
+                raise
             c.do(ops[after_gate])
             c.do(ops[after_gate + 1].with_text(record_text(c, verdict, self.pack_name)))
             for op in ops[after_gate + 2:]:
